@@ -1,0 +1,35 @@
+# Two commands: `make demo` and `make test`. Both create/refresh the virtualenv in .venv first
+# (re-installed whenever pyproject.toml changes).
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO := demo
+
+.PHONY: venv test test-all demo clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# CI set: small simulated inputs; the `slow` marker (full frames) is skipped.
+test: venv
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# Everything, including the slow full-frame cases.
+test-all: venv
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m ''
+
+# The built-in simulated data set: NRS1 ALLSLITS TRAD, 20 groups, 12 exposures with the
+# report's §3 artifacts and a grating mix that the pre-filter must cull.
+demo: venv clean-demo
+	mkdir -p $(DEMO)
+	$(BIN)/nrsdark simulate $(DEMO)/sim --subarray ALLSLITS --ngroups 20 --nexp 12 \
+	    --artifacts --gratings 'G140H:3,G395H:2,PRISM,MIRROR' --workers 2 --seed 2026
+
+clean-demo:
+	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-*

@@ -1,0 +1,227 @@
+"""Running jwst ``calwebb_detector1`` on NIRSpec darks: offline from local reference files, or
+with CRDS when a server is reachable.
+
+The recipe (SPEC §4, report §4.1.2)
+-----------------------------------
+Steps, in order: ``group_scale, dq_init, saturation, superbias, refpix, linearity, jump (with
+snowball flagging: expand_large_events=True), ramp_fit``.  They are called one by one (not
+through ``Detector1Pipeline``) so that the calibrated ramp *after jump* - the input of the
+average dark - is kept in memory next to the rate, and no reference file of a step we do not
+run (ipc, rscd, reset, dark, persistence...) is ever looked up.  ``dq_init`` gets a copy of the
+mask with HOT and WARM cleared (and their DO_NOT_USE, where nothing else set it), so that hot
+pixels get ramps fit (report §4.1.2).
+
+Reference files, per type, come from (first match wins):
+
+1. ``refs`` passed by the caller (a ``{reftype: path}`` dict, e.g. :func:`refkit_files`);
+2. CRDS, when ``CRDS_SERVER_URL`` is set (or a populated ``CRDS_PATH`` cache exists).
+For TRAD data the IRS2 ``refpix`` and ``sirskernel`` types are ``N/A``.
+
+Offline environment (measured facts: ``shared/docs/JWST_OFFLINE.md``)
+---------------------------------------------------------------------
+:func:`configure_crds` makes jwst run with no network:
+
+* ``CRDS_PATH`` -> a local cache (default ``~/.cache/nrsdark_dask/crds``) holding a minimal
+  ``config/jwst/server_config`` (the five keys crds needs), because every step's
+  ``finalize_result`` asks crds for the context in use and crds ``sys.exit``\\ s without it;
+* ``CRDS_SERVER_URL`` left unset: crds 14 then makes no network attempt;
+* ``STPIPE_DISABLE_CRDS_STEPPARS=true`` (``1`` is silently ignored): no pars-* look-up.
+
+With ``CRDS_SERVER_URL`` set, :func:`configure_crds` only sets the step-pars switch and leaves
+CRDS alone, so the same code uses CRDS for whatever ``refs`` does not give.  Call it before
+the first jwst step runs (it is idempotent; :func:`run_detector1` calls it).
+
+Cost: TRAD SUB2048 10 groups ~3 s and 0.4 GB; TRAD FULL 88 groups ~86 s and 7.7 GB; IRS2 FULL
+refpix ~2 s per group (JWST_OFFLINE.md).  Peak memory is jwst's, roughly 20 float32 copies of
+one ramp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import instrument as inst
+
+DETECTOR1_STEPS = ("group_scale", "dq_init", "saturation", "superbias", "refpix", "linearity",
+                   "jump", "ramp_fit")
+DEFAULT_CRDS_PATH = Path.home() / ".cache" / "nrsdark_dask" / "crds"
+OFFLINE_CONTEXT = "jwst_offline.pmap"
+STEP_PARAMETERS = {"jump": {"expand_large_events": True}}
+
+
+def crds_reachable() -> bool:
+    """True when the user configured a CRDS server (we never probe the network ourselves)."""
+    return bool(os.environ.get("CRDS_SERVER_URL"))
+
+
+def configure_crds(crds_path: str | os.PathLike | None = None) -> dict:
+    """Prepare the environment for jwst; return a description of the mode used.
+
+    Offline (no ``CRDS_SERVER_URL``): point ``CRDS_PATH`` at a cache with a minimal
+    server_config (creating it if missing).  Online: leave CRDS settings untouched.
+    """
+    os.environ["STPIPE_DISABLE_CRDS_STEPPARS"] = "true"
+    if crds_reachable():
+        return {"mode": "crds", "server": os.environ["CRDS_SERVER_URL"],
+                "crds_path": os.environ.get("CRDS_PATH", "")}
+    path = Path(crds_path or os.environ.get("CRDS_PATH") or DEFAULT_CRDS_PATH)
+    cfg = path / "config" / "jwst" / "server_config"
+    if not cfg.exists():
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(repr({
+            "observatory": "jwst", "operational_context": OFFLINE_CONTEXT,
+            "force_remote_mode": False, "bad_files_list": [],
+            "last_synced": "2000-01-01 00:00:00",
+        }) + "\n")
+    os.environ["CRDS_PATH"] = str(path)
+    os.environ.pop("CRDS_SERVER_URL", None)
+    return {"mode": "offline", "crds_path": str(path)}
+
+
+def refkit_files(refkit_dir) -> dict[str, str]:
+    """``{reftype: absolute path}`` of a reference kit folder (the simulator's ``refkit/`` or
+    any folder of files named ``*_<reftype>.fits``)."""
+    refkit_dir = Path(refkit_dir)
+    if not refkit_dir.is_dir():
+        raise FileNotFoundError(f"reference kit folder {refkit_dir} not found")
+    out = {}
+    for f in sorted(refkit_dir.glob("*.fits")):
+        reftype = f.stem.rsplit("_", 1)[-1].lower()
+        out[reftype] = str(f.resolve())
+    return out
+
+
+def cleared_mask(mask_path: str, workdir) -> str:
+    """Copy of a MASK reference with HOT and WARM cleared (report §4.1.2), plus the DO_NOT_USE
+    that came only with them; cached in ``workdir`` by the source's name and mtime."""
+    from stdatamodels.jwst import datamodels as dm
+
+    src = Path(mask_path)
+    out = Path(workdir) / f"{src.stem}_nohot_{int(src.stat().st_mtime)}.fits"
+    if out.exists():
+        return str(out)
+    DQ = inst.DQ
+    with dm.MaskModel(str(src)) as m:
+        dq = m.dq.astype(np.uint32)
+        hotwarm = (dq & (DQ["HOT"] | DQ["WARM"])) != 0
+        other = dq & ~np.uint32(DQ["HOT"] | DQ["WARM"] | DQ["DO_NOT_USE"])
+        dq[hotwarm] &= ~np.uint32(DQ["HOT"] | DQ["WARM"])
+        only_hot = hotwarm & (other == 0)
+        dq[only_hot] &= ~np.uint32(DQ["DO_NOT_USE"])
+        m.dq = dq
+        m.add_history_entry("nrsdark_dask: HOT and WARM cleared for dark processing")
+        tmp = out.with_suffix(f".tmp{os.getpid()}.fits")
+        m.save(tmp)
+    os.replace(tmp, out)
+    return str(out)
+
+
+@dataclass
+class Detector1Result:
+    """What one exposure gives: the calibrated ramp after jump (RampModel: data, groupdq,
+    pixeldq), the rate (ImageModel: data, err, dq), and provenance."""
+
+    ramp: object
+    rate: object
+    provenance: dict = field(default_factory=dict)
+
+    def close(self):
+        for m in (self.ramp, self.rate):
+            if m is not None:
+                m.close()
+
+
+def step_arguments(refs: dict[str, str], family: str, mask: str | None) -> dict[str, dict]:
+    """Keyword arguments of each step's ``call``: reference overrides and parameters."""
+    def ov(*types):
+        return {f"override_{t}": refs[t] for t in types if t in refs}
+
+    args = {
+        "group_scale": {},
+        "dq_init": {"override_mask": mask} if mask else {},
+        "saturation": ov("saturation", "superbias"),
+        "superbias": ov("superbias"),
+        "refpix": ov("refpix") if family == "IRS2" else {
+            "override_refpix": "N/A", "override_sirskernel": "N/A"},
+        "linearity": ov("linearity"),
+        "jump": {**ov("gain", "readnoise"), **STEP_PARAMETERS["jump"]},
+        "ramp_fit": ov("gain", "readnoise"),
+    }
+    return args
+
+
+def readout_family(model) -> str:
+    return inst.get_read_pattern(model.meta.exposure.readpatt).family
+
+
+def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
+                  crds_path=None) -> Detector1Result:
+    """Calibrate one uncal exposure with the SPEC §4 recipe; everything stays in memory.
+
+    ``refs``: ``{reftype: path}`` overrides (offline needs mask, saturation, superbias,
+    linearity, gain, readnoise, and refpix for IRS2).  ``workdir`` holds the cleared mask
+    (default: a temporary folder).
+    """
+    env = configure_crds(crds_path)
+    from jwst.dq_init import DQInitStep
+    from jwst.group_scale import GroupScaleStep
+    from jwst.jump import JumpStep
+    from jwst.linearity import LinearityStep
+    from jwst.ramp_fitting import RampFitStep
+    from jwst.refpix import RefPixStep
+    from jwst.saturation import SaturationStep
+    from jwst.superbias import SuperBiasStep
+    from stdatamodels.jwst import datamodels as dm
+
+    refs = dict(refs or {})
+    if env["mode"] == "offline":
+        needed = {"mask", "saturation", "superbias", "linearity", "gain", "readnoise"}
+        missing = needed - set(refs)
+        if missing:
+            raise RuntimeError(
+                f"offline (no CRDS_SERVER_URL) and no local reference file for: "
+                f"{', '.join(sorted(missing))}; pass --refkit DIR or set CRDS_SERVER_URL")
+    model = dm.RampModel(str(uncal)) if not isinstance(uncal, dm.RampModel) else uncal
+    family = readout_family(model)
+    if family == "IRS2" and env["mode"] == "offline" and "refpix" not in refs:
+        raise RuntimeError("offline IRS2 calibration needs an IRS2 'refpix' reference file")
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="nrsdark_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    mask_src = refs.get("mask") or DQInitStep().get_reference_file(model, "mask")
+    mask = cleared_mask(mask_src, workdir)
+    args = step_arguments(refs, family, mask)
+    steps = {"group_scale": GroupScaleStep, "dq_init": DQInitStep,
+             "saturation": SaturationStep, "superbias": SuperBiasStep, "refpix": RefPixStep,
+             "linearity": LinearityStep, "jump": JumpStep}
+    for name, cls in steps.items():
+        model = cls.call(model, **args[name])
+    rate, _rateints = RampFitStep.call(model, **args["ramp_fit"])
+    if _rateints is not None:
+        _rateints.close()
+    import jwst
+
+    prov = {
+        "jwst": jwst.__version__,
+        "crds_mode": env["mode"],
+        "crds_context": _context(),
+        "references": {k: os.path.basename(v) for k, v in refs.items()},
+        "mask_used": os.path.basename(mask),
+        "steps": list(DETECTOR1_STEPS),
+        "step_parameters": json.dumps(STEP_PARAMETERS),
+    }
+    return Detector1Result(model, rate, prov)
+
+
+def _context() -> str:
+    try:
+        from stpipe import crds_client
+
+        return str(crds_client.get_context_used("jwst"))
+    except Exception:  # noqa: BLE001 - provenance only
+        return "unknown"

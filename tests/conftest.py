@@ -1,0 +1,48 @@
+"""Shared simulated data sets (small: subarrays, few groups) and helpers."""
+
+import logging
+import socket
+
+import pytest
+
+from nrsdark_dask.simulate import SimConfig, read_truth, simulate_dataset
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_jwst():
+    logging.getLogger("stpipe").setLevel(logging.WARNING)
+    logging.getLogger("jwst").setLevel(logging.WARNING)
+    logging.getLogger("stcal").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+
+    def deny(self, *args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", deny)
+    monkeypatch.setattr(socket.socket, "connect_ex", deny)
+    monkeypatch.delenv("CRDS_SERVER_URL", raising=False)
+
+
+def _make(tmp_path_factory, name, **kw):
+    out = tmp_path_factory.mktemp(name) / "data"
+    summary = simulate_dataset(out, SimConfig(**kw))
+    return {"dir": out, "summary": summary, "truth": read_truth(out / "truth.fits")}
+
+
+@pytest.fixture(scope="session")
+def sim_trad(tmp_path_factory):
+    """ALLSLITS (256 x 2048) TRAD, 12 groups, 4 exposures: one after a mode switch, one with
+    persistence (so at least two are clean), a grating mix with PRISM (glow) and MIRROR."""
+    return _make(tmp_path_factory, "trad", subarray="ALLSLITS", ngroups=12, nexp=4, seed=3,
+                 artifacts=True, mode_switch_fraction=0.25, persistence_fraction=0.25,
+                 gratings={"G140H": 1, "PRISM": 1, "MIRROR": 1})
+
+
+@pytest.fixture(scope="session")
+def sim_irs2(tmp_path_factory):
+    """IRS2 full frame (3200 x 2048 raw), 5 groups, 1 exposure."""
+    return _make(tmp_path_factory, "irs2", readout="irs2", ngroups=5, nexp=1, seed=5)
