@@ -1,7 +1,7 @@
 """The ``nrsdark`` command.  Argument parsing only: each subcommand calls one library function.
 
-Subcommands so far: ``simulate``.  Planned (see README): select, calibrate, build, analyze,
-periods, plan, run, demo.
+Subcommands so far: ``simulate``, ``select``, ``calibrate``.  Planned (see README): build,
+analyze, periods, plan, run, demo.
 """
 
 from __future__ import annotations
@@ -35,6 +35,56 @@ def _simulate(args) -> int:
     return 0
 
 
+def _select(args) -> int:
+    from .config import Config
+    from .select import groups, select_inputs, write_manifest, yield_table
+
+    cfg = Config.from_toml(args.config).select
+    overrides = {k: v for k, v in (("dt_full_frame", args.dt_full), ("dt_subarray", args.dt_sub))
+                 if v is not None}
+    if overrides or args.accept_no_telemetry:
+        from dataclasses import replace
+
+        cfg = replace(cfg, **overrides,
+                      accept_without_telemetry=args.accept_no_telemetry or cfg.accept_without_telemetry)
+    tab = select_inputs(args.inputs, telemetry=args.telemetry, exclude=args.exclude, cfg=cfg,
+                        start=args.start, end=args.end)
+    write_manifest(tab, args.output)
+    n_acc = int(tab["accepted"].sum())
+    print(f"{args.output}: {len(tab)} inputs, {n_acc} accepted, {len(tab) - n_acc} rejected")
+    for r in tab[~tab["accepted"]]:
+        print(f"  rejected {r['name']}: {r['reason']}")
+    gs = groups(tab)
+    if len(gs) > 1:
+        print(f"inputs split into {len(gs)} groups (one store each; calibrate --group NAME): "
+              + ", ".join(gs))
+    print()
+    yield_table(tab, args.requested, cfg).pprint(max_width=-1, max_lines=-1)
+    return 0
+
+
+def _calibrate(args) -> int:
+    from .calibrate import calibrate
+
+    t0 = time.time()
+
+    def progress(ev):
+        what = "committed" if ev["status"] == "ok" else f"FAILED ({ev['reason']})"
+        extra = f" in {ev['seconds']} s" if ev["status"] == "ok" else ""
+        print(f"[{ev['done']}/{ev['total']}] {ev['name']} {what}{extra} "
+              f"({time.time() - t0:.0f} s)", file=sys.stderr)
+
+    tile = tuple(int(v) for v in args.tile.lower().split("x"))
+    summary = calibrate(args.manifest, args.store, refkit=args.refkit, scheduler=args.scheduler,
+                        group=args.group, workdir=args.workdir, tile=tile, codec=args.codec,
+                        progress=progress)
+    print(f"{args.store}: {len(summary['committed'])} committed, {len(summary['skipped'])} "
+          f"already there, {len(summary['failed'])} failed")
+    for name, reason in summary["failed"]:
+        print(f"  failed {name}: {reason}")
+    return 1 if summary["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nrsdark", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"nrsdark_dask {__version__}")
@@ -62,6 +112,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="processes (one exposure each)")
     s.add_argument("--no-refkit", action="store_true", help="skip the reference kit")
     s.set_defaults(func=_simulate)
+
+    s = sub.add_parser("select", help="pre-filter inputs into a manifest (SPEC §2)",
+                       description="One manifest row per input with accept/reject and a reason; "
+                       "prints the yield table (report §9 Table 5).")
+    s.add_argument("inputs", nargs="+", help="uncal/ramp/jump FITS files or folders")
+    s.add_argument("--telemetry", help="ASIC temperature table (ECSV/CSV: time, asic_temp[, "
+                   "detector])")
+    s.add_argument("--exclude", help="exclusion list (ECSV/CSV with file[, reason], or text)")
+    s.add_argument("-o", "--output", required=True, help="manifest to write (ECSV)")
+    s.add_argument("--requested", type=int, help="number of darks requested (yield table)")
+    s.add_argument("--start", help="first date to accept (ISO)")
+    s.add_argument("--end", help="last date to accept (ISO, inclusive)")
+    s.add_argument("--dt-full", type=float, help="ASIC dT limit for full frames, K (0.02)")
+    s.add_argument("--dt-sub", type=float, help="ASIC dT limit for subarrays, K (0.13)")
+    s.add_argument("--accept-no-telemetry", action="store_true",
+                   help="accept inputs without telemetry instead of rejecting them")
+    s.add_argument("--config", help="TOML file overriding thresholds ([select] section)")
+    s.set_defaults(func=_select)
+
+    s = sub.add_parser("calibrate", help="jwst detector1 on accepted inputs into a Zarr store",
+                       description="One Dask task per exposure; resumable; failures are logged "
+                       "in the store and do not stop the others.")
+    s.add_argument("manifest")
+    s.add_argument("--store", required=True, help="e.g. stores/NAME.zarr")
+    s.add_argument("--refkit", help="folder of local reference files (offline); default CRDS")
+    s.add_argument("--scheduler", default="local",
+                   help="threads | local[:N] | tcp://HOST:PORT | sync (default: local)")
+    s.add_argument("--group", help="manifest group to calibrate (when there are several)")
+    s.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
+    s.add_argument("--tile", default="256x256", help="store chunk tile, YxX (default 256x256)")
+    s.add_argument("--codec", choices=["none", "zstd", "blosc-lz4"], default="zstd",
+                   help="compression of ramps and rates (DQ is always zstd)")
+    s.set_defaults(func=_calibrate)
     return p
 
 
@@ -70,7 +153,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"nrsdark {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -125,11 +125,13 @@ def cleared_mask(mask_path: str, workdir) -> str:
 @dataclass
 class Detector1Result:
     """What one exposure gives: the calibrated ramp after jump (RampModel: data, groupdq,
-    pixeldq), the rate (ImageModel: data, err, dq), and provenance."""
+    pixeldq), the rate (ImageModel: data, err, dq), provenance, and optionally the bias
+    inputs (:func:`bias_groups`)."""
 
     ramp: object
     rate: object
     provenance: dict = field(default_factory=dict)
+    bias_groups: np.ndarray | None = None
 
     def close(self):
         for m in (self.ramp, self.rate):
@@ -161,12 +163,13 @@ def readout_family(model) -> str:
 
 
 def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
-                  crds_path=None) -> Detector1Result:
+                  crds_path=None, with_bias: bool = False) -> Detector1Result:
     """Calibrate one uncal exposure with the SPEC §4 recipe; everything stays in memory.
 
     ``refs``: ``{reftype: path}`` overrides (offline needs mask, saturation, superbias,
     linearity, gain, readnoise, and refpix for IRS2).  ``workdir`` holds the cleared mask
-    (default: a temporary folder).
+    (default: a temporary folder).  ``with_bias``: also compute the bias inputs of SPEC §3
+    (:func:`bias_groups`) into ``result.bias_groups``.
     """
     env = configure_crds(crds_path)
     from jwst.dq_init import DQInitStep
@@ -199,8 +202,11 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
     steps = {"group_scale": GroupScaleStep, "dq_init": DQInitStep,
              "saturation": SaturationStep, "superbias": SuperBiasStep, "refpix": RefPixStep,
              "linearity": LinearityStep, "jump": JumpStep}
+    bias = None
     for name, cls in steps.items():
         model = cls.call(model, **args[name])
+        if name == "dq_init" and with_bias:
+            bias = bias_groups(model, args["refpix"], family)
     rate, _rateints = RampFitStep.call(model, **args["ramp_fit"])
     if _rateints is not None:
         _rateints.close()
@@ -215,7 +221,68 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
         "steps": list(DETECTOR1_STEPS),
         "step_parameters": json.dumps(STEP_PARAMETERS),
     }
-    return Detector1Result(model, rate, prov)
+    return Detector1Result(model, rate, prov, bias)
+
+
+def bias_groups(model, refpix_args: dict, family: str) -> np.ndarray:
+    """SPEC §3 / report §4.1.1 bias inputs of one exposure: its uncalibrated groups 1 and 2,
+    reference-pixel corrected by jwst ``refpix``, with the mean level that the correction took
+    out of group 1 added back to both (so ``2 g1 - g2`` keeps the bias level).
+
+    ``model``: the RampModel after ``dq_init`` (raw DN, reference-pixel DQ set).  Returns
+    float32 (2, ny_raw, nx); IRS2 keeps its 3200-row raw layout (``preserve_irs2_refpix``), the
+    layout of IRS2 SUPERBIAS files.  jwst's IRS2 correction removes each pixel's mean over the
+    groups and restores it only on normal pixels and the reference output; on the interleaved
+    reference samples we restore it too, so the bias matches the raw bias on all 3200 rows, and
+    the "level removed" is averaged over the normal pixels only.
+    Memory: two raw frames plus jwst's refpix working copies.
+    """
+    from jwst.refpix import RefPixStep
+    from stdatamodels.jwst import datamodels as dm
+
+    two = dm.RampModel(data=model.data[:1, :2].astype(np.float32),
+                       pixeldq=model.pixeldq.copy(), groupdq=model.groupdq[:1, :2].copy())
+    two.update(model)
+    two.meta.exposure.ngroups = 2
+    raw = two.data[0].astype(np.float64)
+    kwargs = dict(refpix_args)
+    science = np.ones(raw.shape[1], bool)
+    if family == "IRS2":
+        kwargs["preserve_irs2_refpix"] = True
+        science = inst.irs2_normal_rows(model.meta.instrument.detector)
+    out = RefPixStep.call(two, **kwargs)
+    after = out.data[0, :2].astype(np.float64)
+    if family == "IRS2":
+        per_out = inst.IRS2_RAW_SIZE // 5
+        interleaved = ~science
+        refout = slice(0, per_out) if science[per_out] else slice(-per_out, None)
+        interleaved[refout] = False
+        after[:, interleaved] += raw[:, interleaved].mean(axis=0)
+    level = np.nanmean(raw[0, science] - after[0, science])
+    out.close()
+    two.close()
+    return (after + level).astype(np.float32)
+
+
+def read_calibrated(ramp_file, rate_file) -> Detector1Result:
+    """An exposure calibrated elsewhere: a jwst ``*_ramp.fits``/``*_jump.fits`` (RampModel with
+    GROUPDQ, after jump) and its ``*_rate.fits``.  No bias inputs (they need the raw groups)."""
+    from stdatamodels.jwst import datamodels as dm
+
+    ramp = dm.RampModel(str(ramp_file))
+    if ramp.meta.cal_step.jump != "COMPLETE":
+        ramp.close()
+        raise ValueError(f"{ramp_file} has not been through jump (S_JUMP != COMPLETE)")
+    rate = dm.ImageModel(str(rate_file))
+    prov = {
+        "jwst": str(ramp.meta.calibration_software_version or "unknown"),
+        "crds_mode": "external",
+        "crds_context": str(getattr(ramp.meta.ref_file.crds, "context_used", None) or "unknown"),
+        "references": {},
+        "steps": [s for s in DETECTOR1_STEPS
+                  if getattr(ramp.meta.cal_step, s, None) == "COMPLETE"] + ["ramp_fit"],
+    }
+    return Detector1Result(ramp, rate, prov)
 
 
 def _context() -> str:

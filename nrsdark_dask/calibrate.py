@@ -1,0 +1,198 @@
+"""``nrsdark calibrate``: every accepted manifest row through jwst detector1 as one Dask task
+per exposure, committed one by one into the calibrated-ramp store (SPEC §4-§5).
+
+* Idempotent and resumable: exposures already in the store are skipped; a run killed at any
+  point leaves a store holding only whole exposures (see ``store.py``), and the next run
+  completes it.
+* A failing input (corrupt, truncated, wrong instrument...) fails only its own task; the reason
+  goes to the store log (``nrsdark_log.jsonl``) and to the summary; the others still land.
+* Inputs that disagree with the store (detector, readout, subarray, ngroups, geometry, or uncal
+  vs already-calibrated) are refused before any work starts.
+* Memory: a task needs jwst's peak for one exposure, estimated by :func:`task_memory` from the
+  measured cost (``benchmarks/results/detector1_memory.md``); on a distributed cluster the task
+  asks for that much of the workers' ``MEMORY`` resource, so a worker never runs two exposures
+  that do not fit together.  The driver holds only one exposure's small coordinates at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from astropy.io import fits
+
+from . import jwst_recipe as recipe
+from .cluster import MEMORY, dask_client, worker_memory
+from .select import read_manifest
+from .store import RampStore, StoreError, StoreLayout, date_seconds, write_staging
+
+# Peak RSS of one detector1 run ~ A + B x (bytes of the raw float32 ramp); see module docstring.
+MEMORY_BASE_BYTES = 0.5e9
+MEMORY_PER_RAMP_BYTE = 5.5
+
+
+def task_memory(layout: StoreLayout) -> int:
+    """Bytes of worker memory one exposure's calibration needs (measured model)."""
+    ramp_bytes = layout.ngroups * layout.ny_raw * layout.nx * 4
+    return int(MEMORY_BASE_BYTES + MEMORY_PER_RAMP_BYTE * ramp_bytes)
+
+
+def _layout_of(row, tile, codec) -> StoreLayout:
+    return StoreLayout.from_header(fits.getheader(row["file"], 0), has_bias=row["kind"] == "uncal",
+                                   tile=tile, codec=codec)
+
+
+def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: dict | None,
+                       workdir: str) -> dict:
+    """The Dask task for one exposure: calibrate (or read) it and stage it in the store.
+
+    Never raises: returns ``{"status": "ok", "name", "coords", "seconds", "peak_rss_gb"}`` or
+    ``{"status": "failed", "name", "reason"}``.
+    """
+    name = row["name"]
+    t0 = time.time()
+    res = None
+    try:
+        found = _layout_of(row, (layout.tile_y, layout.tile_x), layout.codec)
+        bad = layout.mismatches(found)
+        if bad:
+            raise StoreError("; ".join(bad))
+        if row["kind"] == "uncal":
+            with fits.open(row["file"]) as h:
+                nints = h[0].header.get("NINTS", 1)
+            if nints != 1:
+                raise ValueError(f"NINTS = {nints}; only single-integration darks are supported")
+            res = recipe.run_detector1(row["file"], refs, workdir=workdir, with_bias=True)
+        else:
+            res = recipe.read_calibrated(row["file"], row["rate_file"])
+        data = {"ramp": res.ramp.data[0], "groupdq": res.ramp.groupdq[0],
+                "pixeldq": res.ramp.pixeldq, "rate": res.rate.data, "rate_err": res.rate.err}
+        if layout.has_bias:
+            data["bias_groups"] = res.bias_groups
+        write_staging(store_path, name, layout, data)
+        p = res.provenance
+        coords = {
+            "date": date_seconds(row["date"]), "grating": row["grating"],
+            "asic_dt": float(row["asic_dt"]), "detector": row["detector"],
+            "readpatt": row["readpatt"], "subarray": row["subarray"],
+            "ngroups": int(row["ngroups"]), "input_kind": row["kind"],
+            "input_file": row["file"], "jwst_version": p.get("jwst", ""),
+            "crds_context": p.get("crds_context", ""),
+            "references": json.dumps(p.get("references", {})),
+        }
+        return {"status": "ok", "name": name, "coords": coords, "provenance": p,
+                "seconds": round(time.time() - t0, 1),
+                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}
+    except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
+        return {"status": "failed", "name": name, "reason": f"{type(exc).__name__}: {exc}"}
+    finally:
+        if res is not None:
+            res.close()
+
+
+def _rows_for(manifest, group: str | None) -> tuple[str, list[dict]]:
+    acc = manifest[manifest["accepted"]]
+    if len(acc) == 0:
+        raise ValueError("the manifest accepts no input")
+    groups = sorted(set(acc["group"]))
+    if group is None:
+        if len(groups) > 1:
+            raise ValueError(f"the manifest has {len(groups)} groups ({', '.join(groups)}); "
+                             "choose one with --group")
+        group = groups[0]
+    elif group not in groups:
+        raise ValueError(f"group {group!r} not in the manifest's accepted groups: "
+                         f"{', '.join(groups)}")
+    rows = [{c: (v.item() if hasattr(v, "item") else v) for c, v in zip(acc.colnames, r)}
+            for r in acc[acc["group"] == group]]
+    return group, rows
+
+
+def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
+              group: str | None = None, workdir=None, tile=(256, 256), codec: str = "zstd",
+              progress=None) -> dict:
+    """Calibrate the accepted inputs of one manifest group into ``store_path``.
+
+    Returns a summary: committed, skipped (already there), failed [(name, reason)], store.
+    ``progress(event: dict)`` is called for every finished exposure.
+    """
+    manifest = read_manifest(manifest_path)
+    group, rows = _rows_for(manifest, group)
+    kinds = {r["kind"] for r in rows}
+    if len(kinds) > 1:
+        raise ValueError("the group mixes uncal and already-calibrated inputs; a store holds one "
+                         "kind (bias inputs exist only for uncal)")
+    layout = _layout_of(rows[0], tile, codec)
+    refused = []
+    for r in rows[1:]:
+        bad = layout.mismatches(_layout_of(r, tile, codec))
+        if bad:
+            refused.append(f"{r['name']}: {'; '.join(bad)}")
+    if refused:
+        raise StoreError("inputs disagree with each other:\n  " + "\n  ".join(refused))
+    refs = recipe.refkit_files(refkit) if refkit else None
+    store = RampStore(store_path)
+    if store.exists():
+        bad = store.layout().mismatches(layout)
+        if bad:
+            raise StoreError(f"inputs disagree with the store {store_path}: {'; '.join(bad)}")
+        layout = store.layout()
+    else:
+        Path(store_path).parent.mkdir(parents=True, exist_ok=True)
+        store = RampStore.create(store_path, layout, provenance={
+            "manifest": str(Path(manifest_path).resolve()), "group": group,
+            "steps": list(recipe.DETECTOR1_STEPS),
+            "step_parameters": recipe.STEP_PARAMETERS,
+            "refkit": str(Path(refkit).resolve()) if refkit else "CRDS",
+        })
+    workdir = str(workdir or tempfile.mkdtemp(prefix="nrsdark_calibrate_"))
+    summary = {"store": str(store_path), "group": group, "committed": [], "skipped": [],
+               "failed": []}
+    need = task_memory(layout)
+    with store.writer():
+        done = set(store.committed())
+        todo = [r for r in rows if r["name"] not in done]
+        summary["skipped"] = [r["name"] for r in rows if r["name"] in done]
+        store.log(event="start", group=group, todo=len(todo), skipped=len(summary["skipped"]),
+                  scheduler=scheduler)
+
+        def finish(result):
+            if result["status"] == "ok":
+                index = store.commit(result["name"], result["coords"])
+                store.log(event="committed", name=result["name"], index=index,
+                          seconds=result["seconds"], peak_rss_gb=result["peak_rss_gb"])
+                summary["committed"].append(result["name"])
+            else:
+                store.log(event="failed", name=result["name"], reason=result["reason"])
+                summary["failed"].append((result["name"], result["reason"]))
+            if progress:
+                progress(dict(result, done=len(summary["committed"]) + len(summary["failed"]),
+                              total=len(todo)))
+
+        args = (str(store_path), layout, refs, workdir)
+        with dask_client(scheduler, quiet=progress is None) as client:
+            if client is None:
+                for r in todo:
+                    finish(calibrate_exposure(r, *args))
+            else:
+                from distributed import as_completed
+
+                mem = worker_memory(client)
+                resources = None
+                if mem:
+                    if need > max(mem):
+                        raise StoreError(
+                            f"one exposure needs ~{need / 1e9:.1f} GB but the largest worker "
+                            f"has {max(mem) / 1e9:.1f} GB; use fewer, larger workers")
+                    resources = {MEMORY: need}
+                futures = [client.submit(calibrate_exposure, r, *args, key=f"calibrate-{r['name']}",
+                                         resources=resources, pure=False) for r in todo]
+                for fut in as_completed(futures):
+                    finish(fut.result())
+                    fut.release()
+        store.log(event="end", committed=len(summary["committed"]),
+                  failed=len(summary["failed"]))
+    return summary

@@ -1,0 +1,85 @@
+"""Where Dask work runs: one ``--scheduler`` string for every command.
+
+=====================  =======================================================================
+``threads``            in-process ``distributed.LocalCluster`` (threads; unit tests, notebooks)
+``local`` / ``local:N``  ``LocalCluster`` of N single-threaded worker processes (default: one
+                       per core); each worker gets an equal share of the machine's memory and
+                       declares it as the resource ``MEMORY`` (bytes)
+``tcp://HOST:PORT``    an existing scheduler (``dask scheduler`` + ``dask worker``); workers
+                       should be started with ``--resources MEMORY=<bytes>`` so memory-hungry
+                       tasks are never oversubscribed
+``sync``               no cluster: tasks run one after the other in this process (debugging)
+=====================  =======================================================================
+
+The dashboard link is printed when a cluster starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+
+MEMORY = "MEMORY"
+
+
+def _total_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except ImportError:  # pragma: no cover - psutil comes with distributed
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@contextmanager
+def dask_client(scheduler: str = "local", quiet: bool = False):
+    """Yield a ``distributed.Client`` (or ``None`` for ``sync``)."""
+    if scheduler == "sync":
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler.startswith(("tcp://", "tls://", "ucx://")):
+        client = Client(scheduler)
+        cluster = None
+    elif scheduler == "threads":
+        cluster = LocalCluster(processes=False, n_workers=1, threads_per_worker=os.cpu_count(),
+                               dashboard_address=":0", resources={MEMORY: _total_memory()})
+        client = Client(cluster)
+    elif scheduler == "local" or scheduler.startswith("local:"):
+        n = int(scheduler.split(":", 1)[1]) if ":" in scheduler else (os.cpu_count() or 1)
+        if n < 1:
+            raise ValueError(f"bad scheduler {scheduler!r}: need at least one worker")
+        per_worker = int(0.9 * _total_memory() / n)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               memory_limit=per_worker, dashboard_address=":0",
+                               resources={MEMORY: per_worker})
+        client = Client(cluster)
+    else:
+        raise ValueError(f"unknown scheduler {scheduler!r}; use threads, local[:N], "
+                         "tcp://HOST:PORT or sync")
+    if not quiet:
+        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def worker_memory(client) -> list[int]:
+    """The MEMORY resource each worker declares (empty if none declares it)."""
+    if client is None:
+        return []
+    info = client.scheduler_info(n_workers=-1)["workers"] if _takes_n_workers(client) \
+        else client.scheduler_info()["workers"]
+    return [int(w.get("resources", {}).get(MEMORY, 0)) for w in info.values()
+            if w.get("resources", {}).get(MEMORY)]
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters

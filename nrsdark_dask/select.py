@@ -1,0 +1,263 @@
+"""The pre-filter (SPEC §2, report §3 and §9.2): one manifest row per input, never a silent drop.
+
+Rules, each giving a human-readable reason (all that apply are joined with "; "):
+
+* unreadable file, missing keywords, not a NIRSpec dark (INSTRUME / EXP_TYPE) -> rejected;
+* GRATING = MIRROR -> rejected (undispersed light leaks);
+* GRATING = PRISM on a full frame -> rejected (MSA glow);
+* ASIC temperature: dT = Tmax - Tmin of the telemetry samples from ``telemetry_pad_s`` (10 min)
+  before the exposure start to the same after its end ("before, during and after", report §3);
+  rejected above 0.02 K (full frame) or 0.13 K (subarray); no sample in that window ->
+  rejected as "no ASIC telemetry" (flagged, not guessed; ``accept_without_telemetry`` changes
+  that);
+* listed in the user's exclusion file -> rejected with the reason given there;
+* outside the ``start``/``end`` date window -> rejected;
+* already-calibrated inputs (``*_ramp.fits`` / ``*_jump.fits``) need their ``*_rate.fits``.
+
+Every readable input gets a ``group``: ``DETECTOR_FAMILY_SUBARRAY_READPATT_G<ngroups>``.  One
+store (and one reference file) takes one group; inputs that differ in detector, readout family,
+subarray, readout pattern or number of groups are split, never merged.
+
+Yield table (report §9 Table 5): requested (user-given), observed (readable darks of the group),
+T-filtered (observed with telemetry and dT within the threshold) as % of requested, GOOD
+(accepted) as % of observed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.time import Time
+
+from . import __version__
+from . import instrument as inst
+from .config import SelectConfig
+
+UNCAL_SUFFIX = "_uncal.fits"
+CALIBRATED_SUFFIXES = ("_jump.fits", "_ramp.fits")
+DARK_EXP_TYPES = ("NRS_DARK",)
+
+COLUMNS = [
+    ("name", str), ("file", str), ("kind", str), ("rate_file", str), ("detector", str),
+    ("readpatt", str), ("family", str), ("subarray", str), ("grating", str),
+    ("date", str), ("date_end", str), ("ngroups", int), ("asic_tmin", float),
+    ("asic_tmax", float), ("asic_dt", float), ("asic_nsamples", int), ("group", str),
+    ("accepted", bool), ("reason", str),
+]
+
+
+def discover(inputs) -> list[Path]:
+    """Files named on the command line, plus ``*_uncal/_ramp/_jump.fits`` inside folders."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for suffix in (UNCAL_SUFFIX,) + CALIBRATED_SUFFIXES:
+                out.extend(sorted(p.glob(f"*{suffix}")))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"input {p} does not exist")
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    if not unique:
+        raise ValueError("no input files found")
+    return unique
+
+
+def read_exclusions(path) -> dict[str, str]:
+    """``{file name: reason}`` from an ECSV/CSV table with ``file`` (and ``reason``) columns, or
+    a text file with one file name per line, optionally followed by a reason."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"exclusion list {path} does not exist")
+    if path.suffix in (".ecsv", ".csv"):
+        tab = Table.read(path, format="ascii.ecsv" if path.suffix == ".ecsv" else "ascii.csv")
+        if "file" not in tab.colnames:
+            raise ValueError(f"exclusion list {path} has no 'file' column")
+        reasons = tab["reason"] if "reason" in tab.colnames else ["listed"] * len(tab)
+        return {Path(str(f)).name: str(r) for f, r in zip(tab["file"], reasons)}
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, reason = line.partition(" ")
+            out[Path(name.rstrip(",")).name] = reason.strip(" ,") or "listed"
+    return out
+
+
+def read_telemetry(path) -> Table | None:
+    """ASIC telemetry with columns ``time`` (ISO UTC), ``asic_temp`` (K) and optionally
+    ``detector``; sorted by time, with an ``mjd`` column added."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"telemetry file {path} does not exist")
+    tab = Table.read(path, format="ascii.ecsv" if path.suffix == ".ecsv" else "ascii.csv")
+    missing = {"time", "asic_temp"} - set(tab.colnames)
+    if missing:
+        raise ValueError(f"telemetry {path} lacks column(s): {', '.join(sorted(missing))}")
+    tab["mjd"] = Time(list(tab["time"]), scale="utc").mjd
+    tab.sort("mjd")
+    return tab
+
+
+def _header_row(path: Path) -> tuple[dict, list[str]]:
+    """Metadata of one input from its primary header, and the reasons it is unusable."""
+    row = {c: (np.nan if t is float else 0 if t is int else False if t is bool else "")
+           for c, t in COLUMNS}
+    row.update(name=path.name, file=str(path.resolve()), asic_nsamples=0)
+    row["kind"] = "uncal" if path.name.endswith(UNCAL_SUFFIX) else "ramp"
+    try:
+        h = fits.getheader(path, 0)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a reason, not a crash
+        return row, [f"unreadable FITS file ({type(exc).__name__}: {exc})"]
+    reasons = []
+    instrume, exp_type = h.get("INSTRUME", ""), h.get("EXP_TYPE", "")
+    if instrume != "NIRSPEC" or exp_type not in DARK_EXP_TYPES:
+        return row, [f"not a NIRSpec dark (INSTRUME={instrume or '?'}, EXP_TYPE={exp_type or '?'})"]
+    needed = ("DETECTOR", "READPATT", "SUBARRAY", "GRATING", "NGROUPS", "EXPSTART", "EXPEND")
+    missing = [k for k in needed if k not in h]
+    if missing:
+        return row, [f"missing keyword(s) {', '.join(missing)}"]
+    row.update(detector=h["DETECTOR"], readpatt=h["READPATT"], subarray=h["SUBARRAY"],
+               grating=h["GRATING"], ngroups=int(h["NGROUPS"]))
+    try:
+        row["family"] = inst.get_read_pattern(h["READPATT"]).family
+    except ValueError as exc:
+        reasons.append(str(exc))
+    start, end = Time(h["EXPSTART"], format="mjd"), Time(h["EXPEND"], format="mjd")
+    row.update(date=start.isot, date_end=end.isot)
+    if row["kind"] == "ramp":
+        base = path.name
+        for suffix in CALIBRATED_SUFFIXES:
+            base = base.removesuffix(suffix)
+        rate = path.with_name(base + "_rate.fits")
+        if rate.exists():
+            row["rate_file"] = str(rate.resolve())
+        else:
+            reasons.append(f"no matching rate file {rate.name}")
+    if row["family"]:
+        row["group"] = (f"{row['detector']}_{row['family']}_{row['subarray']}_"
+                        f"{row['readpatt']}_G{row['ngroups']}")
+    return row, reasons
+
+
+def select_inputs(inputs, telemetry=None, exclude=None, cfg: SelectConfig | None = None,
+                  start: str | None = None, end: str | None = None) -> Table:
+    """Build the manifest (an astropy Table, one row per input; see module docstring)."""
+    cfg = cfg or SelectConfig()
+    files = discover(inputs)
+    tel = read_telemetry(telemetry)
+    excl = read_exclusions(exclude)
+    t_start = Time(start).mjd if start else -np.inf
+    t_end = Time(end).mjd + 1 if end else np.inf  # an end date includes that whole day
+    pad = cfg.telemetry_pad_s / 86400.0
+    rows = []
+    for path in files:
+        row, reasons = _header_row(path)
+        if row["group"]:
+            full = row["subarray"] == "FULL"
+            if row["grating"] in cfg.reject_gratings:
+                reasons.append(f"{row['grating']} grating (undispersed light leaks)")
+            if full and row["grating"] in cfg.reject_gratings_full_frame:
+                reasons.append(f"{row['grating']} on a full frame (MSA glow)")
+            mjd0, mjd1 = Time(row["date"]).mjd, Time(row["date_end"]).mjd
+            if not t_start <= mjd0 < t_end:
+                reasons.append(f"outside date window {start or '...'} - {end or '...'}")
+            limit = cfg.dt_full_frame if full else cfg.dt_subarray
+            if tel is not None:
+                w = (tel["mjd"] >= mjd0 - pad) & (tel["mjd"] <= mjd1 + pad)
+                if "detector" in tel.colnames:
+                    w &= np.asarray(tel["detector"]) == row["detector"]
+                temps = np.asarray(tel["asic_temp"], float)[w]
+                row["asic_nsamples"] = int(temps.size)
+            if tel is not None and row["asic_nsamples"]:
+                row["asic_tmin"], row["asic_tmax"] = float(temps.min()), float(temps.max())
+                row["asic_dt"] = round(row["asic_tmax"] - row["asic_tmin"], 6)
+                if row["asic_dt"] > limit + 1e-9:
+                    kind = "full frame" if full else "subarray"
+                    reasons.append(f"ASIC dT {row['asic_dt']:.3f} K > {limit} K ({kind}, "
+                                   "likely after a readout-mode switch)")
+            elif not cfg.accept_without_telemetry:
+                reasons.append("no ASIC telemetry for the exposure (flagged, not guessed)")
+        if row["name"] in excl:
+            reasons.append(f"excluded by user: {excl[row['name']]}")
+        row["accepted"] = not reasons
+        row["reason"] = "; ".join(reasons)
+        rows.append(row)
+    tab = Table(rows=[[r[c] for c, _ in COLUMNS] for r in rows],
+                names=[c for c, _ in COLUMNS], dtype=[t for _, t in COLUMNS])
+    tab["asic_dt"].unit = tab["asic_tmin"].unit = tab["asic_tmax"].unit = "K"
+    tab.meta.update(
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        software=f"nrsdark_dask {__version__}",
+        telemetry=str(telemetry) if telemetry else "",
+        exclusions=str(exclude) if exclude else "",
+        date_window=[start or "", end or ""],
+        select_config=asdict(cfg),
+    )
+    return tab
+
+
+def groups(manifest: Table) -> list[str]:
+    return sorted({g for g in manifest["group"] if g})
+
+
+def _passes_temperature(row, cfg: SelectConfig) -> bool:
+    if row["asic_nsamples"] == 0:
+        return cfg.accept_without_telemetry
+    limit = cfg.dt_full_frame if row["subarray"] == "FULL" else cfg.dt_subarray
+    return bool(row["asic_dt"] <= limit + 1e-9)
+
+
+def yield_table(manifest: Table, requested: int | None = None,
+                cfg: SelectConfig | None = None) -> Table:
+    """Report §9 Table 5 for each group: requested, observed, T-filtered, GOOD."""
+    cfg = cfg or SelectConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in manifest.meta.get("select_config", {}).items()})
+
+    def pct(n, d):
+        return f"{n} ({100.0 * n / d:.0f}%)" if d else f"{n}"
+
+    rows = []
+    for g in groups(manifest):
+        sub = manifest[manifest["group"] == g]
+        observed = len(sub)
+        tfilt = sum(_passes_temperature(r, cfg) for r in sub)
+        good = int(np.sum(sub["accepted"]))
+        rows.append((g, "n/a" if requested is None else str(requested),
+                     pct(observed, requested), pct(tfilt, requested), pct(good, observed)))
+    return Table(rows=rows or None, names=("group", "requested", "observed (% of requested)",
+                                           "T-filtered (% of requested)", "GOOD (% of observed)"),
+                 dtype=(str, str, str, str, str))
+
+
+def write_manifest(manifest: Table, path) -> None:
+    """Write atomically (temporary name, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    manifest.write(tmp, format="ascii.ecsv", overwrite=True)
+    tmp.replace(path)
+
+
+def read_manifest(path) -> Table:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"manifest {path} does not exist")
+    tab = Table.read(path, format="ascii.ecsv")
+    missing = {c for c, _ in COLUMNS} - set(tab.colnames)
+    if missing:
+        raise ValueError(f"{path} is not an nrsdark manifest (missing {', '.join(sorted(missing))})")
+    return tab
