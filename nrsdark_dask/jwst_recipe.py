@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +100,8 @@ def refkit_files(refkit_dir) -> dict[str, str]:
 
 def cleared_mask(mask_path: str, workdir) -> str:
     """Copy of a MASK reference with HOT and WARM cleared (report §4.1.2), plus the DO_NOT_USE
-    that came only with them; cached in ``workdir`` by the source's name and mtime."""
+    that came only with them; cached in ``workdir`` by the source's name and mtime.  Safe when
+    several tasks make it at once (unique temporary name, atomic rename)."""
     from stdatamodels.jwst import datamodels as dm
 
     src = Path(mask_path)
@@ -116,7 +118,7 @@ def cleared_mask(mask_path: str, workdir) -> str:
         dq[only_hot] &= ~np.uint32(DQ["DO_NOT_USE"])
         m.dq = dq
         m.add_history_entry("nrsdark_dask: HOT and WARM cleared for dark processing")
-        tmp = out.with_suffix(f".tmp{os.getpid()}.fits")
+        tmp = out.with_suffix(f".tmp-{uuid.uuid4().hex}.fits")  # unique per process and thread
         m.save(tmp)
     os.replace(tmp, out)
     return str(out)

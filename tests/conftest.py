@@ -46,3 +46,31 @@ def sim_trad(tmp_path_factory):
 def sim_irs2(tmp_path_factory):
     """IRS2 full frame (3200 x 2048 raw), 5 groups, 1 exposure."""
     return _make(tmp_path_factory, "irs2", readout="irs2", ngroups=5, nexp=1, seed=5)
+
+
+@pytest.fixture(scope="session")
+def sim_cal(tmp_path_factory):
+    """SUBS200A1 (64 x 2048) TRAD, 10 groups, 4 clean exposures: the calibration tests' input."""
+    return _make(tmp_path_factory, "cal", subarray="SUBS200A1", ngroups=10, nexp=4, seed=4,
+                 gratings={"G395H": 1})
+
+
+@pytest.fixture(scope="session")
+def cal_manifest(sim_cal, tmp_path_factory):
+    from nrsdark_dask.select import select_inputs, write_manifest
+
+    d = sim_cal["dir"]
+    path = tmp_path_factory.mktemp("manifest") / "manifest.ecsv"
+    write_manifest(select_inputs([d / "uncal"], telemetry=d / "telemetry.ecsv"), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cal_store(sim_cal, cal_manifest, tmp_path_factory):
+    """The sim_cal exposures calibrated into a store on the in-process threads cluster."""
+    from nrsdark_dask.calibrate import calibrate
+
+    path = tmp_path_factory.mktemp("store") / "cal.zarr"
+    summary = calibrate(cal_manifest, path, refkit=sim_cal["dir"] / "refkit",
+                        scheduler="threads")
+    return {"path": path, "summary": summary}

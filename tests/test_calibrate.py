@@ -1,0 +1,185 @@
+"""calibrate: jwst per exposure into the store; equality with jwst, resume after a kill,
+failures isolated, already-calibrated inputs, refusals."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from nrsdark_dask import cli
+from nrsdark_dask import jwst_recipe as R
+from nrsdark_dask.calibrate import calibrate, task_memory
+from nrsdark_dask.select import read_manifest, select_inputs, write_manifest
+from nrsdark_dask.store import RampStore, StoreError, open_dataset
+
+VARS = ("ramp", "groupdq", "pixeldq", "rate", "rate_err")
+
+
+def test_store_holds_every_accepted_exposure_with_tidy_coordinates(cal_store, cal_manifest):
+    ds = xr.open_zarr(cal_store["path"])
+    names = sorted(read_manifest(cal_manifest)["name"])
+    assert sorted(ds.exposure.values.tolist()) == names
+    assert dict(ds.sizes) == {"exposure": 4, "group": 10, "y": 64, "x": 2048, "bias_group": 2,
+                              "y_raw": 64}
+    assert ds.ramp.dims == ("exposure", "group", "y", "x")
+    assert ds.rate.dims == ("exposure", "y", "x")
+    assert ds.ramp.chunks[0] == (1,) * 4  # one exposure per chunk
+    assert set(ds.grating.values) == {"G395H"} and (ds.asic_dt.values <= 0.02).all()
+    assert ds.date.dtype.kind == "M" and ds.group_time.values[0] == pytest.approx(1.55724)
+    assert ds.y.values[0] == 1040  # SUBS200A1 starts at full-frame row 1041 (1-based)
+    assert ds.attrs["layout"]["has_bias"] is True
+    assert ds.attrs["provenance"]["steps"][-1] == "ramp_fit"
+    assert all(json.loads(r)["mask"].endswith("_mask.fits") for r in ds.references.values)
+
+
+def test_store_values_equal_jwst_run_directly(cal_store, sim_cal, tmp_path):
+    ds = open_dataset(cal_store["path"])
+    name = str(ds.exposure.values[1])
+    res = R.run_detector1(sim_cal["dir"] / "uncal" / name, R.refkit_files(sim_cal["dir"] / "refkit"),
+                          workdir=tmp_path, with_bias=True)
+    try:
+        one = ds.sel(exposure=name).compute()
+        np.testing.assert_array_equal(one.ramp.values, res.ramp.data[0])
+        np.testing.assert_array_equal(one.groupdq.values, res.ramp.groupdq[0])
+        np.testing.assert_array_equal(one.pixeldq.values, res.ramp.pixeldq)
+        np.testing.assert_array_equal(one.rate.values, res.rate.data)
+        np.testing.assert_array_equal(one.rate_err.values, res.rate.err)
+        np.testing.assert_array_equal(one.bias_groups.values, res.bias_groups)
+    finally:
+        res.close()
+
+
+def test_rerun_is_idempotent(cal_store, cal_manifest, sim_cal):
+    again = calibrate(cal_manifest, cal_store["path"], refkit=sim_cal["dir"] / "refkit",
+                      scheduler="sync")
+    assert again["committed"] == [] and len(again["skipped"]) == 4
+    assert len(RampStore(cal_store["path"]).committed()) == 4
+
+
+def _committed_in_log(store):
+    return [e["name"] for e in RampStore(store).read_log() if e["event"] == "committed"]
+
+
+def test_kill_and_resume(cal_store, cal_manifest, sim_cal, tmp_path):
+    store = tmp_path / "killed.zarr"
+    cmd = [sys.executable, "-m", "nrsdark_dask.cli", "calibrate", str(cal_manifest),
+           "--store", str(store), "--refkit", str(sim_cal["dir"] / "refkit"),
+           "--scheduler", "sync"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (store / "nrsdark_log.jsonl").exists() or \
+                len(_committed_in_log(store)) < 1:
+            assert proc.poll() is None, "calibrate finished before it could be killed"
+            time.sleep(0.05)
+        time.sleep(0.5)  # somewhere inside the next exposure
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    committed = RampStore(store).committed()
+    print(f"killed after {len(committed)} of 4 exposures")
+    assert 1 <= len(committed) < 4
+    assert committed == _committed_in_log(store)
+    ds = open_dataset(store)  # opens, and holds only whole exposures
+    ref = open_dataset(cal_store["path"])
+    for name in committed:
+        for var in VARS:
+            np.testing.assert_array_equal(ds[var].sel(exposure=name).values,
+                                          ref[var].sel(exposure=name).values)
+    # resume on a real process cluster
+    summary = calibrate(cal_manifest, store, refkit=sim_cal["dir"] / "refkit",
+                        scheduler="local:2")
+    assert sorted(summary["skipped"]) == sorted(committed)
+    assert len(summary["committed"]) == 4 - len(committed) and not summary["failed"]
+    ds = open_dataset(store)
+    assert sorted(ds.exposure.values.tolist()) == sorted(ref.exposure.values.tolist())
+    for var in VARS + ("bias_groups",):
+        np.testing.assert_array_equal(ds[var].sortby("exposure").values,
+                                      ref[var].sortby("exposure").values)
+    assert not (store / "_staging").exists() and not (store / ".nrsdark.lock").exists()
+
+
+def test_corrupt_input_fails_alone(sim_cal, tmp_path, capsys):
+    src = sorted((sim_cal["dir"] / "uncal").glob("*.fits"))[:3]
+    for f in src:
+        shutil.copy(f, tmp_path / f.name)
+    manifest = tmp_path / "m.ecsv"
+    write_manifest(select_inputs([tmp_path], telemetry=sim_cal["dir"] / "telemetry.ecsv"), manifest)
+    bad = tmp_path / src[1].name
+    size = bad.stat().st_size
+    with open(bad, "r+b") as f:  # truncated after selection (e.g. a partial copy)
+        f.truncate(size // 2)
+    code = cli.main(["calibrate", str(manifest), "--store", str(tmp_path / "s.zarr"),
+                     "--refkit", str(sim_cal["dir"] / "refkit"), "--scheduler", "sync"])
+    out = capsys.readouterr().out
+    assert code == 1 and "2 committed" in out and "1 failed" in out
+    assert f"failed {src[1].name}" in out
+    log = RampStore(tmp_path / "s.zarr").read_log()
+    failed = [e for e in log if e["event"] == "failed"]
+    assert len(failed) == 1 and failed[0]["name"] == src[1].name and failed[0]["reason"]
+    assert len(RampStore(tmp_path / "s.zarr").committed()) == 2
+
+
+def test_already_calibrated_inputs_give_the_same_store(cal_store, sim_cal, tmp_path):
+    refs = R.refkit_files(sim_cal["dir"] / "refkit")
+    for f in sorted((sim_cal["dir"] / "uncal").glob("*.fits")):
+        res = R.run_detector1(f, refs, workdir=tmp_path)
+        base = f.name.removesuffix("_uncal.fits")
+        res.ramp.save(tmp_path / f"{base}_jump.fits")
+        res.rate.save(tmp_path / f"{base}_rate.fits")
+        res.close()
+    manifest = tmp_path / "m.ecsv"
+    tab = select_inputs([tmp_path], telemetry=sim_cal["dir"] / "telemetry.ecsv")
+    assert tab["accepted"].all() and set(tab["kind"]) == {"ramp"}
+    write_manifest(tab, manifest)
+    summary = calibrate(manifest, tmp_path / "c.zarr", scheduler="sync")  # no kit needed
+    assert len(summary["committed"]) == 4
+    ds = open_dataset(tmp_path / "c.zarr")
+    ref = open_dataset(cal_store["path"])
+    assert "bias_groups" not in ds and ds.attrs["layout"]["has_bias"] is False
+    assert set(ds.input_kind.values) == {"ramp"}
+    for var in VARS:
+        a = ds[var].assign_coords(exposure=[n.replace("_jump", "_uncal") for n in
+                                            ds.exposure.values.tolist()]).sortby("exposure")
+        np.testing.assert_array_equal(a.values, ref[var].sortby("exposure").values)
+
+
+def test_inputs_that_disagree_with_the_store_are_refused(cal_store, sim_trad, tmp_path):
+    d = sim_trad["dir"]
+    manifest = tmp_path / "m.ecsv"
+    write_manifest(select_inputs([d / "uncal"], telemetry=d / "telemetry.ecsv",
+                                 exclude=d / "exclusions.ecsv"), manifest)
+    before = RampStore(cal_store["path"]).committed()
+    with pytest.raises(StoreError, match="disagree with the store.*subarray ALLSLITS"):
+        calibrate(manifest, cal_store["path"], refkit=d / "refkit", scheduler="sync")
+    assert RampStore(cal_store["path"]).committed() == before
+
+
+def test_several_groups_need_a_choice(sim_cal, sim_trad, tmp_path):
+    tab = select_inputs([sim_cal["dir"] / "uncal", sim_trad["dir"] / "uncal"])
+    from nrsdark_dask.config import SelectConfig
+
+    tab = select_inputs([sim_cal["dir"] / "uncal", sim_trad["dir"] / "uncal"],
+                        cfg=SelectConfig(accept_without_telemetry=True,
+                                         reject_gratings=(), reject_gratings_full_frame=()))
+    write_manifest(tab, tmp_path / "m.ecsv")
+    with pytest.raises(ValueError, match="2 groups .*choose one with --group"):
+        calibrate(tmp_path / "m.ecsv", tmp_path / "x.zarr", scheduler="sync")
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_task_memory_model_and_worker_memory_check(sim_cal):
+    from nrsdark_dask.store import StoreLayout
+
+    full88 = StoreLayout(detector="NRS1", family="TRAD", readpatt="NRSRAPID", subarray="FULL",
+                         ngroups=88, ny=2048, nx=2048, ny_raw=2048, ystart=1, xstart=1,
+                         tframe=10.73676, tgroup=10.73676, has_bias=True)
+    assert 6e9 < task_memory(full88) < 12e9
+    assert os.cpu_count() >= 1
