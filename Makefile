@@ -25,11 +25,15 @@ test-all: venv
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m ''
 
 # The built-in simulated data set: NRS1 ALLSLITS TRAD, 20 groups, 12 exposures with the
-# report's §3 artifacts and a grating mix that the pre-filter must cull.
+# report's §3 artifacts and a grating mix that the pre-filter must cull; then the pipeline.
 demo: venv clean-demo
 	mkdir -p $(DEMO)
 	$(BIN)/nrsdark simulate $(DEMO)/sim --subarray ALLSLITS --ngroups 20 --nexp 12 \
 	    --artifacts --gratings 'G140H:3,G395H:2,PRISM,MIRROR' --workers 2 --seed 2026
+	$(BIN)/nrsdark select $(DEMO)/sim/uncal --telemetry $(DEMO)/sim/telemetry.ecsv \
+	    --exclude $(DEMO)/sim/exclusions.ecsv --requested 14 -o $(DEMO)/manifest.ecsv
+	$(BIN)/nrsdark calibrate $(DEMO)/manifest.ecsv --store stores/demo.zarr \
+	    --refkit $(DEMO)/sim/refkit --scheduler local:2
 
 clean-demo:
-	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-*
+	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/manifest.ecsv stores/demo.zarr

@@ -17,9 +17,10 @@ What it does:
    duration of the ``run_detector1`` call (imports excluded) and ``peak_rss_GB`` is the child's
    "Maximum resident set size" (imports included) in GB (1e9 bytes).
 
-``--steps`` adds a second line with the wall time of each jwst step (from the stpipe
-"Step X running" / "Step X done" log records).  Run one case at a time: the cases are sized to
-use most of a 24 GB machine.
+``--steps`` adds two lines: the wall time of each jwst step (from the stpipe "Step X running" /
+"Step X done" log records) and the process's peak RSS so far when each step ends (VmHWM), which
+shows the step that sets the peak.  Run one case at a time: the big cases use most of a 24 GB
+machine.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def child(uncal: str, refkit: str, workdir: str, out_json: str) -> None:
     from nrsdark_dask import jwst_recipe as R
 
     marks: dict[str, list[float]] = {}
+    hwm: dict[str, float] = {}  # the process's peak RSS (VmHWM, GB) when each step ends
 
     class StepTimes(logging.Handler):
         pat = re.compile(r"^Step (\w+) (running|done)")
@@ -51,6 +53,10 @@ def child(uncal: str, refkit: str, workdir: str, out_json: str) -> None:
             m = self.pat.match(record.getMessage())
             if m:
                 marks.setdefault(m.group(1), []).append(record.created)
+                if m.group(2) == "done":
+                    status = Path("/proc/self/status").read_text()
+                    kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+                    hwm[m.group(1)] = round(kb * 1024 / 1e9, 2)
 
     logging.getLogger().addHandler(StepTimes())
     refs = R.refkit_files(refkit)
@@ -60,7 +66,8 @@ def child(uncal: str, refkit: str, workdir: str, out_json: str) -> None:
     shape = list(res.ramp.data.shape)
     res.close()
     steps = {k: round(v[-1] - v[0], 1) for k, v in marks.items() if len(v) >= 2}
-    Path(out_json).write_text(json.dumps({"wall": wall, "steps": steps, "ramp_shape": shape}))
+    Path(out_json).write_text(json.dumps({"wall": wall, "steps": steps, "hwm": hwm,
+                                          "ramp_shape": shape}))
 
 
 def max_rss_gb(time_v_output: str) -> float:
@@ -81,18 +88,19 @@ def measure(readout: str, ngroups: int, limit_gb: float, tmp: str) -> dict:
         if s.returncode:
             raise RuntimeError(f"simulate failed: {s.stderr.strip()}")
         uncal = next(iter(sorted((sim / "uncal").glob("*.fits"))))
-        raw_shape = fits.getheader(uncal, "SCI")
-        raw_shape = tuple(raw_shape[f"NAXIS{i}"] for i in range(raw_shape["NAXIS"], 0, -1))
+        hdr = fits.getheader(uncal, "SCI")
+        raw_shape = tuple(hdr[f"NAXIS{i}"] for i in range(hdr["NAXIS"], 0, -1))
         out_json = base / "child.json"
         cmd = ["prlimit", f"--as={int(limit_gb * 1e9)}", "/usr/bin/time", "-v", sys.executable,
-               __file__, "--child", str(uncal), str(sim / "refkit"), str(base / "work"), str(out_json)]
+               __file__, "--child", str(uncal), str(sim / "refkit"), str(base / "work"),
+               str(out_json)]
         p = subprocess.run(cmd, capture_output=True, text=True)
         result = {"readout": readout, "ngroups": ngroups, "raw_shape": raw_shape,
                   "peak_gb": max_rss_gb(p.stderr), "ok": p.returncode == 0}
         if p.returncode == 0:
             result.update(json.loads(out_json.read_text()))
         else:
-            result.update(wall=float("nan"), steps={},
+            result.update(wall=float("nan"), steps={}, hwm={},
                           error=p.stderr.strip().splitlines()[-25:])
         return result
     finally:
@@ -121,6 +129,7 @@ def main(argv=None) -> int:
     print(f"{r['readout']} {r['ngroups']} {shape} {r['wall']:.1f} {r['peak_gb']:.2f}{status}")
     if args.steps:
         print("steps_s " + json.dumps(r["steps"]))
+        print("peak_rss_gb_after_step " + json.dumps(r["hwm"]))
     if not r["ok"]:
         print("\n".join(r["error"]), file=sys.stderr)
     return 0 if r["ok"] else 1

@@ -17,6 +17,7 @@ per exposure, committed one by one into the calibrated-ramp store (SPEC §4-§5)
 from __future__ import annotations
 
 import json
+import logging
 import resource
 import tempfile
 import time
@@ -45,13 +46,33 @@ def _layout_of(row, tile, codec) -> StoreLayout:
                                    tile=tile, codec=codec)
 
 
+JWST_LOGGERS = ("stpipe", "jwst", "stcal", "CRDS", "stdatamodels")
+
+
+def software_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("nrsdark_dask", "jwst", "stcal", "stdatamodels", "stpipe", "crds", "numpy",
+                "dask", "distributed", "zarr", "xarray", "astropy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
 def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: dict | None,
-                       workdir: str) -> dict:
+                       workdir: str, verbose: bool = False) -> dict:
     """The Dask task for one exposure: calibrate (or read) it and stage it in the store.
 
     Never raises: returns ``{"status": "ok", "name", "coords", "seconds", "peak_rss_gb"}`` or
-    ``{"status": "failed", "name", "reason"}``.
+    ``{"status": "failed", "name", "reason"}``.  jwst logs only warnings unless ``verbose``.
+    Memory: jwst's peak for one exposure (:func:`task_memory`).
     """
+    if not verbose:
+        for logger in JWST_LOGGERS:
+            logging.getLogger(logger).setLevel(logging.WARNING)
     name = row["name"]
     t0 = time.time()
     res = None
@@ -112,8 +133,8 @@ def _rows_for(manifest, group: str | None) -> tuple[str, list[dict]]:
 
 
 def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
-              group: str | None = None, workdir=None, tile=(256, 256), codec: str = "zstd",
-              progress=None) -> dict:
+              group: str | None = None, workdir=None, tile=(256, 256), codec: str = "none",
+              progress=None, verbose: bool = False) -> dict:
     """Calibrate the accepted inputs of one manifest group into ``store_path``.
 
     Returns a summary: committed, skipped (already there), failed [(name, reason)], store.
@@ -147,6 +168,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
             "steps": list(recipe.DETECTOR1_STEPS),
             "step_parameters": recipe.STEP_PARAMETERS,
             "refkit": str(Path(refkit).resolve()) if refkit else "CRDS",
+            "versions": software_versions(),
         })
     workdir = str(workdir or tempfile.mkdtemp(prefix="nrsdark_calibrate_"))
     summary = {"store": str(store_path), "group": group, "committed": [], "skipped": [],
@@ -172,7 +194,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
                 progress(dict(result, done=len(summary["committed"]) + len(summary["failed"]),
                               total=len(todo)))
 
-        args = (str(store_path), layout, refs, workdir)
+        args = (str(store_path), layout, refs, workdir, verbose)
         with dask_client(scheduler, quiet=progress is None) as client:
             if client is None:
                 for r in todo:

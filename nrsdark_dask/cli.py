@@ -77,7 +77,7 @@ def _calibrate(args) -> int:
     tile = tuple(int(v) for v in args.tile.lower().split("x"))
     summary = calibrate(args.manifest, args.store, refkit=args.refkit, scheduler=args.scheduler,
                         group=args.group, workdir=args.workdir, tile=tile, codec=args.codec,
-                        progress=progress)
+                        progress=progress, verbose=args.verbose)
     print(f"{args.store}: {len(summary['committed'])} committed, {len(summary['skipped'])} "
           f"already there, {len(summary['failed'])} failed")
     for name, reason in summary["failed"]:
@@ -142,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group", help="manifest group to calibrate (when there are several)")
     s.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
     s.add_argument("--tile", default="256x256", help="store chunk tile, YxX (default 256x256)")
-    s.add_argument("--codec", choices=["none", "zstd", "blosc-lz4"], default="zstd",
+    s.add_argument("--codec", choices=["none", "zstd", "blosc-lz4"], default="none",
                    help="compression of ramps and rates (DQ is always zstd)")
+    s.add_argument("--verbose", action="store_true", help="show jwst's INFO log")
     s.set_defaults(func=_calibrate)
     return p
 

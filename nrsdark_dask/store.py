@@ -29,6 +29,11 @@ chunk holds one exposure's whole ramp on one tile: the reductions read all expos
 256 x 256 (23 MB per ramp chunk for 88 groups); a reduction task over E exposures then holds
 E x ngroups x 256 x 256 x 4 bytes of ramp (460 MB for 20 full-frame TRAD inputs).
 
+Codecs (measured by ``benchmarks/bench_store_chunks.py``, README): float32 ramps of noise
+compress by only 8-9 % (zstd or blosc-lz4 + bitshuffle) while reading slows by 25-55 %, so
+ramps, rates and bias groups are stored uncompressed by default (``codec="none"``); the DQ
+arrays, almost all zeros, always use zstd (about 100 x smaller).
+
 Commit protocol (nothing half-written is ever visible):
 
 1. a worker writes its exposure into ``_staging/<name>/`` (same arrays, exposure length 1);
@@ -161,14 +166,14 @@ class StoreLayout:
     has_bias: bool
     tile_y: int = DEFAULT_TILE
     tile_x: int = DEFAULT_TILE
-    codec: str = "zstd"
+    codec: str = "none"
 
     KEY = ("detector", "family", "readpatt", "subarray", "ngroups", "ny", "nx", "ystart",
            "xstart")
 
     @classmethod
     def from_header(cls, h, has_bias: bool, tile=(DEFAULT_TILE, DEFAULT_TILE),
-                    codec: str = "zstd") -> StoreLayout:
+                    codec: str = "none") -> StoreLayout:
         """From a jwst primary header (uncal or calibrated: SUBSIZE is the science size)."""
         pattern = inst.get_read_pattern(h["READPATT"])
         ny, nx = int(h["SUBSIZE2"]), int(h["SUBSIZE1"])

@@ -106,6 +106,7 @@ def test_kill_and_resume(cal_store, cal_manifest, sim_cal, tmp_path):
     assert not (store / "_staging").exists() and not (store / ".nrsdark.lock").exists()
 
 
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
 def test_corrupt_input_fails_alone(sim_cal, tmp_path, capsys):
     src = sorted((sim_cal["dir"] / "uncal").glob("*.fits"))[:3]
     for f in src:
