@@ -1,0 +1,82 @@
+"""Pixel flags (report §4.1.3-§4.1.4).  Whole-frame thresholds are arguments."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..instrument import DQ
+
+
+def neighbours(mask: np.ndarray) -> np.ndarray:
+    """4-neighbours of True pixels (not the pixels themselves unless they are neighbours too).
+    Works on (..., y, x); edges have no neighbour outside."""
+    out = np.zeros_like(mask, dtype=bool)
+    out[..., 1:, :] |= mask[..., :-1, :]
+    out[..., :-1, :] |= mask[..., 1:, :]
+    out[..., :, 1:] |= mask[..., :, :-1]
+    out[..., :, :-1] |= mask[..., :, 1:]
+    return out
+
+
+def _max_neighbour(a: np.ndarray) -> np.ndarray:
+    out = np.full_like(a, -np.inf)
+    out[..., 1:, :] = np.maximum(out[..., 1:, :], a[..., :-1, :])
+    out[..., :-1, :] = np.maximum(out[..., :-1, :], a[..., 1:, :])
+    out[..., :, 1:] = np.maximum(out[..., :, 1:], a[..., :, :-1])
+    out[..., :, :-1] = np.maximum(out[..., :, :-1], a[..., :, 1:])
+    return out
+
+
+def rc_candidates(group1: np.ndarray, groupdq_next: np.ndarray, mean: np.ndarray,
+                  threshold: np.ndarray, ipc_fraction: float = 0.02) -> np.ndarray:
+    """RC candidates of each exposure (report §4.1.3).
+
+    ``group1`` (E, y, x) calibrated counts of group 1; ``groupdq_next`` (E, 2, y, x) group DQ
+    of groups 2 and 3; ``mean``, ``threshold`` (E,) the frame's group-1 mean and the count
+    10 sigma above it.  A candidate is above ``threshold``; it is dropped when a 4-neighbour is
+    also above the threshold (a cosmic ray spreading charge), and kept only if both next groups
+    are JUMP_DET or DO_NOT_USE.  Refinement (documented): a neighbour whose excess is below
+    ``ipc_fraction`` of the candidate's is lit by inter-pixel capacitance, not by a shared
+    cosmic ray, and does not drop the candidate (``ipc_fraction=0`` gives the report's rule
+    literally).  Returns bool (E, y, x).  Needs a 1-pixel halo when tiled.
+    """
+    m = np.asarray(mean, np.float64)[:, None, None]
+    thr = np.asarray(threshold, np.float64)[:, None, None]
+    with np.errstate(invalid="ignore"):
+        excess = np.where(np.isfinite(group1), group1 - m, -np.inf)
+        above = excess > thr - m
+        nb_excess = _max_neighbour(np.where(above, excess, -np.inf))
+        shared = nb_excess > ipc_fraction * excess
+    bad_next = (groupdq_next & (DQ["JUMP_DET"] | DQ["DO_NOT_USE"])) != 0
+    return above & ~shared & bad_next.all(axis=1)
+
+
+def rtn_candidates_st(neg_jumps: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """RTN candidates (report §4.1.3, ST rule): more negative jumps than ``threshold`` (E,),
+    the frame mean count + 5 sigma of each exposure.  ``neg_jumps`` (E, y, x) -> bool."""
+    return neg_jumps > np.asarray(threshold)[:, None, None]
+
+
+def rtn_candidates_esa(neg_jumps: np.ndarray, ngroups: int) -> np.ndarray:
+    """ESA rule: mean number of negative jumps over inputs > (1 - 0.9973) (Ngroups - 1) 4.
+    Returns bool (y, x) (already the final flag: no "more than one input" step)."""
+    return np.mean(neg_jumps, axis=0) > (1 - 0.9973) * (ngroups - 1) * 4
+
+
+def bad_reference_pixels(mean_counts: np.ndarray, mean_err: np.ndarray, refpix: np.ndarray,
+                         centre: tuple[float, float], scale: tuple[float, float],
+                         nsigma: float = 4.0) -> np.ndarray:
+    """Bad reference pixels (report §4.1.3): a reference pixel whose group-averaged count or
+    error is more than ``nsigma`` x scale from the median over all reference pixels.
+    ``centre``/``scale``: (median, sigma) of counts and of errors over the reference pixels,
+    computed over the whole frame beforehand.  Returns bool (y, x)."""
+    with np.errstate(invalid="ignore"):
+        bad = (np.abs(mean_counts - centre[0]) > nsigma * scale[0]) | \
+              (np.abs(mean_err - centre[1]) > nsigma * scale[1])
+    return refpix & bad
+
+
+def hot_pixels(mean_rate: np.ndarray, threshold: float = 1.0) -> np.ndarray:
+    """HOT: mean dark rate above ``threshold`` DN/s (report §4.1.4)."""
+    with np.errstate(invalid="ignore"):
+        return mean_rate > threshold

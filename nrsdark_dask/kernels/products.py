@@ -1,0 +1,65 @@
+"""Reference-file contents: superbias, synthesized dark cube, DQ (report §4.1.1, §4.1.4)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..instrument import DQ
+
+
+def bias_from_groups(g1: np.ndarray, g2: np.ndarray, valid: np.ndarray | None = None):
+    """Superbias of one tile (report §4.1.1): ``bias = 2 <g1> - <g2>`` with the per-pixel
+    means over inputs; its uncertainty is the standard error of that combination, from the
+    spread of the per-input values ``2 g1 - g2`` (ddof = 1), which combines the standard
+    deviations of g1 and g2 *and* their covariance (the reset level they share).
+    ``g1``, ``g2`` (E, y, x).  Returns bias, err (float32) and the number of inputs used."""
+    v = np.isfinite(g1) & np.isfinite(g2)
+    if valid is not None:
+        v &= valid
+    n = v.sum(axis=0)
+    x = np.where(v, 2.0 * g1.astype(np.float64) - g2, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = x.sum(axis=0) / n
+        var = np.where(v, (x - mean) ** 2, 0.0).sum(axis=0) / (n - 1)
+        err = np.sqrt(var / n)
+    return mean.astype(np.float32), err.astype(np.float32), n.astype(np.int16)
+
+
+def unreliable_bias(err: np.ndarray, mean_err: float, std_err: float,
+                    nsigma: float = 5.0) -> np.ndarray:
+    """UNRELIABLE_BIAS where the bias uncertainty is more than ``nsigma`` above the (clipped)
+    frame mean uncertainty, or unknown."""
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(err) | (err > mean_err + nsigma * std_err)
+
+
+def synthesize_dark_cube(mean_rate: np.ndarray, avg_ramp: np.ndarray, group_times: np.ndarray,
+                         frame_rate: float, use_ramp: np.ndarray) -> np.ndarray:
+    """The dark cube (report §4.1.4), float32 (G, y, x).
+
+    Most pixels: ``rate x t_g``.  Negative (or unknown) rates use the frame-averaged rate.
+    Pixels in ``use_ramp`` (DO_NOT_USE, and 4-neighbours of HOT or RC pixels, IPC) take the
+    average dark ramp instead; where that is unknown too, the frame rate projection."""
+    t = np.asarray(group_times, np.float64)[:, None, None]
+    with np.errstate(invalid="ignore"):
+        rate = np.where(np.isfinite(mean_rate) & (mean_rate >= 0), mean_rate, frame_rate)
+    cube = rate[None] * t
+    fill = np.where(np.isfinite(avg_ramp), avg_ramp, frame_rate * t)
+    cube = np.where(use_ramp[None], fill, cube)
+    return cube.astype(np.float32)
+
+
+def assemble_dark_dq(*, rc, telegraph, badref, hot, flagged_everywhere, unreliable_err):
+    """Pixel DQ of the DARK (report §4.1.4): RC and BAD_REF_PIXEL with DO_NOT_USE; TELEGRAPH
+    (removed from HOT pixels, whose Poisson noise fakes negative jumps); HOT; UNRELIABLE_DARK
+    for pixels flagged in the pixel DQ of every input, HOT, RC or bad reference pixels, and
+    pixels with a high rate uncertainty.  All arguments bool (y, x)."""
+    telegraph = telegraph & ~hot
+    dq = np.zeros(rc.shape, np.uint32)
+    dq[rc] |= DQ["RC"] | DQ["DO_NOT_USE"]
+    dq[badref] |= DQ["BAD_REF_PIXEL"] | DQ["DO_NOT_USE"]
+    dq[telegraph] |= DQ["TELEGRAPH"]
+    dq[hot] |= DQ["HOT"]
+    unreliable = flagged_everywhere | hot | rc | badref | unreliable_err
+    dq[unreliable] |= DQ["UNRELIABLE_DARK"]
+    return dq

@@ -1,0 +1,168 @@
+"""Kernels against slow, obvious references (astropy sigma_clip, plain loops)."""
+
+import numpy as np
+import pytest
+from astropy.stats import sigma_clip
+
+from nrsdark_dask import kernels as K
+from nrsdark_dask.instrument import DQ
+
+JUMP, DNU = DQ["JUMP_DET"], DQ["DO_NOT_USE"]
+
+
+def _astropy_clip(data, valid):
+    d = np.ma.MaskedArray(data.astype(np.float64), mask=~valid | ~np.isfinite(data))
+    c = sigma_clip(d, sigma=3, maxiters=5, axis=0, cenfunc="median", stdfunc="std")
+    return c.mean(axis=0).filled(np.nan), c.std(axis=0).filled(np.nan), c.count(axis=0)
+
+
+@pytest.mark.parametrize("n_exp", [1, 2, 5, 17])
+def test_clipped_mean_std_equals_astropy(n_exp):
+    rng = np.random.default_rng(n_exp)
+    data = rng.normal(100, 10, (n_exp, 6, 30, 40)).astype(np.float32)
+    data[rng.random(data.shape) < 0.05] += 500  # cosmic-ray-like outliers
+    data[rng.random(data.shape) < 0.02] = np.nan
+    valid = rng.random(data.shape) > 0.1
+    valid[:, :, 0, 0] = False  # an all-masked pixel
+    mean, std, count = K.clipped_mean_std(data, valid)
+    ref_mean, ref_std, ref_count = _astropy_clip(data, valid)
+    np.testing.assert_array_equal(count, ref_count)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(std, ref_std, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert np.isnan(mean[:, 0, 0]).all() and (count[:, 0, 0] == 0).all()
+    if n_exp == 1:
+        ok = valid[0] & np.isfinite(data[0])
+        np.testing.assert_array_equal(mean[ok], data[0][ok])
+        assert (std[ok] == 0).all()
+
+
+def test_clipped_mean_rejects_an_outlier_like_astropy_with_maxiters():
+    x = np.array([10, 11, 9, 10, 12, 8, 10, 11, 9, 10, 300.0], np.float32)[:, None]
+    mean, std, count = K.clipped_mean_std(x)
+    assert count[0] == 10 and mean[0] == pytest.approx(10.0)
+
+
+def test_good_groups_masks_at_and_after_first_jump_and_do_not_use():
+    gdq = np.zeros((2, 6, 3, 3), np.uint8)
+    gdq[0, 3, 1, 1] = JUMP
+    gdq[1, 1, 0, 0] = DNU | DQ["SATURATED"]
+    gdq[1, 4, 2, 2] = JUMP
+    good = K.good_groups(gdq)
+    ref = np.ones_like(good)
+    for e in range(2):
+        for y in range(3):
+            for x in range(3):
+                seen = False
+                for g in range(6):
+                    seen |= bool(gdq[e, g, y, x] & JUMP)
+                    ref[e, g, y, x] = not seen and not (gdq[e, g, y, x] & DNU)
+    np.testing.assert_array_equal(good, ref)
+
+
+def test_negative_jump_counts_against_a_loop():
+    rng = np.random.default_rng(3)
+    ramp = rng.normal(0, 50, (2, 8, 5, 5)).astype(np.float32)
+    gdq = np.where(rng.random(ramp.shape) < 0.3, JUMP, 0).astype(np.uint8)
+    got = K.negative_jump_counts(ramp, gdq)
+    ref = np.zeros((2, 5, 5), int)
+    for e, g, y, x in np.ndindex(2, 8, 5, 5):
+        if g and gdq[e, g, y, x] & JUMP and ramp[e, g, y, x] < ramp[e, g - 1, y, x]:
+            ref[e, y, x] += 1
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_rc_candidates_rules():
+    g1 = np.zeros((1, 7, 7), np.float32)
+    nxt = np.zeros((1, 2, 7, 7), np.uint8)
+    g1[0, 1, 1] = 1000  # RC: next two groups jump-flagged
+    nxt[0, :, 1, 1] = JUMP
+    g1[0, 1, 2] = 5  # its IPC neighbour: faint, not enough to drop it
+    g1[0, 4, 4] = 1000  # cosmic ray shared with a neighbour
+    g1[0, 4, 5] = 300
+    nxt[0, :, 4, 4] = JUMP
+    g1[0, 5, 1] = 1000  # bright but next groups clean -> ramp will be fit, not RC
+    nxt[0, 0, 5, 1] = DNU
+    cand = K.rc_candidates(g1, nxt, mean=np.array([0.0]), threshold=np.array([100.0]))
+    assert cand[0, 1, 1] and not cand[0, 4, 4] and not cand[0, 5, 1]
+    assert cand.sum() == 1
+    # a very bright RC lights its neighbour above threshold through IPC (1.5 %): kept, unless
+    # the report's rule is applied literally
+    g1[0, 1, 1], g1[0, 1, 2] = 10000, 150
+    thr = (np.array([0.0]), np.array([100.0]))
+    assert K.rc_candidates(g1, nxt, *thr)[0, 1, 1]
+    assert not K.rc_candidates(g1, nxt, *thr, ipc_fraction=0.0)[0, 1, 1]
+    g1[0, 1, 2] = 600  # 6 %: charge shared by a cosmic ray
+    assert not K.rc_candidates(g1, nxt, *thr)[0, 1, 1]
+
+
+def test_rtn_rules():
+    counts = np.zeros((3, 4, 4), np.int16)
+    counts[:, 0, 0] = [3, 0, 4]
+    counts[0, 1, 1] = 5
+    cand = K.rtn_candidates_st(counts, threshold=np.array([1.5, 1.5, 1.5]))
+    assert (cand.sum(axis=0) > 1)[0, 0] and not (cand.sum(axis=0) > 1)[1, 1]
+    esa = K.rtn_candidates_esa(counts, ngroups=88)  # limit (1-0.9973)*87*4 = 0.94
+    assert esa[0, 0] and esa[1, 1] and not esa[2, 2]
+
+
+def test_bad_reference_pixels_and_hot():
+    counts = np.zeros((5, 5))
+    err = np.ones((5, 5))
+    ref = np.zeros((5, 5), bool)
+    ref[0] = True
+    counts[0, 1] = 10
+    err[0, 3] = 9
+    counts[2, 2] = 100  # not a reference pixel
+    bad = K.bad_reference_pixels(counts, err, ref, centre=(0.0, 1.0), scale=(1.0, 1.0))
+    assert bad[0, 1] and bad[0, 3] and bad.sum() == 2
+    rate = np.array([[0.5, 1.0, 1.01, np.nan]])
+    np.testing.assert_array_equal(K.hot_pixels(rate), [[False, False, True, False]])
+
+
+def test_bias_combination_and_uncertainty():
+    rng = np.random.default_rng(5)
+    g1 = rng.normal(1000, 10, (12, 4, 4))
+    g2 = g1 + rng.normal(5, 3, (12, 4, 4))
+    bias, err, n = K.bias_from_groups(g1, g2)
+    x = 2 * g1 - g2
+    np.testing.assert_allclose(bias, x.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(err, x.std(axis=0, ddof=1) / np.sqrt(12), rtol=1e-5)
+    assert (n == 12).all()
+    single = K.bias_from_groups(g1[:1], g2[:1])
+    assert np.isnan(single[1]).all()  # no spread from one input: unknown, flagged
+    assert K.unreliable_bias(single[1], 1.0, 0.1).all()
+    assert K.unreliable_bias(np.array([1.0, 10.0]), 1.0, 1.0).tolist() == [False, True]
+
+
+def test_dark_cube_synthesis_rules():
+    t = np.array([10.0, 20.0, 30.0])
+    rate = np.array([[0.01, -0.02, 5.0, np.nan]])
+    ramp = np.arange(12, dtype=np.float32).reshape(3, 1, 4)
+    use_ramp = np.array([[False, False, True, False]])
+    cube = K.synthesize_dark_cube(rate, ramp, t, frame_rate=0.008, use_ramp=use_ramp)
+    np.testing.assert_allclose(cube[:, 0, 0], 0.01 * t)
+    np.testing.assert_allclose(cube[:, 0, 1], 0.008 * t)  # negative -> frame rate
+    np.testing.assert_allclose(cube[:, 0, 2], ramp[:, 0, 2])  # average ramp
+    np.testing.assert_allclose(cube[:, 0, 3], 0.008 * t)  # unknown -> frame rate
+
+
+def test_dark_dq_assembly():
+    z = np.zeros((1, 6), bool)
+    rc, tel, bad, hot, every, err = (z.copy() for _ in range(6))
+    rc[0, 0] = tel[0, 1] = bad[0, 2] = hot[0, 3] = every[0, 4] = err[0, 5] = True
+    tel[0, 3] = True  # hot and telegraph: telegraph removed
+    dq = K.assemble_dark_dq(rc=rc, telegraph=tel, badref=bad, hot=hot, flagged_everywhere=every,
+                            unreliable_err=err)
+    U = DQ["UNRELIABLE_DARK"]
+    assert dq[0, 0] == DQ["RC"] | DNU | U
+    assert dq[0, 1] == DQ["TELEGRAPH"]
+    assert dq[0, 2] == DQ["BAD_REF_PIXEL"] | DNU | U
+    assert dq[0, 3] == DQ["HOT"] | U
+    assert dq[0, 4] == U and dq[0, 5] == U
+
+
+def test_neighbours():
+    m = np.zeros((4, 4), bool)
+    m[1, 1] = True
+    nb = K.neighbours(m)
+    assert nb.sum() == 4 and not nb[1, 1] and nb[0, 1] and nb[1, 2]
