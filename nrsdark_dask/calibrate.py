@@ -23,7 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
+from astropy.stats import sigma_clipped_stats
+
+from . import instrument as inst
+from .kernels import negative_jump_counts
 
 from . import jwst_recipe as recipe
 from .cluster import MEMORY, dask_client, worker_memory
@@ -62,6 +67,17 @@ def software_versions() -> dict:
     return out
 
 
+def group1_statistics(group1: np.ndarray, layout: StoreLayout) -> tuple[float, float]:
+    """3-sigma clipped mean and standard deviation of calibrated group 1 over the exposure's
+    non-reference pixels (astropy ``sigma_clipped_stats``): the frame statistics behind the
+    RC rule's "10 sigma above the group-1 mean" (report §4.1.3).  Clipping keeps the hot
+    pixels from inflating sigma."""
+    ref = inst.reference_pixel_mask(layout.geometry())
+    values = group1[~ref & np.isfinite(group1)]
+    mean, _, std = sigma_clipped_stats(values, sigma=3.0, maxiters=5)
+    return float(mean), float(std)
+
+
 def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: dict | None,
                        workdir: str, verbose: bool = False) -> dict:
     """The Dask task for one exposure: calibrate (or read) it and stage it in the store.
@@ -90,14 +106,17 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
         else:
             res = recipe.read_calibrated(row["file"], row["rate_file"])
         data = {"ramp": res.ramp.data[0], "groupdq": res.ramp.groupdq[0],
-                "pixeldq": res.ramp.pixeldq, "rate": res.rate.data, "rate_err": res.rate.err}
+                "pixeldq": res.ramp.pixeldq, "rate": res.rate.data, "rate_err": res.rate.err,
+                "neg_jumps": negative_jump_counts(res.ramp.data[0], res.ramp.groupdq[0])}
+        g1_mean, g1_std = group1_statistics(res.ramp.data[0, 0], layout)
         if layout.has_bias:
             data["bias_groups"] = res.bias_groups
         write_staging(store_path, name, layout, data)
         p = res.provenance
         coords = {
             "date": date_seconds(row["date"]), "grating": row["grating"],
-            "asic_dt": float(row["asic_dt"]), "detector": row["detector"],
+            "asic_dt": float(row["asic_dt"]), "g1_mean": g1_mean, "g1_std": g1_std,
+            "detector": row["detector"],
             "readpatt": row["readpatt"], "subarray": row["subarray"],
             "ngroups": int(row["ngroups"]), "input_kind": row["kind"],
             "input_file": row["file"], "jwst_version": p.get("jwst", ""),

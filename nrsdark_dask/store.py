@@ -10,13 +10,15 @@ Schema (``xr.open_zarr(path)`` shows exactly this)::
     pixeldq     (exposure, y, x)              uint32   jwst PIXELDQ
     rate        (exposure, y, x)              float32  ramp_fit slope, DN/s
     rate_err    (exposure, y, x)              float32  its uncertainty, DN/s
+    neg_jumps   (exposure, y, x)              int16    negative jumps per pixel (RTN input)
     bias_groups (exposure, bias_group, y_raw, x) float32 uncalibrated groups 1 and 2 after the
                                                        reference-pixel correction, the group-1
                                                        mean level added back (SPEC §3); absent
                                                        for stores of already-calibrated inputs
-    coords: exposure (input file name), date, grating, asic_dt, detector, readpatt, subarray,
-            ngroups, input_kind, input_file, jwst_version, crds_context, references (per
-            exposure); group (1-based), group_time (s since reset); y, x (0-based full-frame
+    coords: exposure (input file name), date, grating, asic_dt, g1_mean, g1_std (clipped
+            frame statistics of calibrated group 1), detector, readpatt, subarray, ngroups,
+            input_kind, input_file, jwst_version, crds_context, references (per exposure);
+            group (1-based), group_time (s since reset); y, x (0-based full-frame
             DMS pixel indices, so subarrays sit where they are on the detector); y_raw (raw
             rows: 3200 for IRS2, else = y)
     attrs: the store's layout (detector, readout family, readpatt, subarray, ngroups, frame and
@@ -28,6 +30,11 @@ chunk holds one exposure's whole ramp on one tile: the reductions read all expos
 (E chunks) and never more; appending an exposure touches only its own chunks.  Default tile
 256 x 256 (23 MB per ramp chunk for 88 groups); a reduction task over E exposures then holds
 E x ngroups x 256 x 256 x 4 bytes of ramp (460 MB for 20 full-frame TRAD inputs).
+
+Per-exposure summaries made at ingest, while the exposure is in memory anyway: the negative-
+jump counts and the clipped group-1 frame statistics.  They are what the reductions' whole-
+frame thresholds need (RTN, RC), so building the reference files never needs an extra pass
+over the ramps for them.
 
 Codecs (measured by ``benchmarks/bench_store_chunks.py``, README): float32 ramps of noise
 compress by only 8-9 % (zstd or blosc-lz4 + bitshuffle) while reading slows by 25-55 %, so
@@ -122,6 +129,9 @@ VARIABLES = {
              {"units": "DN/s", "long_name": "dark rate (jwst ramp_fit)"}),
     "rate_err": (("exposure", "y", "x"), "float32", np.nan,
                  {"units": "DN/s", "long_name": "dark rate uncertainty (jwst ramp_fit ERR)"}),
+    "neg_jumps": (("exposure", "y", "x"), "int16", 0,
+                  {"long_name": "number of negative jumps (JUMP_DET groups lower than the "
+                   "previous group) in the exposure's ramp; RTN input, report §4.1.3"}),
     "bias_groups": (("exposure", "bias_group", "y_raw", "x"), "float32", np.nan,
                     {"units": "DN", "long_name": "uncalibrated groups 1-2, reference-pixel "
                      "corrected, group-1 mean level kept (bias input, SPEC §3)"}),
@@ -134,6 +144,10 @@ EXPOSURE_COORDS = {
                          "calendar": "proleptic_gregorian", "long_name": "exposure start (UTC)"}),
     "grating": (str, {}),
     "asic_dt": ("float64", {"units": "K", "long_name": "ASIC Tmax - Tmin around the exposure"}),
+    "g1_mean": ("float64", {"units": "DN", "long_name": "3-sigma clipped mean of calibrated "
+                            "group 1 over the exposure's non-reference pixels (RC threshold)"}),
+    "g1_std": ("float64", {"units": "DN", "long_name": "3-sigma clipped standard deviation of "
+                           "calibrated group 1 (RC threshold)"}),
     "detector": (str, {}),
     "readpatt": (str, {}),
     "subarray": (str, {}),
@@ -209,13 +223,18 @@ class StoreLayout:
                  "bias_group": 2, "y_raw": self.tile_y}
         return tuple(sizes[d] for d in VARIABLES[var][0])
 
+    def geometry(self) -> inst.Subarray:
+        """The science-layout region of the detector the store covers."""
+        return inst.Subarray(self.subarray, self.xstart, self.ystart, self.nx, self.ny)
+
     def group_times(self) -> np.ndarray:
         return inst.group_times(inst.get_read_pattern(self.readpatt), self.tframe, self.ngroups)
 
 
 def _create_variable(group, layout: StoreLayout, var: str, n_exp: int, coords_attr: str):
     dims, dtype, fill, attrs = VARIABLES[var]
-    codec = _codec(layout.codec if var in ("ramp", "rate", "rate_err", "bias_groups") else "zstd")
+    codec = _codec(layout.codec if var in ("ramp", "rate", "rate_err", "bias_groups")
+                   else "zstd")
     arr = group.create_array(var, shape=layout.shape(var, n_exp), chunks=layout.chunks(var),
                              dtype=dtype, fill_value=fill, dimension_names=dims,
                              compressors=codec)

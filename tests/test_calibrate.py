@@ -19,7 +19,7 @@ from nrsdark_dask.calibrate import calibrate, task_memory
 from nrsdark_dask.select import read_manifest, select_inputs, write_manifest
 from nrsdark_dask.store import RampStore, StoreError, open_dataset
 
-VARS = ("ramp", "groupdq", "pixeldq", "rate", "rate_err")
+VARS = ("ramp", "groupdq", "pixeldq", "rate", "rate_err", "neg_jumps")
 
 
 def test_store_holds_every_accepted_exposure_with_tidy_coordinates(cal_store, cal_manifest):
@@ -52,6 +52,10 @@ def test_store_values_equal_jwst_run_directly(cal_store, sim_cal, tmp_path):
         np.testing.assert_array_equal(one.rate.values, res.rate.data)
         np.testing.assert_array_equal(one.rate_err.values, res.rate.err)
         np.testing.assert_array_equal(one.bias_groups.values, res.bias_groups)
+        from nrsdark_dask.kernels import negative_jump_counts
+        np.testing.assert_array_equal(one.neg_jumps.values,
+                                      negative_jump_counts(res.ramp.data[0], res.ramp.groupdq[0]))
+        assert 0 < float(one.g1_std) < 30 and abs(float(one.g1_mean)) < 10
     finally:
         res.close()
 

@@ -22,6 +22,7 @@ def _exposure(seed):
         "pixeldq": np.zeros((16, 512), np.uint32),
         "rate": rng.normal(0, 1, (16, 512)).astype(np.float32),
         "rate_err": np.ones((16, 512), np.float32),
+        "neg_jumps": rng.integers(0, 3, (16, 512)).astype(np.int16),
         "bias_groups": rng.normal(1e4, 5, (2, 16, 512)).astype(np.float32),
     }
 
