@@ -9,9 +9,12 @@ per exposure, committed one by one into the calibrated-ramp store (SPEC §4-§5)
 * Inputs that disagree with the store (detector, readout, subarray, ngroups, geometry, or uncal
   vs already-calibrated) are refused before any work starts.
 * Memory: a task needs jwst's peak for one exposure, estimated by :func:`task_memory` from the
-  measured cost (``benchmarks/results/detector1_memory.md``); on a distributed cluster the task
+  measured cost (``benchmarks/results/detector1_memory.md``: TRAD FULL 88 groups 9.9 GB, IRS2
+  FULL 100 groups 17 GB, 200 groups ~33.5 GB extrapolated); on a distributed cluster the task
   asks for that much of the workers' ``MEMORY`` resource, so a worker never runs two exposures
-  that do not fit together.  The driver holds only one exposure's small coordinates at a time.
+  that do not fit together, and a cluster whose largest worker is too small is refused up
+  front.  Workers: 12 GB for TRAD full frames, 40 GB for 200-group IRS2.  The driver holds
+  only one exposure's small coordinates at a time.
 """
 
 from __future__ import annotations
@@ -28,22 +31,30 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from . import instrument as inst
-from .kernels import negative_jump_counts
+from .config import DarkConfig
+from .kernels import difference_scatter, negative_jump_counts
 
 from . import jwst_recipe as recipe
 from .cluster import MEMORY, dask_client, worker_memory
 from .select import read_manifest
 from .store import RampStore, StoreError, StoreLayout, date_seconds, write_staging
 
-# Peak RSS of one detector1 run ~ A + B x (bytes of the raw float32 ramp); see module docstring.
-MEMORY_BASE_BYTES = 0.5e9
-MEMORY_PER_RAMP_BYTE = 5.5
+# Peak RSS of one detector1 run, measured (benchmarks/results/detector1_memory.md):
+# ~0.6 GB + 26 bytes per raw pixel per group (6.5 float32 copies of the raw ramp; the peak is
+# in jump for TRAD, refpix for IRS2), never below ~1.8 GB.  Declared with a 20 % margin.
+MEMORY_BASE_BYTES = 0.6e9
+MEMORY_PER_RAW_PIXEL_GROUP = 26.0
+MEMORY_FLOOR_BYTES = 1.8e9
+MEMORY_MARGIN = 1.2
+NEG_JUMP_SIGMA = DarkConfig().neg_jump_sigma
 
 
 def task_memory(layout: StoreLayout) -> int:
-    """Bytes of worker memory one exposure's calibration needs (measured model)."""
-    ramp_bytes = layout.ngroups * layout.ny_raw * layout.nx * 4
-    return int(MEMORY_BASE_BYTES + MEMORY_PER_RAMP_BYTE * ramp_bytes)
+    """Bytes of worker memory one exposure's calibration needs: 12.2 GB for TRAD FULL 88 groups
+    (measured peak 9.9 GB), 41.6 GB for IRS2 FULL 200 groups (extrapolated peak 33.5 GB)."""
+    pixels = layout.ngroups * layout.ny_raw * layout.nx
+    peak = max(MEMORY_FLOOR_BYTES, MEMORY_BASE_BYTES + MEMORY_PER_RAW_PIXEL_GROUP * pixels)
+    return int(MEMORY_MARGIN * peak)
 
 
 def _layout_of(row, tile, codec) -> StoreLayout:
@@ -102,20 +113,30 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
                 nints = h[0].header.get("NINTS", 1)
             if nints != 1:
                 raise ValueError(f"NINTS = {nints}; only single-integration darks are supported")
-            res = recipe.run_detector1(row["file"], refs, workdir=workdir, with_bias=True)
+            res = recipe.run_detector1(row["file"], refs, workdir=workdir, with_bias=True,
+                                       quiet=not verbose)
         else:
             res = recipe.read_calibrated(row["file"], row["rate_file"])
+        diff_sigma = difference_scatter(res.ramp.data[0])
         data = {"ramp": res.ramp.data[0], "groupdq": res.ramp.groupdq[0],
                 "pixeldq": res.ramp.pixeldq, "rate": res.rate.data, "rate_err": res.rate.err,
-                "neg_jumps": negative_jump_counts(res.ramp.data[0], res.ramp.groupdq[0])}
+                "neg_jumps": negative_jump_counts(res.ramp.data[0], res.ramp.groupdq[0],
+                                                  NEG_JUMP_SIGMA * diff_sigma)}
         g1_mean, g1_std = group1_statistics(res.ramp.data[0, 0], layout)
+        bias_level = float("nan")
         if layout.has_bias:
             data["bias_groups"] = res.bias_groups
+            b = res.bias_groups
+            science = np.isfinite(b[0]) & np.isfinite(b[1])
+            if layout.family == "IRS2":
+                science &= inst.irs2_normal_rows(layout.detector)[:, None]
+            bias_level = float(np.median((2.0 * b[0] - b[1])[science]))
         write_staging(store_path, name, layout, data)
         p = res.provenance
         coords = {
             "date": date_seconds(row["date"]), "grating": row["grating"],
             "asic_dt": float(row["asic_dt"]), "g1_mean": g1_mean, "g1_std": g1_std,
+            "diff_sigma": diff_sigma, "bias_level": bias_level,
             "detector": row["detector"],
             "readpatt": row["readpatt"], "subarray": row["subarray"],
             "ngroups": int(row["ngroups"]), "input_kind": row["kind"],

@@ -41,7 +41,10 @@ class DarkConfig:
 
     clip_sigma: float = 3.0
     rc_group1_sigma: float = 10.0
+    rc_next_groups: str = "any"  # "any" or "all" of groups 2-3 JUMP_DET/unusable (see kernels)
+    rc_ipc_fraction: float = 0.02  # a neighbour below this fraction is IPC, not a shared CR
     rtn_sigma: float = 5.0
+    neg_jump_sigma: float = 3.0  # a negative jump drops by > this x the CDS scatter (ingest)
     rtn_rule: str = "st"  # "st" (report) or "esa" (N > (1-0.9973)*(Ngroups-1)*4)
     badref_sigma: float = 4.0
     hot_rate: float = 1.0  # DN/s

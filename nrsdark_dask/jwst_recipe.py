@@ -31,9 +31,10 @@ With ``CRDS_SERVER_URL`` set, :func:`configure_crds` only sets the step-pars swi
 CRDS alone, so the same code uses CRDS for whatever ``refs`` does not give.  Call it before
 the first jwst step runs (it is idempotent; :func:`run_detector1` calls it).
 
-Cost: TRAD SUB2048 10 groups ~3 s and 0.4 GB; TRAD FULL 88 groups ~86 s and 7.7 GB; IRS2 FULL
-refpix ~2 s per group (JWST_OFFLINE.md).  Peak memory is jwst's, roughly 20 float32 copies of
-one ramp.
+Cost per exposure (benchmarks/results/detector1_memory.md, one core): TRAD SUB2048 10 groups
+~3 s and 0.4 GB; TRAD FULL 88 groups ~165 s and 9.9 GB (peak in jump); IRS2 FULL 100 groups
+~530 s and 17 GB (peak in refpix), 200 groups ~33.5 GB extrapolated.  Peak memory is jwst's:
+~0.6 GB + 26 bytes per raw pixel per group (6.5 float32 copies of the raw ramp).
 """
 
 from __future__ import annotations
@@ -165,13 +166,14 @@ def readout_family(model) -> str:
 
 
 def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
-                  crds_path=None, with_bias: bool = False) -> Detector1Result:
+                  crds_path=None, with_bias: bool = False, quiet: bool = False) -> Detector1Result:
     """Calibrate one uncal exposure with the SPEC §4 recipe; everything stays in memory.
 
     ``refs``: ``{reftype: path}`` overrides (offline needs mask, saturation, superbias,
     linearity, gain, readnoise, and refpix for IRS2).  ``workdir`` holds the cleared mask
     (default: a temporary folder).  ``with_bias``: also compute the bias inputs of SPEC §3
-    (:func:`bias_groups`) into ``result.bias_groups``.
+    (:func:`bias_groups`) into ``result.bias_groups``.  ``quiet``: jwst logs warnings only
+    (stpipe's own INFO handlers are not installed: ``configure_log=False``).
     """
     env = configure_crds(crds_path)
     from jwst.dq_init import DQInitStep
@@ -204,12 +206,13 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
     steps = {"group_scale": GroupScaleStep, "dq_init": DQInitStep,
              "saturation": SaturationStep, "superbias": SuperBiasStep, "refpix": RefPixStep,
              "linearity": LinearityStep, "jump": JumpStep}
+    log = {"configure_log": not quiet}
     bias = None
     for name, cls in steps.items():
-        model = cls.call(model, **args[name])
+        model = cls.call(model, **args[name], **log)
         if name == "dq_init" and with_bias:
-            bias = bias_groups(model, args["refpix"], family)
-    rate, _rateints = RampFitStep.call(model, **args["ramp_fit"])
+            bias = bias_groups(model, {**args["refpix"], **log}, family)
+    rate, _rateints = RampFitStep.call(model, **args["ramp_fit"], **log)
     if _rateints is not None:
         _rateints.close()
     import jwst

@@ -10,7 +10,8 @@ Schema (``xr.open_zarr(path)`` shows exactly this)::
     pixeldq     (exposure, y, x)              uint32   jwst PIXELDQ
     rate        (exposure, y, x)              float32  ramp_fit slope, DN/s
     rate_err    (exposure, y, x)              float32  its uncertainty, DN/s
-    neg_jumps   (exposure, y, x)              int16    negative jumps per pixel (RTN input)
+    neg_jumps   (exposure, y, x)              int16    negative jumps per pixel (RTN input): JUMP_DET
+                                                       groups dropping by > 3 x diff_sigma
     bias_groups (exposure, bias_group, y_raw, x) float32 uncalibrated groups 1 and 2 after the
                                                        reference-pixel correction, the group-1
                                                        mean level added back (SPEC §3); absent
@@ -148,6 +149,11 @@ EXPOSURE_COORDS = {
                             "group 1 over the exposure's non-reference pixels (RC threshold)"}),
     "g1_std": ("float64", {"units": "DN", "long_name": "3-sigma clipped standard deviation of "
                            "calibrated group 1 (RC threshold)"}),
+    "bias_level": ("float64", {"units": "DN", "long_name": "median of 2 g1 - g2 over the "
+                               "science pixels (the exposure's bias level; NaN without bias "
+                               "inputs)"}),
+    "diff_sigma": ("float64", {"units": "DN", "long_name": "robust sigma of group-to-group "
+                               "differences (CDS noise); negative jumps drop by > 3 x this"}),
     "detector": (str, {}),
     "readpatt": (str, {}),
     "subarray": (str, {}),

@@ -2,7 +2,6 @@
 failures isolated, already-calibrated inputs, refusals."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -180,11 +179,13 @@ def test_several_groups_need_a_choice(sim_cal, sim_trad, tmp_path):
     assert not (tmp_path / "x.zarr").exists()
 
 
-def test_task_memory_model_and_worker_memory_check(sim_cal):
+def test_task_memory_model():
     from nrsdark_dask.store import StoreLayout
 
     full88 = StoreLayout(detector="NRS1", family="TRAD", readpatt="NRSRAPID", subarray="FULL",
                          ngroups=88, ny=2048, nx=2048, ny_raw=2048, ystart=1, xstart=1,
                          tframe=10.73676, tgroup=10.73676, has_bias=True)
-    assert 6e9 < task_memory(full88) < 12e9
-    assert os.cpu_count() >= 1
+    assert 9.9e9 < task_memory(full88) < 13e9  # measured peak 9.9 GB, 20 % margin
+    irs2 = StoreLayout(**{**full88.__dict__, "family": "IRS2", "readpatt": "NRSIRS2RAPID",
+                          "ngroups": 200, "ny_raw": 3200})
+    assert 33.5e9 < task_memory(irs2) < 45e9

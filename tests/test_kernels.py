@@ -59,6 +59,19 @@ def test_good_groups_masks_at_and_after_first_jump_and_do_not_use():
     np.testing.assert_array_equal(good, ref)
 
 
+def test_saturated_groups_are_unusable_and_small_drops_are_not_negative_jumps():
+    gdq = np.zeros((1, 4, 1, 1), np.uint8)
+    gdq[0, 2, 0, 0] = DQ["SATURATED"]  # jwst's saturation step sets only this bit
+    assert K.good_groups(gdq)[0, :, 0, 0].tolist() == [True, True, False, True]
+    ramp = np.array([0.0, -5.0, 10.0, -40.0], np.float32).reshape(1, 4, 1, 1)
+    jumps = np.full((1, 4, 1, 1), JUMP, np.uint8)
+    assert K.negative_jump_counts(ramp, jumps)[0, 0, 0] == 2
+    assert K.negative_jump_counts(ramp, jumps, min_drop=10.0)[0, 0, 0] == 1  # only -50
+    rng = np.random.default_rng(1)
+    white = rng.normal(0, 10, (1, 30, 64, 64)).astype(np.float32)
+    assert K.difference_scatter(white) == pytest.approx(10 * np.sqrt(2), rel=0.05)
+
+
 def test_negative_jump_counts_against_a_loop():
     rng = np.random.default_rng(3)
     ramp = rng.normal(0, 50, (2, 8, 5, 5)).astype(np.float32)
@@ -81,10 +94,13 @@ def test_rc_candidates_rules():
     g1[0, 4, 5] = 300
     nxt[0, :, 4, 4] = JUMP
     g1[0, 5, 1] = 1000  # bright but next groups clean -> ramp will be fit, not RC
-    nxt[0, 0, 5, 1] = DNU
+    g1[0, 1, 5] = 1000  # group 2 last before saturation (not testable), group 3 SATURATED
+    nxt[0, 1, 1, 5] = DQ["SATURATED"]
     cand = K.rc_candidates(g1, nxt, mean=np.array([0.0]), threshold=np.array([100.0]))
-    assert cand[0, 1, 1] and not cand[0, 4, 4] and not cand[0, 5, 1]
-    assert cand.sum() == 1
+    assert cand[0, 1, 1] and not cand[0, 4, 4] and not cand[0, 5, 1] and cand[0, 1, 5]
+    assert cand.sum() == 2
+    strict = K.rc_candidates(g1, nxt, np.array([0.0]), np.array([100.0]), next_groups="all")
+    assert strict[0, 1, 1] and not strict[0, 1, 5]
     # a very bright RC lights its neighbour above threshold through IPC (1.5 %): kept, unless
     # the report's rule is applied literally
     g1[0, 1, 1], g1[0, 1, 2] = 10000, 150
@@ -128,6 +144,11 @@ def test_bias_combination_and_uncertainty():
     np.testing.assert_allclose(bias, x.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(err, x.std(axis=0, ddof=1) / np.sqrt(12), rtol=1e-5)
     assert (n == 12).all()
+    # a level common to each input's frame is not a pixel uncertainty
+    lv = rng.normal(0, 50, 12)
+    b2, e2, _ = K.bias_from_groups(g1 + lv[:, None, None], g2 + lv[:, None, None], lv)
+    np.testing.assert_allclose(b2, bias + lv.mean(), rtol=1e-6)
+    np.testing.assert_allclose(e2, err, rtol=1e-4)
     single = K.bias_from_groups(g1[:1], g2[:1])
     assert np.isnan(single[1]).all()  # no spread from one input: unknown, flagged
     assert K.unreliable_bias(single[1], 1.0, 0.1).all()

@@ -10,10 +10,11 @@ from .clip import clipped_mean_std
 from .flags import (bad_reference_pixels, hot_pixels, neighbours, rc_candidates,
                     rtn_candidates_esa, rtn_candidates_st)
 from .products import assemble_dark_dq, bias_from_groups, synthesize_dark_cube, unreliable_bias
-from .ramps import good_groups, negative_jump_counts
+from .ramps import difference_scatter, good_groups, negative_jump_counts
 
 __all__ = [
     "assemble_dark_dq", "bad_reference_pixels", "bias_from_groups", "clipped_mean_std",
+    "difference_scatter",
     "good_groups", "hot_pixels", "negative_jump_counts", "neighbours", "rc_candidates",
     "rtn_candidates_esa", "rtn_candidates_st", "synthesize_dark_cube", "unreliable_bias",
 ]

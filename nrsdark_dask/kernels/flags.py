@@ -28,14 +28,20 @@ def _max_neighbour(a: np.ndarray) -> np.ndarray:
 
 
 def rc_candidates(group1: np.ndarray, groupdq_next: np.ndarray, mean: np.ndarray,
-                  threshold: np.ndarray, ipc_fraction: float = 0.02) -> np.ndarray:
+                  threshold: np.ndarray, ipc_fraction: float = 0.02,
+                  next_groups: str = "any") -> np.ndarray:
     """RC candidates of each exposure (report §4.1.3).
 
     ``group1`` (E, y, x) calibrated counts of group 1; ``groupdq_next`` (E, 2, y, x) group DQ
     of groups 2 and 3; ``mean``, ``threshold`` (E,) the frame's group-1 mean and the count
     10 sigma above it.  A candidate is above ``threshold``; it is dropped when a 4-neighbour is
-    also above the threshold (a cosmic ray spreading charge), and kept only if both next groups
-    are JUMP_DET or DO_NOT_USE.  Refinement (documented): a neighbour whose excess is below
+    also above the threshold (a cosmic ray spreading charge), and kept only if the next two
+    groups are JUMP_DET or unusable (DO_NOT_USE, or SATURATED: jwst flags saturation so):
+    ``next_groups="any"`` (default) asks one of them, ``"all"`` both.  The report says "flagged
+    ... in the next two groups"; both readings reject a cosmic ray in group 1 (its jump is
+    before group 2), but "all" misses RC pixels whose group 2 is the last one before
+    saturation (jwst cannot test a single difference) or the middle of a smooth curve (equal to
+    the median difference).  Refinement (documented): a neighbour whose excess is below
     ``ipc_fraction`` of the candidate's is lit by inter-pixel capacitance, not by a shared
     cosmic ray, and does not drop the candidate (``ipc_fraction=0`` gives the report's rule
     literally).  Returns bool (E, y, x).  Needs a 1-pixel halo when tiled.
@@ -47,8 +53,11 @@ def rc_candidates(group1: np.ndarray, groupdq_next: np.ndarray, mean: np.ndarray
         above = excess > thr - m
         nb_excess = _max_neighbour(np.where(above, excess, -np.inf))
         shared = nb_excess > ipc_fraction * excess
-    bad_next = (groupdq_next & (DQ["JUMP_DET"] | DQ["DO_NOT_USE"])) != 0
-    return above & ~shared & bad_next.all(axis=1)
+    bad_next = (groupdq_next & (DQ["JUMP_DET"] | DQ["DO_NOT_USE"] | DQ["SATURATED"])) != 0
+    if next_groups not in ("any", "all"):
+        raise ValueError(f"next_groups must be 'any' or 'all', not {next_groups!r}")
+    nxt = bad_next.any(axis=1) if next_groups == "any" else bad_next.all(axis=1)
+    return above & ~shared & nxt
 
 
 def rtn_candidates_st(neg_jumps: np.ndarray, threshold: np.ndarray) -> np.ndarray:

@@ -7,20 +7,33 @@ import numpy as np
 from ..instrument import DQ
 
 
-def bias_from_groups(g1: np.ndarray, g2: np.ndarray, valid: np.ndarray | None = None):
+def bias_from_groups(g1: np.ndarray, g2: np.ndarray, levels: np.ndarray | None = None,
+                     valid: np.ndarray | None = None):
     """Superbias of one tile (report §4.1.1): ``bias = 2 <g1> - <g2>`` with the per-pixel
     means over inputs; its uncertainty is the standard error of that combination, from the
     spread of the per-input values ``2 g1 - g2`` (ddof = 1), which combines the standard
     deviations of g1 and g2 *and* their covariance (the reset level they share).
-    ``g1``, ``g2`` (E, y, x).  Returns bias, err (float32) and the number of inputs used."""
+
+    ``levels`` (E,): each input's frame bias level (median of ``2 g1 - g2``).  The bias keeps
+    the mean level (the report preserves it), but the spread is taken about each input's own
+    level: a level common to the whole frame is removed by jwst's refpix when the superbias is
+    used, so it is not an uncertainty of any pixel.  ``g1``, ``g2`` (E, y, x).  Returns bias,
+    err (float32) and the number of inputs used."""
     v = np.isfinite(g1) & np.isfinite(g2)
     if valid is not None:
         v &= valid
     n = v.sum(axis=0)
     x = np.where(v, 2.0 * g1.astype(np.float64) - g2, 0.0)
+    if levels is None:
+        shift = np.zeros((x.shape[0], 1, 1))
+    else:
+        lv = np.asarray(levels, np.float64).reshape(-1, 1, 1)
+        shift = lv - np.nanmean(lv)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = x.sum(axis=0) / n
-        var = np.where(v, (x - mean) ** 2, 0.0).sum(axis=0) / (n - 1)
+        xs = np.where(v, x - shift, 0.0)
+        mean_s = xs.sum(axis=0) / n
+        var = np.where(v, (xs - mean_s) ** 2, 0.0).sum(axis=0) / (n - 1)
         err = np.sqrt(var / n)
     return mean.astype(np.float32), err.astype(np.float32), n.astype(np.int16)
 

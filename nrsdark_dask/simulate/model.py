@@ -154,10 +154,10 @@ def make_truth(detector: str, subarray: inst.Subarray, family: str, seed: int) -
 
     rc_amp = np.zeros(n * n, np.float32)
     rc_tau = np.zeros(n * n, np.float32)
-    # high, non-linear rates that jwst flags as jumps or saturation in the first groups
-    # (report §4.1.3): amplitudes often above full well, time constants of a few frames
-    rc_amp[rc_i] = np.exp(rng.uniform(np.log(2e4), np.log(1.5e5), rc_i.size))
-    rc_tau[rc_i] = rng.uniform(10.0, 40.0, rc_i.size)
+    # high, non-linear rates that saturate within seconds to about a minute, so jwst flags
+    # their first groups as jumps or saturated (report §4.1.3)
+    rc_amp[rc_i] = np.exp(rng.uniform(np.log(4e4), np.log(4e5), rc_i.size))
+    rc_tau[rc_i] = rng.uniform(5.0, 30.0, rc_i.size)
 
     # RTN: any active non-hot, non-RC pixel
     rtn_cand = np.setdiff1d(active, np.concatenate([hot_i, rc_i]), assume_unique=True)
