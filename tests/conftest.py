@@ -74,3 +74,20 @@ def cal_store(sim_cal, cal_manifest, tmp_path_factory):
     summary = calibrate(cal_manifest, path, refkit=sim_cal["dir"] / "refkit",
                         scheduler="threads")
     return {"path": path, "summary": summary}
+
+
+@pytest.fixture(scope="session")
+def sci(tmp_path_factory):
+    """Monitor-like ramps for the science tests: SUBS400A1 (128 x 2048), 60 groups, 10 clean
+    exposures, calibrated into a store on the threads cluster (~1.5 min)."""
+    from nrsdark_dask.calibrate import calibrate
+    from nrsdark_dask.select import select_inputs, write_manifest
+
+    sim = _make(tmp_path_factory, "sci", subarray="SUBS400A1", ngroups=60, nexp=10, seed=11,
+                gratings={"G140H": 1})
+    d = sim["dir"]
+    manifest = d.parent / "manifest.ecsv"
+    write_manifest(select_inputs([d / "uncal"], telemetry=d / "telemetry.ecsv"), manifest)
+    store = d.parent / "sci.zarr"
+    calibrate(manifest, store, refkit=d / "refkit", scheduler="threads")
+    return {**sim, "store": store}
