@@ -34,6 +34,8 @@ demo: venv clean-demo
 	    --exclude $(DEMO)/sim/exclusions.ecsv --requested 14 -o $(DEMO)/manifest.ecsv
 	$(BIN)/nrsdark calibrate $(DEMO)/manifest.ecsv --store stores/demo.zarr \
 	    --refkit $(DEMO)/sim/refkit --scheduler local:2
+	$(BIN)/nrsdark build --store stores/demo.zarr --outdir $(DEMO)/reffiles \
+	    --mask-in $(DEMO)/sim/refkit/nrsdark_sim_nrs1_allslits_trad_mask.fits
 
 clean-demo:
-	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/manifest.ecsv stores/demo.zarr
+	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/manifest.ecsv $(DEMO)/reffiles stores/demo.zarr

@@ -1,6 +1,6 @@
 """The ``nrsdark`` command.  Argument parsing only: each subcommand calls one library function.
 
-Subcommands so far: ``simulate``, ``select``, ``calibrate``.  Planned (see README): build,
+Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``build``.  Planned (see README):
 analyze, periods, plan, run, demo.
 """
 
@@ -85,6 +85,24 @@ def _calibrate(args) -> int:
     return 1 if summary["failed"] else 0
 
 
+def _build(args) -> int:
+    from .build import build
+
+    summary = build(args.store, args.outdir, mask_in=args.mask_in, scheduler=args.scheduler,
+                    config=args.config, author=args.author)
+    for reftype, path in summary["files"].items():
+        print(f"{reftype.upper():9s} {path}")
+    s = summary["stats"]
+    print(f"inputs {s['n_exposures']}; hot {s['n_hot']}" +
+          (f" (new {s['n_new_hot']})" if "n_new_hot" in s else "") +
+          f", RC {s['n_rc']}, TELEGRAPH {s['n_telegraph']} ({100 * s['telegraph_fraction']:.2f} %),"
+          f" bad reference {s['n_bad_reference']}; negative rates "
+          f"{100 * s['negative_rate_fraction']:.2f} %; frame rate {s['frame_rate']:.5f} DN/s; "
+          f"median rate {s['median_rate']:.5f} DN/s" +
+          (f"; bias level {s['bias_level']:.1f} DN" if "bias_level" in s else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nrsdark", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"nrsdark_dask {__version__}")
@@ -146,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compression of ramps and rates (DQ is always zstd)")
     s.add_argument("--verbose", action="store_true", help="show jwst's INFO log")
     s.set_defaults(func=_calibrate)
+
+    s = sub.add_parser("build", help="SUPERBIAS, DARK and MASK reference files from a store",
+                       description="Lazy tile-by-tile reductions of the report's §4.1, written "
+                       "as CRDS-format FITS validated with stdatamodels.")
+    s.add_argument("--store", required=True)
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--mask-in", help="input MASK reference file (new hot pixels are added)")
+    s.add_argument("--scheduler", default="threads",
+                   help="threads | sync (default: threads)")
+    s.add_argument("--config", help="TOML file overriding thresholds")
+    s.add_argument("--author", default="nrsdark_dask")
+    s.set_defaults(func=_build)
     return p
 
 

@@ -78,16 +78,20 @@ def cal_store(sim_cal, cal_manifest, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sci(tmp_path_factory):
-    """Monitor-like ramps for the science tests: SUBS400A1 (128 x 2048), 60 groups, 10 clean
-    exposures, calibrated into a store on the threads cluster (~1.5 min)."""
+    """Monitor-like ramps for the science tests: SUBS400A1 (128 x 2048), 60 groups, 11 clean
+    exposures; 10 calibrated into a store on the threads cluster (~1.5 min), the last one held
+    out as the "science" exposure of the real-consumer test."""
     from nrsdark_dask.calibrate import calibrate
     from nrsdark_dask.select import select_inputs, write_manifest
 
-    sim = _make(tmp_path_factory, "sci", subarray="SUBS400A1", ngroups=60, nexp=10, seed=11,
+    sim = _make(tmp_path_factory, "sci", subarray="SUBS400A1", ngroups=60, nexp=11, seed=11,
                 gratings={"G140H": 1})
     d = sim["dir"]
+    held_out = sorted((d / "uncal").glob("*.fits"))[-1]
+    (d.parent / "held_out.txt").write_text(f"{held_out.name} held out for the consumer test\n")
     manifest = d.parent / "manifest.ecsv"
-    write_manifest(select_inputs([d / "uncal"], telemetry=d / "telemetry.ecsv"), manifest)
+    write_manifest(select_inputs([d / "uncal"], telemetry=d / "telemetry.ecsv",
+                                 exclude=d.parent / "held_out.txt"), manifest)
     store = d.parent / "sci.zarr"
     calibrate(manifest, store, refkit=d / "refkit", scheduler="threads")
-    return {**sim, "store": store}
+    return {**sim, "store": store, "held_out": held_out}
