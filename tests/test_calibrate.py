@@ -52,8 +52,11 @@ def test_store_values_equal_jwst_run_directly(cal_store, sim_cal, tmp_path):
         np.testing.assert_array_equal(one.rate_err.values, res.rate.err)
         np.testing.assert_array_equal(one.bias_groups.values, res.bias_groups)
         from nrsdark_dask.kernels import negative_jump_counts
-        np.testing.assert_array_equal(one.neg_jumps.values,
-                                      negative_jump_counts(res.ramp.data[0], res.ramp.groupdq[0]))
+        from nrsdark_dask.kernels import difference_scatter
+        sigma = difference_scatter(res.ramp.data[0])
+        assert float(one.diff_sigma) == pytest.approx(sigma)
+        np.testing.assert_array_equal(one.neg_jumps.values, negative_jump_counts(
+            res.ramp.data[0], res.ramp.groupdq[0], 3 * sigma))
         assert 0 < float(one.g1_std) < 30 and abs(float(one.g1_mean)) < 10
     finally:
         res.close()
