@@ -11,6 +11,8 @@ issue, which must fix that first.
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import numpy as np
 
@@ -37,7 +39,10 @@ def build(store, outdir, mask_in=None, scheduler: str = "threads", config=None,
         with dm.MaskModel(str(mask_in)) as m:
             mask = np.asarray(m.dq, np.uint32).copy()
     versions = ds.attrs.get("provenance", {}).get("versions", {})
-    with dask.config.set(scheduler=scheduler):
+    with dask.config.set(scheduler=scheduler), warnings.catch_warnings():
+        # all-NaN pixels (fully masked) are expected: they are filled and flagged
+        warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                message=".*(invalid value|Mean of empty|Degrees of freedom).*")
         stats = compute_frame_statistics(ds, cfg)
         products = build_products(ds, cfg, stats=stats, mask_in=mask)
         files = write_reference_files(products, outdir, author=author, versions=versions)

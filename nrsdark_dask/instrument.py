@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # --- DQ bits: taken from stdatamodels, never re-typed --------------------------------------
-from stdatamodels.jwst.datamodels.dqflags import pixel as DQ  # noqa: E402,N812
+from stdatamodels.jwst.datamodels.dqflags import pixel as DQ  # noqa: E402,N812,F401 (re-exported)
 
 FULL_SIZE = 2048
 """Pixels per side of a NIRSpec H2RG (science orientation, reference pixels included)."""

@@ -18,20 +18,25 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
+def _mean_std(buf, m):
+    mean = 0.0
+    for i in range(m):
+        mean += buf[i]
+    mean /= m
+    var = 0.0
+    for i in range(m):
+        var += (buf[i] - mean) ** 2
+    return mean, np.sqrt(var / m)
+
+
+@numba.njit(cache=True, nogil=True)
 def _clip_one(buf, n, sigma, maxiters):
     m = n
     for _ in range(maxiters):
         if m == 0:
             break
         med = np.median(buf[:m])
-        mean = 0.0
-        for i in range(m):
-            mean += buf[i]
-        mean /= m
-        var = 0.0
-        for i in range(m):
-            var += (buf[i] - mean) ** 2
-        std = np.sqrt(var / m)
+        _, std = _mean_std(buf, m)
         lo = med - sigma * std
         hi = med + sigma * std
         k = 0
@@ -45,14 +50,8 @@ def _clip_one(buf, n, sigma, maxiters):
         m = k
     if m == 0:
         return np.nan, np.nan, 0
-    mean = 0.0
-    for i in range(m):
-        mean += buf[i]
-    mean /= m
-    var = 0.0
-    for i in range(m):
-        var += (buf[i] - mean) ** 2
-    return mean, np.sqrt(var / m), m
+    mean, std = _mean_std(buf, m)
+    return mean, std, m
 
 
 @numba.njit(cache=True, nogil=True)
