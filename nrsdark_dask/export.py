@@ -101,7 +101,7 @@ def _history(p: Products, versions: dict) -> list[str]:
     return out
 
 
-def _template_headers(model, tmpdir) -> list[fits.Header]:
+def _template_headers(model, tmpdir) -> tuple[list[fits.Header], list[fits.BinTableHDU]]:
     path = Path(tmpdir) / f"template_{type(model).__name__}.fits"
     model.save(path)
     with fits.open(path) as hdul:
@@ -151,7 +151,7 @@ def _presize(path: Path, primary: fits.Header, images: list[tuple[fits.Header, t
 
 
 def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
-                          versions: dict | None = None, scheduler=None) -> dict[str, Path]:
+                          versions: dict | None = None) -> dict[str, Path]:
     """Write SUPERBIAS (if the store has bias inputs), DARK and MASK into ``outdir``.
 
     Returns ``{reftype: path}``.  Every array is computed and written tile by tile in one
@@ -208,8 +208,7 @@ def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
                 sources.append(arr.data.astype(dtype))
                 targets.append(regions[name])
             files[reftype], parts[reftype] = path, part
-        kwargs = {"scheduler": scheduler} if scheduler else {}
-        da.store(sources, targets, lock=False, **kwargs)
+        da.store(sources, targets, lock=False)  # on the scheduler the caller configured
     for reftype, path in files.items():
         validate(parts[reftype], reftype)
         os.replace(parts[reftype], path)

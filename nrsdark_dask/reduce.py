@@ -101,12 +101,6 @@ def check_store(ds) -> StoreLayout:
     return layout
 
 
-def _active(layout: StoreLayout, chunks) -> tuple[da.Array, da.Array]:
-    ref = inst.reference_pixel_mask(layout.geometry())
-    refpix = da.from_array(ref, chunks=chunks)
-    return refpix, ~refpix
-
-
 def _clipped_stats_lazy(x: da.Array, valid: da.Array, sigma=3.0, iters=5):
     """Mean and std of ``x[valid]`` with ``iters`` rounds of sigma clipping about the mean
     (0-d dask arrays).  Used for whole-frame statistics of small images."""
@@ -129,15 +123,33 @@ def _median_robust_sigma(values: np.ndarray):
     return np.array([med, 1.4826 * np.median(np.abs(v - med))])
 
 
-def frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:
+def _shared(ds: xr.Dataset, layout: StoreLayout, cfg: Config) -> dict:
+    """Lazy pieces both the frame statistics and the products need, built once so that a
+    lazy build does not compute them twice: reference-pixel masks, mean rate, its standard
+    error, HOT, and the superbias stack."""
+    ref = inst.reference_pixel_mask(layout.geometry())
+    refpix = da.from_array(ref, chunks=ds.rate.data.chunks[1:])
+    rate = ds.rate.data.rechunk({0: -1})
+    mean_rate = da.nanmean(rate, axis=0)
+    active = ~refpix
+    n = da.isfinite(rate).sum(axis=0)
+    out = {
+        "ref": ref, "refpix": refpix, "active": active, "mean_rate": mean_rate,
+        "unc": da.nanstd(rate, axis=0, ddof=1) / da.sqrt(n),
+        "hot": da.map_blocks(K.hot_pixels, mean_rate, cfg.dark.hot_rate, dtype=bool) & active,
+    }
+    if layout.has_bias:
+        out["bias"] = _bias_stack(ds)
+    return out
+
+
+def frame_statistics(ds: xr.Dataset, cfg: Config | None = None,
+                     shared: dict | None = None) -> dict:
     """Lazy whole-frame statistics (see module docstring); values are dask arrays."""
     cfg = cfg or Config()
     layout = check_store(ds)
-    ychunks, xchunks = ds.rate.data.chunks[1:]
-    refpix, active = _active(layout, (ychunks, xchunks))
-    rate = ds.rate.data.rechunk({0: -1})
-    mean_rate = da.nanmean(rate, axis=0)
-    hot = mean_rate > cfg.dark.hot_rate
+    sh = shared if shared is not None else _shared(ds, layout, cfg)
+    active = sh["active"]
     neg = ds.neg_jumps.data.rechunk({0: -1}).astype(np.float32)
     neg_active = da.where(active[None], neg, np.nan)
     stats = {
@@ -146,14 +158,14 @@ def frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:
         "rtn_threshold": da.nanmean(neg_active, axis=(1, 2))
         + cfg.dark.rtn_sigma * da.nanstd(neg_active, axis=(1, 2)),
     }
-    stats["frame_rate"], _ = _clipped_stats_lazy(mean_rate, active & ~hot)
-    unc = _uncertainty_of_mean(rate)
+    stats["frame_rate"], _ = _clipped_stats_lazy(sh["mean_rate"], active & ~sh["hot"])
+    unc = sh["unc"]
     unc_a = da.where(active & da.isfinite(unc), unc, np.nan)
     stats["unc_mean"], stats["unc_std"] = da.nanmean(unc_a), da.nanstd(unc_a)
     if layout.has_bias:
-        bias = _bias_stack(ds)
+        err = sh["bias"][1]
         stats["bias_err_mean"], stats["bias_err_std"] = _clipped_stats_lazy(
-            bias[1], da.ones_like(bias[1], dtype=bool))
+            err, da.ones_like(err, dtype=bool))
     return stats
 
 
@@ -161,11 +173,6 @@ def compute_frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:
     """The same, computed (numpy values).  Reads only per-exposure images, not the ramps."""
     (values,) = dask.compute(frame_statistics(ds, cfg))
     return {k: np.asarray(v) for k, v in values.items()}
-
-
-def _uncertainty_of_mean(rate: da.Array) -> da.Array:
-    n = da.isfinite(rate).sum(axis=0)
-    return da.nanstd(rate, axis=0, ddof=1) / da.sqrt(n)
 
 
 def _bias_stack(ds) -> da.Array:
@@ -223,7 +230,8 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
     """
     cfg = cfg or Config()
     layout = check_store(ds)
-    stats = dict(stats) if stats is not None else frame_statistics(ds, cfg)
+    sh = _shared(ds, layout, cfg)
+    stats = dict(stats) if stats is not None else frame_statistics(ds, cfg, sh)
     n_exp = ds.sizes["exposure"]
     dims2, dims3 = ("y", "x"), ("group", "y", "x")
     coords2 = {"y": ds.y, "x": ds.x}
@@ -232,14 +240,11 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
     ramp = ds.ramp.data.rechunk({0: -1})
     gdq = ds.groupdq.data.rechunk({0: -1})
     chunks2 = ramp.chunks[2:]
-    refpix, active = _active(layout, chunks2)
+    refpix, active = sh["refpix"], sh["active"]
     stack = _ramp_stack(ramp, gdq, cfg.dark.clip_sigma)
     avg_ramp, err, count = stack[0], stack[1], stack[2]
 
-    rate = ds.rate.data.rechunk({0: -1})
-    mean_rate = da.nanmean(rate, axis=0)
-    unc = _uncertainty_of_mean(rate)
-    hot = da.map_blocks(K.hot_pixels, mean_rate, cfg.dark.hot_rate, dtype=bool) & active
+    mean_rate, unc, hot = sh["mean_rate"], sh["unc"], sh["hot"]
 
     rc = _rc_flags(ramp, gdq, stats, layout, n_exp, cfg) & active
     neg = ds.neg_jumps.data.rechunk({0: -1})
@@ -254,11 +259,9 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
     rtn = rtn & active
 
     # bad reference pixels: group-averaged average ramp and error, against all reference pixels
-    with np.errstate(all="ignore"):
-        mc = da.nanmean(avg_ramp, axis=0)
-        me = da.nanmean(err, axis=0)
-    ref_np = inst.reference_pixel_mask(layout.geometry())
-    if ref_np.any():
+    mc = da.nanmean(avg_ramp, axis=0)
+    me = da.nanmean(err, axis=0)
+    if sh["ref"].any():
         c_stats = da.from_delayed(dask.delayed(_median_robust_sigma)(mc[refpix]), (2,), float)
         e_stats = da.from_delayed(dask.delayed(_median_robust_sigma)(me[refpix]), (2,), float)
 
@@ -336,7 +339,7 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
         known = da.from_array((_science_rows(mask_in, layout) & DQ["HOT"]) != 0, chunks=chunks2)
         S["n_new_hot"] = (hot & ~known).sum()
     if layout.has_bias:
-        bias = _bias_stack(ds)
+        bias = sh["bias"]
 
         def bias_dq_block(b, e, m, sd):
             bad = K.unreliable_bias(e, float(m), float(sd), cfg.bias.unreliable_sigma)

@@ -176,7 +176,7 @@ def select_inputs(inputs, telemetry=None, exclude=None, cfg: SelectConfig | None
             mjd0, mjd1 = Time(row["date"]).mjd, Time(row["date_end"]).mjd
             if not t_start <= mjd0 < t_end:
                 reasons.append(f"outside date window {start or '...'} - {end or '...'}")
-            limit = cfg.dt_full_frame if full else cfg.dt_subarray
+            limit = dt_limit(cfg, row["subarray"])
             if tel is not None:
                 w = (tel["mjd"] >= mjd0 - pad) & (tel["mjd"] <= mjd1 + pad)
                 if "detector" in tel.colnames:
@@ -186,7 +186,7 @@ def select_inputs(inputs, telemetry=None, exclude=None, cfg: SelectConfig | None
             if tel is not None and row["asic_nsamples"]:
                 row["asic_tmin"], row["asic_tmax"] = float(temps.min()), float(temps.max())
                 row["asic_dt"] = round(row["asic_tmax"] - row["asic_tmin"], 6)
-                if row["asic_dt"] > limit + 1e-9:
+                if not within_dt_limit(row["asic_dt"], limit):
                     kind = "full frame" if full else "subarray"
                     reasons.append(f"ASIC dT {row['asic_dt']:.3f} K > {limit} K ({kind}, "
                                    "likely after a readout-mode switch)")
@@ -215,11 +215,20 @@ def groups(manifest: Table) -> list[str]:
     return sorted({g for g in manifest["group"] if g})
 
 
+def dt_limit(cfg: SelectConfig, subarray: str) -> float:
+    """ASIC dT limit: 0.02 K full frame, 0.13 K subarray (report §3)."""
+    return cfg.dt_full_frame if subarray == "FULL" else cfg.dt_subarray
+
+
+def within_dt_limit(d_temp: float, limit: float) -> bool:
+    """dT <= limit, with a tolerance for the 0.001 K quantisation of the telemetry."""
+    return bool(d_temp <= limit + 1e-9)
+
+
 def _passes_temperature(row, cfg: SelectConfig) -> bool:
     if row["asic_nsamples"] == 0:
         return cfg.accept_without_telemetry
-    limit = cfg.dt_full_frame if row["subarray"] == "FULL" else cfg.dt_subarray
-    return bool(row["asic_dt"] <= limit + 1e-9)
+    return within_dt_limit(row["asic_dt"], dt_limit(cfg, row["subarray"]))
 
 
 def yield_table(manifest: Table, requested: int | None = None,
