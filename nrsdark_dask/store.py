@@ -17,7 +17,8 @@ Schema (``xr.open_zarr(path)`` shows exactly this)::
                                                        mean level added back (SPEC §3); absent
                                                        for stores of already-calibrated inputs
     coords: exposure (input file name), date, grating, asic_dt, g1_mean, g1_std (clipped
-            frame statistics of calibrated group 1), detector, readpatt, subarray, ngroups,
+            frame statistics of calibrated group 1), diff_sigma (CDS scatter), bias_level
+            (median of 2 g1 - g2), detector, readpatt, subarray, ngroups,
             input_kind, input_file, jwst_version, crds_context, references (per exposure);
             group (1-based), group_time (s since reset); y, x (0-based full-frame
             DMS pixel indices, so subarrays sit where they are on the detector); y_raw (raw
