@@ -1,16 +1,22 @@
 """``nrsdark build``: store -> SUPERBIAS, DARK, MASK (report §4.1.1, §4.1.3-§4.1.4).
 
-Two phases: the whole-frame statistics (small images only) are computed first, then the tile
-graph streams every reference-file array into its FITS file (see ``reduce`` and ``export``).
+One graph, one ``dask.compute``: the product graph of :mod:`nrsdark_dask.reduce` (small
+images, then one pass over the ramps that reads every chunk once, then the DQ planes) is
+streamed tile by tile into the pre-sized FITS files of :mod:`nrsdark_dask.export`, and the
+statistics printed at the end come from the same computation.
 
-Schedulers: ``threads`` (default; dask's local threaded scheduler: the numba kernels release
-the GIL) and ``sync``.  Known limitation: on a ``distributed`` client the FITS-writing graph
-currently fails ("lost dependencies"); running ``build`` on a cluster comes with the cluster
-issue, which must fix that first.
+Memory: the ramp pass's tasks are shaped by ``task_memory`` (default 1 GiB, see
+``reduce.plan_blocks``); at most ``workers`` of them run at once, next to the small images
+(a few full-frame float planes).  Measured peaks are in ``benchmarks/results/SUMMARY.md``.
+
+Schedulers: ``threads`` (default; dask's local threaded scheduler with ``workers`` threads:
+the numba kernels release the GIL) and ``sync``.  Known limitation: on a ``distributed``
+client the FITS-writing graph is not supported yet (the cluster issue).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import dask
@@ -18,20 +24,36 @@ import numpy as np
 
 from .config import Config
 from .export import write_reference_files
-from .reduce import build_products, compute_frame_statistics
+from .reduce import build_products
 from .store import open_dataset
 
 SCHEDULERS = ("threads", "sync")
+_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def parse_bytes(text) -> int:
+    """``"1GiB"``, ``"512MB"``, ``"2e9"`` -> bytes."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgG]i?)?[bB]?\s*", str(text))
+    if not m:
+        raise ValueError(f"cannot read {text!r} as a size (e.g. 1GiB, 512MB, 2e9)")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
 
 
 def build(store, outdir, mask_in=None, scheduler: str = "threads", config=None,
-          author: str = "nrsdark_dask") -> dict:
-    """Write the reference files; return ``{"files": {reftype: path}, "stats": {...}}``."""
+          author: str = "nrsdark_dask", workers: int | None = None,
+          task_memory=None) -> dict:
+    """Write the reference files; return ``{"files": {reftype: path}, "stats": {...},
+    "plan": str}``."""
     from stdatamodels.jwst import datamodels as dm
 
     if scheduler not in SCHEDULERS:
         raise ValueError(f"build runs on {' or '.join(SCHEDULERS)} for now (see nrsdark_dask."
-                         "build); got {scheduler!r}")
+                         f"build); got {scheduler!r}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    budget = parse_bytes(task_memory) if task_memory is not None else None
     cfg = Config.from_toml(config)
     ds = open_dataset(store)
     mask = None
@@ -39,13 +61,17 @@ def build(store, outdir, mask_in=None, scheduler: str = "threads", config=None,
         with dm.MaskModel(str(mask_in)) as m:
             mask = np.asarray(m.dq, np.uint32).copy()
     versions = ds.attrs.get("provenance", {}).get("versions", {})
-    with dask.config.set(scheduler=scheduler), warnings.catch_warnings():
+    options = {"scheduler": scheduler}
+    if workers:
+        options["num_workers"] = workers
+    with dask.config.set(options), warnings.catch_warnings():
         # all-NaN pixels (fully masked) are expected: they are filled and flagged
         warnings.filterwarnings("ignore", category=RuntimeWarning,
                                 message=".*(invalid value|Mean of empty|Degrees of freedom).*")
-        stats = compute_frame_statistics(ds, cfg)
-        products = build_products(ds, cfg, stats=stats, mask_in=mask)
-        files = write_reference_files(products, outdir, author=author, versions=versions)
-        (summary,) = dask.compute(products.stats)
-    out = {k: (v.item() if hasattr(v, "item") else v) for k, v in summary.items()}
-    return {"files": {k: str(v) for k, v in files.items()}, "stats": out}
+        products = build_products(ds, cfg, mask_in=mask, task_memory=budget)
+        files, summary = write_reference_files(products, outdir, author=author,
+                                               versions=versions, also=products.stats)
+    out = {k: (np.asarray(v).item() if np.ndim(v) == 0 else np.asarray(v).tolist())
+           for k, v in summary.items()}
+    return {"files": {k: str(v) for k, v in files.items()}, "stats": out,
+            "plan": products.plan.describe()}

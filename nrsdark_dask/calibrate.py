@@ -32,12 +32,12 @@ from astropy.stats import sigma_clipped_stats
 
 from . import instrument as inst
 from .config import DarkConfig
-from .kernels import difference_scatter, negative_jump_counts
+from .kernels import difference_scatter, first_jump_index, negative_jump_counts, rc_next_flags
 
 from . import jwst_recipe as recipe
 from .cluster import MEMORY, dask_client, worker_memory
 from .select import read_manifest
-from .store import RampStore, StoreError, StoreLayout, date_seconds, write_staging
+from .store import NO_JUMP, RampStore, StoreError, StoreLayout, date_seconds, write_staging
 
 # Peak RSS of one detector1 run, measured (benchmarks/results/detector1_memory.md):
 # ~0.6 GB + 26 bytes per raw pixel per group (6.5 float32 copies of the raw ramp; the peak is
@@ -57,9 +57,9 @@ def task_memory(layout: StoreLayout) -> int:
     return int(MEMORY_MARGIN * peak)
 
 
-def _layout_of(row, tile, codec) -> StoreLayout:
+def _layout_of(row, tile, codec, group_chunk=None) -> StoreLayout:
     return StoreLayout.from_header(fits.getheader(row["file"], 0), has_bias=row["kind"] == "uncal",
-                                   tile=tile, codec=codec)
+                                   tile=tile, codec=codec, group_chunk=group_chunk)
 
 
 JWST_LOGGERS = ("stpipe", "jwst", "stcal", "CRDS", "stdatamodels")
@@ -95,7 +95,9 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
 
     Never raises: returns ``{"status": "ok", "name", "coords", "seconds", "peak_rss_gb"}`` or
     ``{"status": "failed", "name", "reason"}``.  jwst logs only warnings unless ``verbose``.
-    Memory: jwst's peak for one exposure (:func:`task_memory`).
+    Memory: jwst's peak for one exposure (:func:`task_memory`); an already-calibrated input
+    needs far less: its files are memory-mapped and read group block by group block, the
+    summaries are made plane by plane (benchmarks/results/calibrate_calibrated.md).
     """
     if not verbose:
         for logger in JWST_LOGGERS:
@@ -117,12 +119,20 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
                                        quiet=not verbose)
         else:
             res = recipe.read_calibrated(row["file"], row["rate_file"])
-        diff_sigma = difference_scatter(res.ramp.data[0])
-        data = {"ramp": res.ramp.data[0], "groupdq": res.ramp.groupdq[0],
+        # (G, y, x) ramp and group DQ: in-memory arrays after jwst, or for already-calibrated
+        # inputs read-only memory-mapped views that read one plane or block per index
+        # (recipe.MappedArray).  Everything below works plane by plane or block by block, so the
+        # task never holds a second copy of the exposure (write_staging streams it to Zarr).
+        ramp, gdq = res.exposure_arrays()
+        diff_sigma = difference_scatter(ramp)
+        data = {"ramp": ramp, "groupdq": gdq,
                 "pixeldq": res.ramp.pixeldq, "rate": res.rate.data, "rate_err": res.rate.err,
-                "neg_jumps": negative_jump_counts(res.ramp.data[0], res.ramp.groupdq[0],
-                                                  NEG_JUMP_SIGMA * diff_sigma)}
-        g1_mean, g1_std = group1_statistics(res.ramp.data[0, 0], layout)
+                "neg_jumps": negative_jump_counts(ramp, gdq, NEG_JUMP_SIGMA * diff_sigma,
+                                                  jump_bit=inst.DQ["JUMP_DET"])}
+        data["group1"] = np.asarray(ramp[0])
+        data["rc_next"] = rc_next_flags(gdq, inst.RC_NEXT_FLAGS)
+        data["first_jump"] = first_jump_index(gdq, inst.DQ["JUMP_DET"], NO_JUMP)
+        g1_mean, g1_std = group1_statistics(data["group1"], layout)
         bias_level = float("nan")
         if layout.has_bias:
             data["bias_groups"] = res.bias_groups
@@ -174,8 +184,10 @@ def _rows_for(manifest, group: str | None) -> tuple[str, list[dict]]:
 
 def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
               group: str | None = None, workdir=None, tile=(256, 256), codec: str = "none",
-              progress=None, verbose: bool = False) -> dict:
+              progress=None, verbose: bool = False, group_chunk: int | None = None) -> dict:
     """Calibrate the accepted inputs of one manifest group into ``store_path``.
+
+    ``tile``, ``codec``, ``group_chunk``: the chunking of a new store (see ``store.py``).
 
     Returns a summary: committed, skipped (already there), failed [(name, reason)], store.
     ``progress(event: dict)`` is called for every finished exposure.
@@ -186,7 +198,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
     if len(kinds) > 1:
         raise ValueError("the group mixes uncal and already-calibrated inputs; a store holds one "
                          "kind (bias inputs exist only for uncal)")
-    layout = _layout_of(rows[0], tile, codec)
+    layout = _layout_of(rows[0], tile, codec, group_chunk)
     refused = []
     for r in rows[1:]:
         bad = layout.mismatches(_layout_of(r, tile, codec))

@@ -77,6 +77,7 @@ def _calibrate(args) -> int:
     tile = tuple(int(v) for v in args.tile.lower().split("x"))
     summary = calibrate(args.manifest, args.store, refkit=args.refkit, scheduler=args.scheduler,
                         group=args.group, workdir=args.workdir, tile=tile, codec=args.codec,
+                        group_chunk=args.group_chunk,
                         progress=progress, verbose=args.verbose)
     print(f"{args.store}: {len(summary['committed'])} committed, {len(summary['skipped'])} "
           f"already there, {len(summary['failed'])} failed")
@@ -88,15 +89,20 @@ def _calibrate(args) -> int:
 def _build(args) -> int:
     from .build import build
 
+    from .products import FLAGS
+
+    t0 = time.time()
     summary = build(args.store, args.outdir, mask_in=args.mask_in, scheduler=args.scheduler,
-                    config=args.config, author=args.author)
+                    config=args.config, author=args.author, workers=args.workers,
+                    task_memory=args.task_memory)
     for reftype, path in summary["files"].items():
         print(f"{reftype.upper():9s} {path}")
     s = summary["stats"]
-    print(f"inputs {s['n_exposures']}; hot {s['n_hot']}" +
-          (f" (new {s['n_new_hot']})" if "n_new_hot" in s else "") +
-          f", RC {s['n_rc']}, TELEGRAPH {s['n_telegraph']} ({100 * s['telegraph_fraction']:.2f} %),"
-          f" bad reference {s['n_bad_reference']}; negative rates "
+    counts = ", ".join(f"{f.name.replace('_', ' ')} {s[f.stat]}" for f in FLAGS if f.stat)
+    print(f"{summary['plan']}; {time.time() - t0:.1f} s")
+    print(f"inputs {s['n_exposures']}; {counts}" +
+          (f"; new hot {s['n_new_hot']}" if "n_new_hot" in s else "") +
+          f"; TELEGRAPH fraction {100 * s['telegraph_fraction']:.2f} %; negative rates "
           f"{100 * s['negative_rate_fraction']:.2f} %; frame rate {s['frame_rate']:.5f} DN/s; "
           f"median rate {s['median_rate']:.5f} DN/s" +
           (f"; bias level {s['bias_level']:.1f} DN" if "bias_level" in s else ""))
@@ -160,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group", help="manifest group to calibrate (when there are several)")
     s.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
     s.add_argument("--tile", default="256x256", help="store chunk tile, YxX (default 256x256)")
+    s.add_argument("--group-chunk", type=int,
+                   help="groups per ramp chunk of a new store (default: chunks near 8 MiB)")
     s.add_argument("--codec", choices=["none", "zstd", "blosc-lz4"], default="none",
                    help="compression of ramps and rates (DQ is always zstd)")
     s.add_argument("--verbose", action="store_true", help="show jwst's INFO log")
@@ -173,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mask-in", help="input MASK reference file (new hot pixels are added)")
     s.add_argument("--scheduler", default="threads",
                    help="threads | sync (default: threads)")
+    s.add_argument("--workers", type=int, help="threads (default: one per core)")
+    s.add_argument("--task-memory", default="1GiB",
+                   help="memory budget of one ramp-pass task (default 1GiB): sets how many "
+                   "groups a task holds")
     s.add_argument("--config", help="TOML file overriding thresholds")
     s.add_argument("--author", default="nrsdark_dask")
     s.set_defaults(func=_build)

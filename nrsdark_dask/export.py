@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 from astropy.io import fits
@@ -27,11 +28,10 @@ from stdatamodels.jwst import datamodels as dm
 
 from . import __version__
 from . import instrument as inst
+from .products import dq_def_names, file_products
 from .reduce import Products
 
 DQ = inst.DQ
-DQ_DEF_NAMES = ("DO_NOT_USE", "SATURATED", "JUMP_DET", "HOT", "WARM", "RC", "TELEGRAPH",
-                "BAD_REF_PIXEL", "REFERENCE_PIXEL", "UNRELIABLE_BIAS", "UNRELIABLE_DARK")
 NIRSPEC_EXP_TYPES = "NRS_BRIGHTOBJ|NRS_DARK|NRS_FIXEDSLIT|NRS_IFU|NRS_MSASPEC|"
 ON_DISK = {np.dtype("float32"): (-32, ">f4", 0), np.dtype("uint32"): (32, ">i4", 2**31),
            np.dtype("uint8"): (8, "u1", 0)}
@@ -54,12 +54,11 @@ class FitsRegion:
         if self.bzero:
             value = (value.astype(np.int64) - self.bzero)
         mm[key] = value.astype(self.dtype)
-        mm.flush()
-        del mm
+        del mm  # no flush: the page cache is coherent; the file is validated, then renamed
 
 
 def _dq_def():
-    names = sorted(DQ_DEF_NAMES, key=lambda n: DQ[n])
+    names = sorted(dq_def_names(), key=lambda n: DQ[n])
     return [(int(np.log2(DQ[n])), DQ[n], n, n.replace("_", " ").lower()) for n in names]
 
 
@@ -150,79 +149,98 @@ def _presize(path: Path, primary: fits.Header, images: list[tuple[fits.Header, t
     return regions
 
 
-def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
-                          versions: dict | None = None) -> dict[str, Path]:
-    """Write SUPERBIAS (if the store has bias inputs), DARK and MASK into ``outdir``.
+def _models(p: Products, author: str, history: list[str]) -> dict:
+    """Empty stdatamodels models with the right ``meta``: their headers and DQ_DEF tables."""
+    dark = dm.DarkNirspecModel(data=np.zeros((1, 1, 1), np.float32),
+                               err=np.zeros((1, 1, 1), np.float32),
+                               dq=np.zeros((1, 1), np.uint32),
+                               dark_rate=np.zeros((1, 1), np.float32),
+                               dark_rate_unc=np.zeros((1, 1), np.float32), dq_def=_dq_def())
+    _meta(dark, p, "DARK", "NIRSpec dark: synthesized cube, JWST-STScI-009226", author, history)
+    mask = dm.MaskModel(dq=np.zeros((1, 1), np.uint32), dq_def=_dq_def())
+    _meta(mask, p, "MASK", "NIRSpec bad pixel mask with new hot pixels", author, history)
+    models = {"dark": dark, "mask": mask}
+    if "superbias" in p.arrays:
+        sb = dm.SuperBiasModel(data=np.zeros((1, 1), np.float32),
+                               err=np.zeros((1, 1), np.float32),
+                               dq=np.zeros((1, 1), np.uint32), dq_def=_dq_def())
+        _meta(sb, p, "SUPERBIAS", "NIRSpec superbias: 2 g1 - g2, JWST-STScI-009226", author,
+              history)
+        models["superbias"] = sb
+    return models
 
-    Returns ``{reftype: path}``.  Every array is computed and written tile by tile in one
-    ``dask.array.store`` call (shared intermediates are computed once).
+
+def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
+                          versions: dict | None = None, also=None):
+    """Write SUPERBIAS (if the store has bias inputs), DARK and MASK into ``outdir``; each
+    file holds the products the product table places in it, in table order.
+
+    Every array is computed and written tile by tile in one ``dask.compute``, together with
+    ``also`` (e.g. the statistics), so shared pieces are computed once.  Returns
+    ``({reftype: path}, computed also)``.  Files are written as ``.part`` and renamed once
+    complete and valid; on any failure (or Ctrl-C) the ``.part`` files are removed.
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     lay = p.layout
     tag = f"{lay.detector.lower()}_{lay.readpatt.lower()}_{lay.subarray.lower()}"
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    history = _history(p, versions or {})
-    G, ny, nx, nyr = lay.ngroups, lay.ny, lay.nx, lay.ny_raw
     sources, targets, files, parts = [], [], {}, {}
-    with tempfile.TemporaryDirectory() as tmpdir:
-        plans = []
-        dark = dm.DarkNirspecModel(data=np.zeros((1, 1, 1), np.float32),
-                                   err=np.zeros((1, 1, 1), np.float32),
-                                   dq=np.zeros((1, 1), np.uint32),
-                                   dark_rate=np.zeros((1, 1), np.float32),
-                                   dark_rate_unc=np.zeros((1, 1), np.float32), dq_def=_dq_def())
-        _meta(dark, p, "DARK", "NIRSpec dark: synthesized cube, JWST-STScI-009226", author,
-              history)
-        plans.append(("dark", dark, [("SCI", (G, ny, nx), "float32", p["dark_cube"]),
-                                     ("ERR", (G, ny, nx), "float32", p["dark_err"]),
-                                     ("DQ", (ny, nx), "uint32", p["dark_dq"]),
-                                     ("DRK", (ny, nx), "float32", p["dark_rate"]),
-                                     ("UNC", (ny, nx), "float32", p["dark_rate_unc"]),
-                                     ("GROUPDQ", (G, ny, nx), "uint8", p["dark_groupdq"])]))
-        mask = dm.MaskModel(dq=np.zeros((1, 1), np.uint32), dq_def=_dq_def())
-        _meta(mask, p, "MASK", "NIRSpec bad pixel mask with new hot pixels", author, history)
-        plans.append(("mask", mask, [("DQ", (nyr, nx), "uint32", p["mask"])]))
-        if "superbias" in p.arrays:
-            sb = dm.SuperBiasModel(data=np.zeros((1, 1), np.float32),
-                                   err=np.zeros((1, 1), np.float32),
-                                   dq=np.zeros((1, 1), np.uint32), dq_def=_dq_def())
-            _meta(sb, p, "SUPERBIAS", "NIRSpec superbias: 2 g1 - g2, JWST-STScI-009226", author,
-                  history)
-            plans.append(("superbias", sb, [("SCI", (nyr, nx), "float32", p["superbias"]),
-                                            ("ERR", (nyr, nx), "float32", p["superbias_err"]),
-                                            ("DQ", (nyr, nx), "uint32", p["superbias_dq"])]))
-        for reftype, model, arrays in plans:
-            headers, tables = _template_headers(model, tmpdir)
-            model.close()
-            by_name = {h.get("EXTNAME", "PRIMARY"): h for h in headers}
-            images = []
-            for name, shape, dtype, _ in arrays:
-                hdr = by_name.get(name, fits.Header()).copy()
-                hdr["EXTNAME"] = name
-                images.append((hdr, shape, np.dtype(dtype)))
-            path = outdir / f"nrsdark_{tag}_{reftype}_{stamp}.fits"
-            part = path.with_name(path.name + ".part")  # renamed when complete and valid
-            regions = _presize(part, by_name["PRIMARY"], images, tables)
-            for name, shape, dtype, arr in arrays:
-                sources.append(arr.data.astype(dtype))
-                targets.append(regions[name])
-            files[reftype], parts[reftype] = path, part
-        da.store(sources, targets, lock=False)  # on the scheduler the caller configured
-    for reftype, path in files.items():
-        validate(parts[reftype], reftype)
-        os.replace(parts[reftype], path)
-    return files
+    try:
+        with tempfile.TemporaryDirectory() as tmpdir:
+            for reftype, model in _models(p, author, _history(p, versions or {})).items():
+                headers, tables = _template_headers(model, tmpdir)
+                model.close()
+                by_name = {h.get("EXTNAME", "PRIMARY"): h for h in headers}
+                arrays = [(q.extname, p[q.name].data.astype(q.dtype))
+                          for q in file_products(reftype) if q.name in p.arrays]
+                images = []
+                for name, arr in arrays:
+                    hdr = by_name.get(name, fits.Header()).copy()
+                    hdr["EXTNAME"] = name
+                    images.append((hdr, arr.shape, arr.dtype))
+                path = outdir / f"nrsdark_{tag}_{reftype}_{stamp}.fits"
+                part = path.with_name(path.name + ".part")
+                files[reftype], parts[reftype] = path, part
+                regions = _presize(part, by_name["PRIMARY"], images, tables)
+                for name, arr in arrays:
+                    sources.append(arr)
+                    targets.append(regions[name])
+        stored = da.store(sources, targets, lock=False, compute=False)
+        _, computed = dask.compute(stored, also)  # on the scheduler the caller configured
+        for reftype, path in files.items():
+            validate(parts[reftype], reftype)
+            os.replace(parts[reftype], path)
+    except BaseException:
+        for part in parts.values():
+            part.unlink(missing_ok=True)
+        raise
+    return files, computed
 
 
 MODELS = {"dark": dm.DarkNirspecModel, "superbias": dm.SuperBiasModel, "mask": dm.MaskModel}
 
 
 def validate(path, reftype: str) -> None:
-    """Open with the stdatamodels model, validate, and require finite data everywhere."""
-    with MODELS[reftype](str(path)) as m:
-        m.validate()
-        for attr in ("data", "err", "dark_rate", "dark_rate_unc"):
-            arr = getattr(m, attr, None) if attr in m.instance else None
-            if arr is not None and not np.isfinite(arr).all():
-                raise ValueError(f"{path}: non-finite values in {attr}")
+    """Open with the stdatamodels model and validate it; require finite data everywhere.
+
+    Memory: a few image planes, whatever the size of the cube.  The model is built on a
+    memory-mapped HDU list (the scaled uint32 DQ planes, which astropy cannot map, are read
+    alone), so validation touches the headers, not the data; the finite check then reads the
+    float images plane by plane through ``section`` (no mapping: read pages are not kept)."""
+    path = str(path)
+    with fits.open(path, memmap=True) as hdul:
+        for i, hdu in enumerate(hdul):
+            if hdu.is_image and "BZERO" in hdu.header:
+                hdu.data = fits.getdata(path, ext=i, memmap=False)
+        with MODELS[reftype](hdul) as m:
+            m.validate()
+    with fits.open(path, memmap=False) as hdul:
+        for hdu in hdul[1:]:
+            if not (hdu.is_image and hdu.header.get("BITPIX") == -32 and hdu.header["NAXIS"]):
+                continue
+            planes = hdu.shape[0] if len(hdu.shape) == 3 else 1
+            for i in range(planes):
+                plane = hdu.section[i] if len(hdu.shape) == 3 else hdu.section[:, :]
+                if not np.isfinite(plane).all():
+                    raise ValueError(f"{path}: non-finite values in {hdu.name}")

@@ -37,6 +37,12 @@ import numpy as np
 # --- DQ bits: taken from stdatamodels, never re-typed --------------------------------------
 from stdatamodels.jwst.datamodels.dqflags import pixel as DQ  # noqa: E402,N812,F401 (re-exported)
 
+GROUP_UNUSABLE = DQ["DO_NOT_USE"] | DQ["SATURATED"]
+"""Group flags that make a count unusable: jwst's saturation step sets only SATURATED in GROUPDQ,
+and ramp fitting ignores such groups (so do the average ramp and the RC rule)."""
+RC_NEXT_FLAGS = DQ["JUMP_DET"] | GROUP_UNUSABLE
+"""Report §4.1.3: an RC candidate's next two groups are flagged with one of these."""
+
 FULL_SIZE = 2048
 """Pixels per side of a NIRSpec H2RG (science orientation, reference pixels included)."""
 N_REF = 4

@@ -40,6 +40,7 @@ Cost per exposure (benchmarks/results/detector1_memory.md, one core): TRAD SUB20
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import tempfile
 import uuid
@@ -140,6 +141,86 @@ class Detector1Result:
         for m in (self.ramp, self.rate):
             if m is not None:
                 m.close()
+
+    def exposure_arrays(self):
+        """The calibrated ramp and group DQ of integration 1, (G, y, x) each: what the store
+        keeps.  Here in-memory arrays (views, no copy); see :class:`CalibratedInput`."""
+        return self.ramp.data[0], self.ramp.groupdq[0]
+
+
+class MappedArray:
+    """Read-only, memory-lean access to an array memory-mapped from a FITS file.
+
+    Indexing returns an in-memory copy, in native byte order, of only the part asked for
+    (``a[g]``: one group plane; ``a[:, y0:y1]``: a block of rows), then drops the file pages
+    that the read mapped into this process (``madvise(MADV_DONTNEED)``; they stay in the page
+    cache, outside the process's RSS; the map is read-only, so nothing can be lost).  Reading a
+    cube block by block thus holds one block, never the cube, whatever the number of groups.
+    ``np.asarray(a)`` reads it all (one copy).  An array that is not memory-mapped (e.g. a
+    scaled FITS image, which astropy converts in memory) works the same, minus the release.
+    """
+
+    def __init__(self, array: np.ndarray):
+        self._a = array
+        self._mm = _mmap_of(array)
+        self.shape = array.shape
+        self.ndim = array.ndim
+        self.dtype = array.dtype.newbyteorder("=")
+        self.size = array.size
+        self.nbytes = array.nbytes
+
+    def __len__(self):
+        return len(self._a)
+
+    def __getitem__(self, key) -> np.ndarray:
+        try:
+            return np.array(self._a[key], dtype=self.dtype)
+        finally:
+            self.release()
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def release(self):
+        """Unmap the pages read so far from this process (no-op when not memory-mapped)."""
+        if self._mm is not None and not self._mm.closed and _MADV_DONTNEED is not None:
+            self._mm.madvise(_MADV_DONTNEED)
+
+
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None) if hasattr(mmap.mmap, "madvise") else None
+
+
+def _mmap_of(array) -> mmap.mmap | None:
+    """The read-only ``mmap`` under a numpy array (astropy's ``mode="denywrite"``), or None."""
+    b = array
+    while b is not None:
+        if isinstance(b, mmap.mmap):
+            return None if array.flags.writeable else b
+        if isinstance(b, memoryview):
+            b = b.obj
+            continue
+        b = getattr(b, "base", None)
+    return None
+
+
+@dataclass
+class CalibratedInput(Detector1Result):
+    """:func:`read_calibrated`'s result: the models' arrays are memory-mapped, read-only, from
+    the files; :meth:`exposure_arrays` gives :class:`MappedArray` views that read block by
+    block.  ``close`` also closes the files."""
+
+    files: list = field(default_factory=list)
+
+    def exposure_arrays(self):
+        return MappedArray(self.ramp.data[0]), MappedArray(self.ramp.groupdq[0])
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            for h in self.files:
+                h.close()
 
 
 def step_arguments(refs: dict[str, str], family: str, mask: str | None) -> dict[str, dict]:
@@ -269,16 +350,32 @@ def bias_groups(model, refpix_args: dict, family: str) -> np.ndarray:
     return (after + level).astype(np.float32)
 
 
-def read_calibrated(ramp_file, rate_file) -> Detector1Result:
+def read_calibrated(ramp_file, rate_file) -> CalibratedInput:
     """An exposure calibrated elsewhere: a jwst ``*_ramp.fits``/``*_jump.fits`` (RampModel with
-    GROUPDQ, after jump) and its ``*_rate.fits``.  No bias inputs (they need the raw groups)."""
+    GROUPDQ, after jump) and its ``*_rate.fits``.  No bias inputs (they need the raw groups).
+
+    Memory: nothing big is read here.  Both files are opened memory-mapped and read-only
+    (astropy ``mode="denywrite"``; stdatamodels would otherwise read every extension into
+    memory), so the models' SCI/GROUPDQ (and rate) arrays are views of the files; read them
+    through :meth:`CalibratedInput.exposure_arrays`, block by block (``calibrate`` holds about
+    one group block at a time, not the exposure).  Scaled extensions (PIXELDQ: uint32 with
+    BZERO) are converted in memory by astropy, as before.  Close the result when done."""
+    from astropy.io import fits
     from stdatamodels.jwst import datamodels as dm
 
-    ramp = dm.RampModel(str(ramp_file))
-    if ramp.meta.cal_step.jump != "COMPLETE":
-        ramp.close()
-        raise ValueError(f"{ramp_file} has not been through jump (S_JUMP != COMPLETE)")
-    rate = dm.ImageModel(str(rate_file))
+    files = []
+    try:
+        files.append(fits.open(ramp_file, mode="denywrite"))
+        ramp = dm.RampModel(files[-1])
+        if ramp.meta.cal_step.jump != "COMPLETE":
+            ramp.close()
+            raise ValueError(f"{ramp_file} has not been through jump (S_JUMP != COMPLETE)")
+        files.append(fits.open(rate_file, mode="denywrite"))
+        rate = dm.ImageModel(files[-1])
+    except BaseException:
+        for h in files:
+            h.close()
+        raise
     prov = {
         "jwst": str(ramp.meta.calibration_software_version or "unknown"),
         "crds_mode": "external",
@@ -287,7 +384,7 @@ def read_calibrated(ramp_file, rate_file) -> Detector1Result:
         "steps": [s for s in DETECTOR1_STEPS
                   if getattr(ramp.meta.cal_step, s, None) == "COMPLETE"] + ["ramp_fit"],
     }
-    return Detector1Result(ramp, rate, prov)
+    return CalibratedInput(ramp, rate, prov, files=files)
 
 
 def _context() -> str:

@@ -1,32 +1,30 @@
 """Lazy graph builders: the report's §4.1.1 and §4.1.3-§4.1.4 over (y, x) tiles.
 
-``build_products(ds)`` returns dask-backed ``xarray.DataArray`` objects for every reference-file
-array and statistic; building computes nothing (tested with a scheduler that raises).  The
-kernels of :mod:`nrsdark_dask.kernels` are applied tile by tile with all exposures of the tile
-in one block (the store's exposure chunks are merged: ``rechunk({0: -1})``), with a 1-pixel halo
-where neighbours matter (RC rule, IPC neighbours).
+``build_products(ds)`` returns one dask-backed ``xarray.DataArray`` per row of the product
+table (:mod:`nrsdark_dask.products`) and the statistics, all lazy: building computes nothing
+(tested with a scheduler that raises).  ``nrsdark build`` computes the file writes and the
+statistics in one ``dask.compute``, so nothing is computed twice.
 
-Whole-frame statistics are small reductions of their own (:func:`frame_statistics`):
+The graph has three stages; only the second touches the ramps, and it reads each ramp and
+group-DQ chunk of the store exactly once (tested by counting chunk reads and kernel calls):
 
-=====================  ===================================================================
-RC threshold (E,)      clipped group-1 mean + 10 sigma, per exposure (stored at ingest)
-RTN threshold (E,)     mean + 5 sigma of the negative-jump counts over the active pixels
-frame rate             3-sigma clipped mean of the mean dark rate over active, non-hot pixels
-UNC mean, sigma        of the rate uncertainty over active pixels (UNRELIABLE_DARK, 3 sigma)
-bias ERR mean, sigma   3-sigma clipped, of the superbias uncertainty (UNRELIABLE_BIAS, 5 sigma)
-reference pixels       median and robust sigma (1.4826 MAD) of the group-averaged counts and
-                       errors over all reference pixels (bad reference pixels, 4 sigma)
-=====================  ===================================================================
-
-``nrsdark build`` computes the first five (they read only the small per-exposure images) and
-passes the numbers to ``build_products``: the tile graph then streams, each tile independent,
-and no intermediate cube is ever held waiting for a frame statistic.  The reference-pixel
-statistics stay in the graph: they need the average ramp only at reference pixels (small).
-
-Memory per tile task (the clipped mean, the largest): the tile's ramp and group DQ for all
-exposures, E x G x ty x tx x 5 bytes, plus ~3 x G x ty x tx x 4 bytes of results and a
-validity mask of E x G x ty x tx bytes: about 560 MB for 20 full-frame TRAD inputs of 88 groups
-with 256 x 256 tiles, whatever the frame size.  Everything else works on (E, ty, tx) images.
+1. **Small images** (per-exposure (E, y, x) arrays made at ingest: rate, rate_err, pixeldq,
+   neg_jumps, group1, rc_next, first_jump, bias_groups): mean rate DRK and UNC, HOT, RC (with a
+   1-pixel halo), TELEGRAPH, the IPC neighbours, which pixels take the average ramp in the
+   cube, and the whole-frame statistics (RC and RTN thresholds, frame rate, UNC statistics,
+   bias).  Memory per task: E x ty x tx x 4 bytes per input (6.5 MB for 25 inputs on
+   256 x 256 tiles).
+2. **The ramp pass**, one task per (group block, tile) (task names ``ramp-pass``): reads the
+   block of every exposure (:class:`~nrsdark_dask.store.StoreBlock`: the task reads its own
+   chunks, so no chunk sits in memory waiting for a consumer), runs the fused kernel
+   :func:`~nrsdark_dask.kernels.clipped_ramp` (group mask + 3-sigma clip, one call per block)
+   and synthesizes the cube, ERR and group DQ of the block, plus per-pixel sums for the
+   bad-reference statistics.  The block shape comes from a memory budget
+   (:func:`plan_blocks`): peak per task ~ Gb x ty x tx x (5 E + 20) bytes, whatever the number
+   of exposures or groups of the store.
+3. **Reference pixels and DQ**: bad reference pixels (median and robust sigma over all
+   reference pixels of the group-averaged average ramp and error: small) and the DQ planes,
+   assembled from the flag table.
 
 Decisions (the report is silent or ambiguous; SPEC.md asks to document them):
 
@@ -44,26 +42,36 @@ Decisions (the report is silent or ambiguous; SPEC.md asks to document them):
 * reference pixels take the average dark ramp in the cube (they have no dark current; the bad
   ones are DO_NOT_USE anyway), so the cube never waits for the reference statistics;
 * "flagged in the pixel DQ of every input" ignores REFERENCE_PIXEL (always set by the mask);
-* pixels whose DRK or UNC is unknown get UNRELIABLE_DARK (and 0 in the file);
+* pixels whose DRK or UNC is unknown get UNRELIABLE_DARK (and 0 in the file): the product
+  table's fill policy;
 * the dark's group DQ plane (extension GROUPDQ) marks DO_NOT_USE where fewer than two inputs
   survive at that group.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.highlevelgraph import HighLevelGraph
 
 from . import instrument as inst
 from . import kernels as K
 from .config import Config
-from .store import StoreLayout
+from .products import BY_NAME, FLAGS, Product
+from .store import StoreBlock, StoreLayout, read_block
 
 DQ = inst.DQ
+DEFAULT_TASK_MEMORY = 1 << 30
+"""Per-task budget of the ramp pass (1 GiB): two workers' tasks, the small images and the
+interpreter stay under 3 GiB, for any number of exposures or groups."""
 
 
 class BuildError(ValueError):
@@ -75,6 +83,7 @@ class Products:
     """Lazy reference-file arrays (``xarray.DataArray`` backed by dask) and statistics."""
 
     layout: StoreLayout
+    plan: BlockPlan
     exposures: list = field(default_factory=list)
     dates: list = field(default_factory=list)
     arrays: dict = field(default_factory=dict)
@@ -97,15 +106,67 @@ def check_store(ds) -> StoreLayout:
     if n < 2:
         raise BuildError(f"the store holds {n} exposure; the report's statistics are across "
                          "inputs (clipped mean, standard error): at least 2 are needed")
-    # one detector / readout / subarray per store is guaranteed by calibrate (StoreLayout)
     return layout
+
+
+# ---- block plan ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BlockPlan:
+    """Shape of the ramp pass's blocks: ``group_block`` groups of every exposure on one tile
+    of the dataset's (y, x) chunks; ``task_bytes`` its estimated peak, against ``budget``."""
+
+    group_block: int
+    n_exposures: int
+    tile: tuple[int, int]
+    task_bytes: int
+    budget: int
+
+    def describe(self) -> str:
+        return (f"ramp pass: blocks of {self.n_exposures} exposures x {self.group_block} groups "
+                f"x {self.tile[0]} x {self.tile[1]} pixels, ~{self.task_bytes / 2**20:.0f} MiB "
+                f"a task (budget {self.budget / 2**20:.0f} MiB)")
+
+
+def task_bytes(n_exp: int, n_groups: int, tile_pixels: int) -> int:
+    """Peak bytes of one ramp-pass task: the block's ramp (4 B) and group DQ (1 B) of every
+    exposure, the jump flags (1 B per exposure and pixel), and per group and pixel the mean,
+    std, cube, ERR (4 B each), count (2 B), group DQ (1 B) and one temporary (4 B)."""
+    return tile_pixels * (n_groups * (5 * n_exp + 23) + 3 * n_exp)
+
+
+def plan_blocks(layout: StoreLayout, n_exp: int, tile: tuple[int, int],
+                task_memory: int | None = None) -> BlockPlan:
+    """The largest group block (a multiple of the store's group chunk, so no chunk is read
+    twice) whose task fits ``task_memory`` bytes; at least one group chunk, with a warning
+    when even that does not fit (the store's chunks are too big for the budget: calibrate
+    into a store with a smaller ``--tile``)."""
+    budget = int(task_memory or DEFAULT_TASK_MEMORY)
+    gc, G = layout.groups_per_chunk, layout.ngroups
+    pixels = tile[0] * tile[1]
+    k = 1
+    while k * gc < G and task_bytes(n_exp, (k + 1) * gc, pixels) <= budget:
+        k += 1
+    gb = min(G, k * gc)
+    need = task_bytes(n_exp, gb, pixels)
+    if need > budget:
+        warnings.warn(f"one ramp-pass task needs ~{need / 2**20:.0f} MiB (one group chunk of "
+                      f"{n_exp} exposures on a {tile[0]} x {tile[1]} tile), over the "
+                      f"{budget / 2**20:.0f} MiB budget; a store with smaller tiles or group "
+                      "chunks would fit", stacklevel=2)
+    return BlockPlan(gb, n_exp, tile, need, budget)
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def _fill(arr: da.Array, product: Product) -> da.Array:
+    """The product table's fill policy: non-finite values become ``product.fill``."""
+    out = arr if product.fill is None else da.where(da.isfinite(arr), arr, product.fill)
+    return out.astype(product.dtype)
 
 
 def _clipped_stats_lazy(x: da.Array, valid: da.Array, sigma=3.0, iters=5):
     """Mean and std of ``x[valid]`` with ``iters`` rounds of sigma clipping about the mean
     (0-d dask arrays).  Used for whole-frame statistics of small images."""
     keep = valid & da.isfinite(x)
-    mean = std = None
     for _ in range(iters):
         xs = da.where(keep, x, np.nan)
         mean = da.nanmean(xs)
@@ -123,244 +184,403 @@ def _median_robust_sigma(values: np.ndarray):
     return np.array([med, 1.4826 * np.median(np.abs(v - med))])
 
 
-def _shared(ds: xr.Dataset, layout: StoreLayout, cfg: Config) -> dict:
-    """Lazy pieces both the frame statistics and the products need, built once so that a
-    lazy build does not compute them twice: reference-pixel masks, mean rate, its standard
-    error, HOT, and the superbias stack."""
+def _per_exposure(values: da.Array) -> da.Array:
+    return da.asarray(values).reshape((-1, 1, 1)).rechunk(-1)
+
+
+# ---- stage 1: small images ----------------------------------------------------------------
+def _images(ds: xr.Dataset, layout: StoreLayout, cfg: Config, chunks2,
+            given: dict | None = None) -> dict:
+    """Mean rate, UNC, HOT, RC, TELEGRAPH, IPC neighbours, use-the-average-ramp mask, and
+    the whole-frame statistics they need (all lazy; only (E, y, x) images are read).
+    ``given``: statistics already computed (numbers) replace the lazy ones."""
     ref = inst.reference_pixel_mask(layout.geometry())
-    refpix = da.from_array(ref, chunks=ds.rate.data.chunks[1:])
-    rate = ds.rate.data.rechunk({0: -1})
-    mean_rate = da.nanmean(rate, axis=0)
+    refpix = da.from_array(ref, chunks=chunks2)
     active = ~refpix
+
+    def stack(var):  # (E, y, x), every exposure of a tile in one block
+        if _is_pristine(ds):
+            return _store_stack(ds, var, chunks2)
+        return getattr(ds, var).data.rechunk({0: -1, 1: chunks2[0], 2: chunks2[1]})
+
+    rate = stack("rate")
+    mean_rate = da.nanmean(rate, axis=0)
     n = da.isfinite(rate).sum(axis=0)
-    out = {
-        "ref": ref, "refpix": refpix, "active": active, "mean_rate": mean_rate,
-        "unc": da.nanstd(rate, axis=0, ddof=1) / da.sqrt(n),
-        "hot": da.map_blocks(K.hot_pixels, mean_rate, cfg.dark.hot_rate, dtype=bool) & active,
+    unc = da.nanstd(rate, axis=0, ddof=1) / da.sqrt(n)
+    hot = da.map_blocks(K.hot_pixels, mean_rate, cfg.dark.hot_rate, dtype=bool) & active
+    neg = stack("neg_jumps")
+    S = _thresholds(ds, neg, mean_rate, unc, hot, active, cfg)
+    S.update(given or {})
+    rc = _rc_flags(ds, stack, S, layout, cfg) & active
+    telegraph = _rtn_flags(neg, layout, cfg, S) & active & ~hot
+    ipc = da.map_overlap(K.neighbours, hot | rc, depth=1, boundary="none", dtype=bool)
+    pix = stack("pixeldq")
+    everywhere = ((pix & np.uint32(~np.uint32(DQ["REFERENCE_PIXEL"]))) != 0).all(axis=0)
+    return {
+        "ref": ref, "refpix": refpix, "active": active, "mean_rate": mean_rate, "unc": unc,
+        "hot": hot, "rc": rc, "telegraph": telegraph, "use_ramp": refpix | rc | ipc,
+        "flagged_everywhere": everywhere,
+        "high_unc": unc > S["unc_mean"] + cfg.dark.unreliable_err_sigma * S["unc_std"],
+        "first_jump": stack("first_jump") if "first_jump" in ds else None,
+        "stats": S,
     }
-    if layout.has_bias:
-        out["bias"] = _bias_stack(ds)
+
+
+def _thresholds(ds, neg, mean_rate, unc, hot, active, cfg: Config) -> dict:
+    """Whole-frame statistics of small images (lazy 0-d or (E,) arrays):
+
+    =====================  ==============================================================
+    g1_mean, rc_threshold  clipped group-1 mean (+ 10 sigma), per exposure, from ingest
+    rtn_threshold (E,)     mean + 5 sigma of the negative-jump counts over active pixels
+    frame_rate             3-sigma clipped mean of DRK over active, non-hot pixels
+    unc_mean, unc_std      of UNC over active pixels (UNRELIABLE_DARK, 3 sigma)
+    =====================  ==============================================================
+    """
+    S = {"g1_mean": ds.g1_mean.data,
+         "rc_threshold": ds.g1_mean.data + cfg.dark.rc_group1_sigma * ds.g1_std.data}
+    neg_active = da.where(active[None], neg.astype(np.float32), np.nan)
+    S["rtn_threshold"] = da.nanmean(neg_active, axis=(1, 2)) \
+        + cfg.dark.rtn_sigma * da.nanstd(neg_active, axis=(1, 2))
+    S["frame_rate"], _ = _clipped_stats_lazy(mean_rate, active & ~hot)
+    unc_a = da.where(active & da.isfinite(unc), unc, np.nan)
+    S["unc_mean"], S["unc_std"] = da.nanmean(unc_a), da.nanstd(unc_a)
+    return S
+
+
+def _rc_inputs(ds, stack):
+    """group 1 and the packed group 2-3 flags; schema-1 stores lack them and pay one extra
+    read of the ramps (a warning says so; recalibrating writes them at ingest)."""
+    if "group1" in ds and "rc_next" in ds:
+        return stack("group1"), stack("rc_next")
+    warnings.warn("this store has no group1/rc_next ingest summaries (made before schema 2): "
+                  "the RC rule reads group 1-3 from the ramps, a second pass", stacklevel=3)
+    g1 = ds.ramp.data[:, 0]
+    bad = np.uint8(inst.RC_NEXT_FLAGS)
+    q = ds.groupdq.data
+    nxt = ((q[:, 1] & bad) != 0).astype(np.uint8) | (((q[:, 2] & bad) != 0).astype(np.uint8) << 1)
+    ch = stack("rate").chunks
+    return g1.rechunk(ch), nxt.rechunk(ch)
+
+
+def _rc_flags(ds, stack, S, layout, cfg: Config) -> da.Array:
+    """RC (report §4.1.3): candidate in more than half of the inputs; 1-pixel halo."""
+    g1, nxt = _rc_inputs(ds, stack)
+    if layout.ngroups < 3:
+        return da.zeros(g1.shape[1:], dtype=bool, chunks=g1.chunks[1:])
+    d3 = {0: 0, 1: 1, 2: 1}
+    g1o = da.overlap.overlap(g1, depth=d3, boundary="none")
+    nxo = da.overlap.overlap(nxt, depth=d3, boundary="none")
+
+    def block(a, p, m, t):
+        return K.rc_candidates(a, p, m.ravel(), t.ravel(), ipc_fraction=cfg.dark.rc_ipc_fraction,
+                               next_groups=cfg.dark.rc_next_groups)
+
+    cand = da.map_blocks(block, g1o, nxo, _per_exposure(S["g1_mean"]),
+                         _per_exposure(S["rc_threshold"]), dtype=bool, chunks=g1o.chunks,
+                         token="rc-candidates")
+    cand = da.overlap.trim_internal(cand, d3, boundary="none")
+    return cand.sum(axis=0) > g1.shape[0] / 2
+
+
+def _rtn_flags(neg: da.Array, layout, cfg: Config, S: dict) -> da.Array:
+    """RTN (report §4.1.3): ST rule (candidate in more than one input) or the ESA rule."""
+    if cfg.dark.rtn_rule == "esa":
+        return da.map_blocks(K.rtn_candidates_esa, neg, layout.ngroups, dtype=bool,
+                             drop_axis=0)
+    if cfg.dark.rtn_rule == "st":
+        return (neg > _per_exposure(S["rtn_threshold"])).sum(axis=0) > 1
+    raise BuildError(f"unknown RTN rule {cfg.dark.rtn_rule!r}; use 'st' or 'esa'")
+
+
+# ---- stage 2: the ramp pass ---------------------------------------------------------------
+RAMP_OUTPUTS = ("dark_cube", "dark_err", "dark_groupdq", "ref_sums")
+QA_OUTPUTS = ("average_ramp",)
+
+
+def _ramp_block(ramp, gdq, first_jump, mean_rate, use_ramp, frame_rate, *, g0, times, sigma,
+                maxiters, outputs):
+    """One ramp-pass task: read (if given store blocks), clip, synthesize.  Returns a dict of
+    the block's ``outputs`` (:data:`RAMP_OUTPUTS`: cube, ERR, group DQ and ``ref_sums``
+    (1, 4, ty, tx), the sums behind the bad-reference rule; or :data:`QA_OUTPUTS`)."""
+    if isinstance(ramp, StoreBlock):
+        ramp, gdq = ramp.read(), gdq.read()
+    jumped = None if g0 == 0 or first_jump is None else first_jump <= g0 - 1
+    mean, std, count = K.clipped_ramp(ramp, gdq, jump_bit=DQ["JUMP_DET"],
+                                      unusable_bits=inst.GROUP_UNUSABLE, jumped_before=jumped,
+                                      sigma=sigma, maxiters=maxiters)
+    del ramp, gdq
+    if outputs == QA_OUTPUTS:
+        return {"average_ramp": mean}
+    fr = float(np.asarray(frame_rate).ravel()[0])
+    ok_m, ok_s = np.isfinite(mean), np.isfinite(std)
+    sums = np.stack([np.where(ok_m, mean, 0).sum(axis=0, dtype=np.float64), ok_m.sum(axis=0),
+                     np.where(ok_s, std, 0).sum(axis=0, dtype=np.float64), ok_s.sum(axis=0)])
+    return {
+        "dark_cube": K.synthesize_dark_cube(mean_rate, mean, times, fr, use_ramp),
+        "dark_err": np.where(ok_s, std, np.float32(0)),
+        "dark_groupdq": np.where(count < 2, np.uint8(DQ["DO_NOT_USE"]), np.uint8(0)),
+        "ref_sums": sums[None],
+    }
+
+
+def _store_stack(ds: xr.Dataset, var: str, chunks2) -> da.Array:
+    """A store variable (exposure, [other,] y, x) as a dask array with every exposure of a
+    tile in one block, each block read by one task straight from the store (``read-VAR``
+    tasks): one task and no concatenation per tile, instead of E reads and a rechunk."""
+    v = ds[var]
+    path = Path(ds.encoding["nrsdark_store"]) / var
+    name = f"read-{var.replace('_', '-')}-{dask.base.tokenize(v.data.name, chunks2)}"
+    ys, xs = np.cumsum((0,) + tuple(chunks2[0])), np.cumsum((0,) + tuple(chunks2[1]))
+    middle = (slice(None),) * (v.ndim - 2)
+    zeros = (0,) * (v.ndim - 2)
+    dsk = {(name,) + zeros + (i, j): (read_block, path, middle + (
+        slice(int(ys[i]), int(ys[i + 1])), slice(int(xs[j]), int(xs[j + 1]))))
+        for i in range(len(chunks2[0])) for j in range(len(chunks2[1]))}
+    chunks = tuple((n,) for n in v.shape[:-2]) + tuple(tuple(c) for c in chunks2)
+    return da.Array(HighLevelGraph.from_collections(name, dsk, dependencies=[]), name,
+                    chunks=chunks, dtype=v.dtype)
+
+
+def _is_pristine(ds: xr.Dataset) -> bool:
+    """The dataset is the store as opened (not loaded, rechunked or selected): the ramp pass
+    may read the store's chunks itself."""
+    return ("nrsdark_store" in ds.encoding and hasattr(ds.ramp.data, "name")
+            and ds.ramp.data.name.startswith("open_dataset-"))
+
+
+def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
+               cfg: Config, outputs=RAMP_OUTPUTS) -> dict:
+    """One task per (group block, tile): see the module docstring.  Returns a lazy array per
+    name of ``outputs``; ``ref_sums`` is (group blocks, 4, y, x).  The QA outputs (the
+    average ramp) are a graph of their own, run only if asked for: the build's tasks never
+    hold them."""
+    ramp = ds.ramp.data
+    G = layout.ngroups
+    ych, xch = ramp.chunks[2], ramp.chunks[3]
+    gb = plan.group_block
+    gch = tuple(min(gb, G - g) for g in range(0, G, gb))
+    g_starts = np.cumsum((0,) + gch)[:-1]
+    y_starts, x_starts = np.cumsum((0,) + ych)[:-1], np.cumsum((0,) + xch)[:-1]
+    token = dask.base.tokenize(ramp.name, ds.groupdq.data.name, plan, cfg.dark, outputs,
+                               img["mean_rate"].name, img["use_ramp"].name)
+    name = f"ramp-pass-{token}"
+    mean_rate = img["mean_rate"].rechunk((ych, xch))
+    use_ramp = img["use_ramp"].rechunk((ych, xch))
+    frame_rate = da.asarray(img["stats"]["frame_rate"]).reshape(1)
+    deps = [mean_rate, use_ramp, frame_rate]
+    fj = img["first_jump"]
+    if fj is not None and gb < G:
+        fj = fj.rechunk({1: ych, 2: xch})
+        deps.append(fj)
+    else:
+        fj = None
+    pristine = _is_pristine(ds)
+    if not pristine:
+        r = ramp.rechunk({0: -1, 1: gch})
+        q = ds.groupdq.data.rechunk({0: -1, 1: gch})
+        deps += [r, q]
+    path = ds.encoding.get("nrsdark_store")
+    times = layout.group_times()
+    dsk = {}
+    for gi, g0 in enumerate(g_starts):
+        g1 = int(g0 + gch[gi])
+        fn = functools.partial(_ramp_block, g0=int(g0), times=times[g0:g1],
+                               sigma=cfg.dark.clip_sigma, maxiters=5, outputs=outputs)
+        for yi, y0 in enumerate(y_starts):
+            for xi, x0 in enumerate(x_starts):
+                if pristine:
+                    idx = (slice(None), slice(int(g0), g1), slice(int(y0), int(y0 + ych[yi])),
+                           slice(int(x0), int(x0 + xch[xi])))
+                    rk, qk = StoreBlock(path, "ramp", idx), StoreBlock(path, "groupdq", idx)
+                else:
+                    rk, qk = (r.name, 0, gi, yi, xi), (q.name, 0, gi, yi, xi)
+                fk = (fj.name, 0, yi, xi) if fj is not None else None
+                dsk[(name, gi, yi, xi)] = (fn, rk, qk, fk, (mean_rate.name, yi, xi),
+                                           (use_ramp.name, yi, xi), (frame_rate.name, 0))
+    hlg = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
+    out = {}
+    specs = {k: ((gch, ych, xch), BY_NAME[k].dtype) for k in outputs if k != "ref_sums"}
+    if "ref_sums" in outputs:
+        specs["ref_sums"] = (((1,) * len(gch), (4,), ych, xch), "float64")
+    for key, (chunks, dtype) in specs.items():
+        oname = f"{key.replace('_', '-')}-{token}"
+        layer = {(oname,) + k[1:2] + ((0,) if key == "ref_sums" else ()) + k[2:]:
+                 (operator.getitem, k, key) for k in dsk}
+        g = HighLevelGraph({**hlg.layers, oname: layer},
+                           {**hlg.dependencies, oname: {name}})
+        out[key] = da.Array(g, oname, chunks=chunks, dtype=dtype)
     return out
 
 
-def frame_statistics(ds: xr.Dataset, cfg: Config | None = None,
-                     shared: dict | None = None) -> dict:
-    """Lazy whole-frame statistics (see module docstring); values are dask arrays."""
-    cfg = cfg or Config()
-    layout = check_store(ds)
-    sh = shared if shared is not None else _shared(ds, layout, cfg)
-    active = sh["active"]
-    neg = ds.neg_jumps.data.rechunk({0: -1}).astype(np.float32)
-    neg_active = da.where(active[None], neg, np.nan)
-    stats = {
-        "g1_mean": ds.g1_mean.data,
-        "rc_threshold": ds.g1_mean.data + cfg.dark.rc_group1_sigma * ds.g1_std.data,
-        "rtn_threshold": da.nanmean(neg_active, axis=(1, 2))
-        + cfg.dark.rtn_sigma * da.nanstd(neg_active, axis=(1, 2)),
-    }
-    stats["frame_rate"], _ = _clipped_stats_lazy(sh["mean_rate"], active & ~sh["hot"])
-    unc = sh["unc"]
-    unc_a = da.where(active & da.isfinite(unc), unc, np.nan)
-    stats["unc_mean"], stats["unc_std"] = da.nanmean(unc_a), da.nanstd(unc_a)
-    if layout.has_bias:
-        err = sh["bias"][1]
-        stats["bias_err_mean"], stats["bias_err_std"] = _clipped_stats_lazy(
-            err, da.ones_like(err, dtype=bool))
-    return stats
+# ---- stage 3: reference pixels, DQ --------------------------------------------------------
+def _bad_reference(ref_sums: da.Array, img: dict, cfg: Config) -> da.Array:
+    """Bad reference pixels (report §4.1.3): group-averaged average ramp and error of each
+    reference pixel against the median and robust sigma over all reference pixels.
+
+    Works on the reference pixels only (their positions are known when the graph is built):
+    it depends on the ramp pass of the tiles that hold reference pixels, never waits on the
+    others, and every tile's flag image is a cheap scatter of one small 1-D result."""
+    s = ref_sums.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mc, me = s[0] / s[1], s[2] / s[3]
+    ref = img["ref"]
+    if not ref.any():
+        return da.zeros(mc.shape, dtype=bool, chunks=mc.chunks)
+    where = np.nonzero(ref)
+    index = np.full(ref.shape, -1, np.int32)
+    index[where] = np.arange(where[0].size)
+
+    def flag_points(c, e):
+        (cm, cs), (em, es) = _median_robust_sigma(c), _median_robust_sigma(e)
+        return K.bad_reference_pixels(c, e, np.ones(c.shape, bool), (cm, em), (cs, es),
+                                      cfg.dark.badref_sigma)
+
+    points = da.map_blocks(flag_points, mc.vindex[where].rechunk(-1),
+                           me.vindex[where].rechunk(-1), dtype=bool, token="bad-reference")
+
+    def scatter(idx, pts):
+        out = idx >= 0
+        out[out] = pts[idx[out]]
+        return out
+
+    return da.blockwise(scatter, "yx", da.from_array(index, chunks=mc.chunks), "yx",
+                        points, "n", concatenate=True, dtype=bool)
 
 
-def compute_frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:
-    """The same, computed (numpy values).  Reads only per-exposure images, not the ramps."""
-    (values,) = dask.compute(frame_statistics(ds, cfg))
-    return {k: np.asarray(v) for k, v in values.items()}
+def _fill_flags(values: dict, file: str) -> list[tuple[da.Array, int]]:
+    """(flag plane, bit) for every product of ``file`` whose fill is flagged."""
+    return [(~da.isfinite(values[p.name]), DQ[p.fill_flag]) for p in BY_NAME.values()
+            if p.reftype == file and p.fill_flag and p.name in values]
 
 
-def _bias_stack(ds) -> da.Array:
-    bg = ds.bias_groups.data.rechunk({0: -1})
+def _dark_dq(flags: dict, fills: list) -> da.Array:
+    """DARK pixel DQ from the flag table (report §4.1.4)."""
+    planes, bits = [], []
+    for f in FLAGS:
+        bit = sum(DQ[b] for b in f.dq) | (DQ["UNRELIABLE_DARK"] if f.unreliable_dark else 0)
+        planes.append(flags[f.name])
+        bits.append(bit)
+    for plane, bit in fills:
+        planes.append(plane)
+        bits.append(bit)
+    chunks = planes[0].chunks
+    planes = [p.rechunk(chunks) for p in planes]
+    return da.map_blocks(lambda *ps: K.dq_from_flags(ps, bits), *planes, dtype=np.uint32,
+                         token="dark-dq")
+
+
+def _bias(ds: xr.Dataset, layout: StoreLayout, cfg: Config, given: dict) -> dict:
+    """SUPERBIAS (report §4.1.1) from the ingest's bias groups, with its DQ and level."""
+    bg = (_store_stack(ds, "bias_groups", ds.bias_groups.data.chunks[2:]) if _is_pristine(ds)
+          else ds.bias_groups.data.rechunk({0: -1}))
     levels = ds.bias_level.data.rechunk(-1).reshape((-1, 1, 1, 1))
 
     def block(b, lv):
         bias, err, n = K.bias_from_groups(b[:, 0], b[:, 1], lv.ravel())
         return np.stack([bias, err, n.astype(np.float32)])
 
-    return da.map_blocks(block, bg, levels, dtype=np.float32,
-                         chunks=((3,),) + bg.chunks[2:], drop_axis=1)
+    stack = da.map_blocks(block, bg, levels, dtype=np.float32, chunks=((3,),) + bg.chunks[2:],
+                          drop_axis=1, token="superbias")
+    bias, err = stack[0], stack[1]
+    m, sd = _clipped_stats_lazy(err, da.ones_like(err, dtype=bool))
+    m, sd = given.get("bias_err_mean", m), given.get("bias_err_std", sd)
+
+    def dq_block(e, m, sd):
+        return K.unreliable_bias(e, float(m), float(sd), cfg.bias.unreliable_sigma)
+
+    unreliable = da.map_blocks(dq_block, err, m, sd, dtype=bool)
+    values = {"superbias": bias, "superbias_err": err}
+    planes = [(unreliable, DQ["UNRELIABLE_BIAS"])] + _fill_flags(values, "superbias")
+    dq = da.map_blocks(lambda *ps: K.dq_from_flags(ps, [b for _, b in planes]),
+                       *[p for p, _ in planes], dtype=np.uint32, token="superbias-dq")
+    raw_rows = _raw_rows(layout)
+    science = da.broadcast_to(da.from_array(raw_rows[:, None], chunks=(bias.chunks[0], 1)),
+                              bias.shape).rechunk(bias.chunks)
+    level, _ = _clipped_stats_lazy(bias, science)
+    return {"superbias": bias, "superbias_err": err, "superbias_dq": dq,
+            "stats": {"bias_level": level, "n_unreliable_bias": (dq != 0).sum(),
+                      "bias_err_mean": m, "bias_err_std": sd}}
 
 
-def _ramp_stack(ramp: da.Array, gdq: da.Array, sigma: float) -> da.Array:
-    def block(r, q):
-        mean, std, count = K.clipped_mean_std(r, K.good_groups(q), sigma=sigma)
-        return np.stack([mean, std, count.astype(np.float32)])
-
-    return da.map_blocks(block, ramp, gdq, dtype=np.float32,
-                         chunks=((3,),) + ramp.chunks[1:])
-
-
-def _rc_flags(ramp, gdq, stats, layout, n_exp, cfg: Config) -> da.Array:
-    if layout.ngroups < 3:
-        return da.zeros(ramp.shape[2:], dtype=bool, chunks=ramp.chunks[2:])
-    g1 = ramp[:, 0]
-    # groups 2 and 3 "JUMP_DET or DO_NOT_USE", packed in two bits of one (E, y, x) image
-    bad = np.uint8(DQ["JUMP_DET"] | DQ["DO_NOT_USE"] | DQ["SATURATED"])
-    packed = ((gdq[:, 1] & bad) != 0).astype(np.uint8) | \
-        (((gdq[:, 2] & bad) != 0).astype(np.uint8) << 1)
-    d3 = {0: 0, 1: 1, 2: 1}
-    g1o = da.overlap.overlap(g1, depth=d3, boundary="none")
-    pko = da.overlap.overlap(packed, depth=d3, boundary="none")
-    mean = da.asarray(stats["g1_mean"]).reshape((-1, 1, 1)).rechunk(-1)
-    thr = da.asarray(stats["rc_threshold"]).reshape((-1, 1, 1)).rechunk(-1)
-
-    def block(a, p, m, t):
-        nxt = np.stack([(p & 1), (p >> 1) & 1], axis=1) * np.uint8(DQ["JUMP_DET"])
-        return K.rc_candidates(a, nxt, m.ravel(), t.ravel(), ipc_fraction=cfg.dark.rc_ipc_fraction,
-                               next_groups=cfg.dark.rc_next_groups)
-
-    cand = da.map_blocks(block, g1o, pko, mean, thr, dtype=bool, chunks=g1o.chunks)
-    cand = da.overlap.trim_internal(cand, d3, boundary="none")
-    return cand.sum(axis=0) > n_exp / 2
-
-
+# ---- the whole build ----------------------------------------------------------------------
 def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None = None,
-                   mask_in: np.ndarray | None = None) -> Products:
-    """Every SUPERBIAS / DARK / MASK array, lazily.
+                   mask_in: np.ndarray | None = None,
+                   task_memory: int | None = None) -> Products:
+    """Every product of the table, lazily, and the statistics (see the module docstring).
 
-    ``stats``: whole-frame statistics (numbers, from :func:`compute_frame_statistics`); default
-    lazy ones from :func:`frame_statistics`.  ``mask_in``: the input MASK's DQ (raw layout:
-    3200 rows for IRS2) or None.
+    ``stats``: whole-frame statistics already computed (:func:`compute_frame_statistics`);
+    default: lazy, in the same graph.  ``mask_in``: the input MASK's DQ (raw layout: 3200 rows
+    for IRS2) or None.  ``task_memory``: the ramp pass's per-task budget in bytes (1 GiB).
     """
     cfg = cfg or Config()
     layout = check_store(ds)
-    sh = _shared(ds, layout, cfg)
-    stats = dict(stats) if stats is not None else frame_statistics(ds, cfg, sh)
     n_exp = ds.sizes["exposure"]
-    dims2, dims3 = ("y", "x"), ("group", "y", "x")
-    coords2 = {"y": ds.y, "x": ds.x}
-    coords3 = {"group": ds.group, "group_time": ds.group_time, **coords2}
-
-    ramp = ds.ramp.data.rechunk({0: -1})
-    gdq = ds.groupdq.data.rechunk({0: -1})
+    ramp = ds.ramp.data
     chunks2 = ramp.chunks[2:]
-    refpix, active = sh["refpix"], sh["active"]
-    stack = _ramp_stack(ramp, gdq, cfg.dark.clip_sigma)
-    avg_ramp, err, count = stack[0], stack[1], stack[2]
-
-    mean_rate, unc, hot = sh["mean_rate"], sh["unc"], sh["hot"]
-
-    rc = _rc_flags(ramp, gdq, stats, layout, n_exp, cfg) & active
-    neg = ds.neg_jumps.data.rechunk({0: -1})
-    if cfg.dark.rtn_rule == "esa":
-        rtn = da.map_blocks(K.rtn_candidates_esa, neg, layout.ngroups, dtype=bool,
-                            drop_axis=0)
-    elif cfg.dark.rtn_rule == "st":
-        thr = da.asarray(stats["rtn_threshold"]).reshape((-1, 1, 1)).rechunk(-1)
-        rtn = (neg > thr).sum(axis=0) > 1
-    else:
-        raise BuildError(f"unknown RTN rule {cfg.dark.rtn_rule!r}; use 'st' or 'esa'")
-    rtn = rtn & active
-
-    # bad reference pixels: group-averaged average ramp and error, against all reference pixels
-    mc = da.nanmean(avg_ramp, axis=0)
-    me = da.nanmean(err, axis=0)
-    if sh["ref"].any():
-        c_stats = da.from_delayed(dask.delayed(_median_robust_sigma)(mc[refpix]), (2,), float)
-        e_stats = da.from_delayed(dask.delayed(_median_robust_sigma)(me[refpix]), (2,), float)
-
-        def badref_block(c, e, r, c_med, c_sig, e_med, e_sig):
-            return K.bad_reference_pixels(c, e, r, (float(c_med), float(e_med)),
-                                          (float(c_sig), float(e_sig)), cfg.dark.badref_sigma)
-
-        badref = da.map_blocks(badref_block, mc, me, refpix, c_stats[0], c_stats[1],
-                               e_stats[0], e_stats[1], dtype=bool, chunks=mc.chunks)
-    else:
-        badref = da.zeros(mc.shape, dtype=bool, chunks=mc.chunks)
-
-    # cube: average ramp for reference pixels, RC, and IPC neighbours of HOT or RC pixels
-    bright = hot | rc
-    ipc = da.map_overlap(K.neighbours, bright, depth=1, boundary="none", dtype=bool)
-    use_ramp = refpix | rc | ipc
-    t = layout.group_times()
-    frame_rate = stats["frame_rate"]
-
-    def cube_block(r, a, u, fr):
-        return K.synthesize_dark_cube(r, a, t, float(fr), u)
-
-    cube = da.map_blocks(cube_block, mean_rate, avg_ramp, use_ramp, frame_rate,
-                         dtype=np.float32, chunks=avg_ramp.chunks)
-    dark_err = da.where(da.isfinite(err), err, 0).astype(np.float32)
-    group_dq = da.where(count < 2, np.uint8(DQ["DO_NOT_USE"]), np.uint8(0)).astype(np.uint8)
-
-    pix = ds.pixeldq.data.rechunk({0: -1})
-    everywhere = ((pix & np.uint32(~np.uint32(DQ["REFERENCE_PIXEL"]))) != 0).all(axis=0)
-    unknown = ~da.isfinite(mean_rate) | ~da.isfinite(unc)
-    high_unc = unc > stats["unc_mean"] + cfg.dark.unreliable_err_sigma * stats["unc_std"]
-
-    def dq_block(*flags):
-        return K.assemble_dark_dq(rc=flags[0], telegraph=flags[1], badref=flags[2],
-                                  hot=flags[3], flagged_everywhere=flags[4],
-                                  unreliable_err=flags[5])
-
-    dark_dq = da.map_blocks(dq_block, rc, rtn, badref, hot, everywhere, unknown | high_unc,
-                            dtype=np.uint32)
-
-    A = {
-        "dark_cube": xr.DataArray(cube, dims=dims3, coords=coords3,
-                                  attrs={"units": "DN", "long_name": "synthesized dark cube"}),
-        "dark_err": xr.DataArray(dark_err, dims=dims3, coords=coords3,
-                                 attrs={"units": "DN", "long_name": "per-group std of counts"}),
-        "dark_groupdq": xr.DataArray(group_dq, dims=dims3, coords=coords3),
-        "dark_dq": xr.DataArray(dark_dq, dims=dims2, coords=coords2),
-        "dark_rate": xr.DataArray(da.where(da.isfinite(mean_rate), mean_rate, 0)
-                                  .astype(np.float32), dims=dims2, coords=coords2,
-                                  attrs={"units": "DN/s", "long_name": "mean dark rate (DRK)"}),
-        "dark_rate_unc": xr.DataArray(da.where(da.isfinite(unc), unc, 0).astype(np.float32),
-                                      dims=dims2, coords=coords2,
-                                      attrs={"units": "DN/s", "long_name": "its uncertainty"}),
-        "average_ramp": xr.DataArray(avg_ramp, dims=dims3, coords=coords3),
-        "hot": xr.DataArray(hot, dims=dims2, coords=coords2),
-        "rc": xr.DataArray(rc, dims=dims2, coords=coords2),
-        "telegraph": xr.DataArray(rtn & ~hot, dims=dims2, coords=coords2),
-        "bad_reference": xr.DataArray(badref, dims=dims2, coords=coords2),
+    plan = plan_blocks(layout, n_exp, (max(chunks2[0]), max(chunks2[1])), task_memory)
+    given = dict(stats or {})
+    img = _images(ds, layout, cfg, chunks2, given)
+    S = img["stats"]
+    rp = _ramp_pass(ds, layout, plan, img, cfg)
+    flags = {"hot": img["hot"], "rc": img["rc"], "telegraph": img["telegraph"],
+             "bad_reference": _bad_reference(rp["ref_sums"], img, cfg),
+             "flagged_everywhere": img["flagged_everywhere"], "high_unc": img["high_unc"]}
+    values = {"dark_rate": img["mean_rate"], "dark_rate_unc": img["unc"]}
+    lazy = {
+        "dark_cube": rp["dark_cube"], "dark_err": rp["dark_err"],
+        "dark_groupdq": rp["dark_groupdq"],
+        "average_ramp": _ramp_pass(ds, layout, plan, img, cfg, QA_OUTPUTS)["average_ramp"],
+        "dark_dq": _dark_dq(flags, _fill_flags(values, "dark")), **values,
+        "mask": _mask(img["hot"], mask_in, layout, _raw_rows(layout)),
     }
-    raw_rows = _raw_rows(layout)
-    A["mask"] = xr.DataArray(_mask(hot, mask_in, layout, raw_rows), dims=("y_raw", "x"),
-                             coords={"y_raw": ds.y_raw, "x": ds.x})
-    S = {
-        "n_exposures": n_exp,
-        "n_hot": hot.sum(), "n_rc": rc.sum(), "n_telegraph": (rtn & ~hot).sum(),
-        "n_bad_reference": badref.sum(),
-        "n_active": active.sum(),
-        "negative_rate_fraction": ((mean_rate < 0) & active).sum() / active.sum(),
-        "frame_rate": frame_rate,
-        "median_rate": da.nanmedian(da.where(active, mean_rate, np.nan).ravel()
-                                    .rechunk(-1), axis=0),
-    }
+    if layout.has_bias:
+        bias = _bias(ds, layout, cfg, given)
+        S.update(bias.pop("stats"))
+        lazy.update(bias)
+
+    dims = {"group": ds.group, "y": ds.y, "x": ds.x, "y_raw": ds.y_raw}
+    A = {}
+    for name, arr in lazy.items():
+        p = BY_NAME[name]
+        coords = {d: dims[d] for d in p.dims}
+        if "group" in p.dims:
+            coords["group_time"] = ds.group_time
+        A[name] = xr.DataArray(_fill(arr, p), dims=p.dims, coords=coords,
+                               attrs={"units": p.units, "long_name": p.long_name})
+    for name, arr in flags.items():
+        A[name] = xr.DataArray(arr, dims=("y", "x"), coords={"y": ds.y, "x": ds.x})
+
+    active, mean_rate = img["active"], img["mean_rate"]
+    S.update({f.stat: flags[f.name].sum() for f in FLAGS if f.stat})
+    S["n_exposures"] = n_exp
+    S["n_active"] = active.sum()
     S["telegraph_fraction"] = S["n_telegraph"] / S["n_active"]
+    S["negative_rate_fraction"] = ((mean_rate < 0) & active).sum() / S["n_active"]
+    S["median_rate"] = da.nanmedian(da.where(active, mean_rate, np.nan).ravel().rechunk(-1),
+                                    axis=0)
     if mask_in is not None:
         known = da.from_array((_science_rows(mask_in, layout) & DQ["HOT"]) != 0, chunks=chunks2)
-        S["n_new_hot"] = (hot & ~known).sum()
-    if layout.has_bias:
-        bias = sh["bias"]
-
-        def bias_dq_block(b, e, m, sd):
-            bad = K.unreliable_bias(e, float(m), float(sd), cfg.bias.unreliable_sigma)
-            return np.where(bad | ~np.isfinite(b), np.uint32(DQ["UNRELIABLE_BIAS"]),
-                            np.uint32(0))
-
-        bdq = da.map_blocks(bias_dq_block, bias[0], bias[1], stats["bias_err_mean"],
-                            stats["bias_err_std"], dtype=np.uint32)
-        rawc = {"y_raw": ds.y_raw, "x": ds.x}
-        A["superbias"] = xr.DataArray(da.where(da.isfinite(bias[0]), bias[0], 0)
-                                      .astype(np.float32), dims=("y_raw", "x"), coords=rawc,
-                                      attrs={"units": "DN"})
-        A["superbias_err"] = xr.DataArray(da.where(da.isfinite(bias[1]), bias[1], 0)
-                                          .astype(np.float32), dims=("y_raw", "x"), coords=rawc)
-        A["superbias_dq"] = xr.DataArray(bdq.astype(np.uint32), dims=("y_raw", "x"), coords=rawc)
-        science = da.broadcast_to(da.from_array(raw_rows[:, None], chunks=(bias.chunks[1], 1)),
-                                  bias[0].shape).rechunk(bias[0].chunks)
-        S["bias_level"], _ = _clipped_stats_lazy(bias[0], science)
-        S["n_unreliable_bias"] = (bdq != 0).sum()
-    return Products(layout=layout, exposures=np.asarray(ds.exposure.values).tolist(),
+        S["n_new_hot"] = (img["hot"] & ~known).sum()
+    return Products(layout=layout, plan=plan, exposures=np.asarray(ds.exposure.values).tolist(),
                     dates=ds.date, arrays=A, stats=S)
+
+
+def frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:
+    """The whole-frame statistics alone, lazily: they read only per-exposure images."""
+    cfg = cfg or Config()
+    layout = check_store(ds)
+    chunks2 = ds.rate.data.chunks[1:]
+    S = dict(_images(ds, layout, cfg, chunks2)["stats"])
+    if layout.has_bias:
+        S.update({k: v for k, v in _bias(ds, layout, cfg, {})["stats"].items()
+                  if k.startswith("bias_err")})
+    return S
+
+
+def compute_frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:
+    """The same, computed (numpy values)."""
+    (values,) = dask.compute(frame_statistics(ds, cfg))
+    return {k: np.asarray(v) for k, v in values.items()}
 
 
 def _raw_rows(layout: StoreLayout) -> np.ndarray:

@@ -12,6 +12,11 @@ Schema (``xr.open_zarr(path)`` shows exactly this)::
     rate_err    (exposure, y, x)              float32  its uncertainty, DN/s
     neg_jumps   (exposure, y, x)              int16    negative jumps per pixel (RTN input): JUMP_DET
                                                        groups dropping by > 3 x diff_sigma
+    group1      (exposure, y, x)              float32  calibrated group 1 (RC input)
+    rc_next     (exposure, y, x)              uint8    bits 0/1: group 2/3 JUMP_DET, DO_NOT_USE
+                                                       or SATURATED (RC input)
+    first_jump  (exposure, y, x)              int16    index of the first JUMP_DET group (32767:
+                                                       none)
     bias_groups (exposure, bias_group, y_raw, x) float32 uncalibrated groups 1 and 2 after the
                                                        reference-pixel correction, the group-1
                                                        mean level added back (SPEC §3); absent
@@ -27,16 +32,19 @@ Schema (``xr.open_zarr(path)`` shows exactly this)::
            group times, chunking, codecs), provenance (software versions, step list and
            parameters), DQ bit meanings on the DQ variables (CF flag_masks/flag_meanings).
 
-Chunking: ``(1, ngroups, tile_y, tile_x)`` for ramps, ``(1, tile_y, tile_x)`` for images.  One
-chunk holds one exposure's whole ramp on one tile: the reductions read all exposures of a tile
-(E chunks) and never more; appending an exposure touches only its own chunks.  Default tile
-256 x 256 (23 MB per ramp chunk for 88 groups); a reduction task over E exposures then holds
-E x ngroups x 256 x 256 x 4 bytes of ramp (460 MB for 20 full-frame TRAD inputs).
+Chunking: ``(1, group_chunk, tile_y, tile_x)`` for ramps and group DQ, ``(1, tile_y, tile_x)``
+for images.  A chunk holds one exposure's groups ``[k g_c, (k+1) g_c)`` on one tile, g_c chosen
+so a ramp chunk is near 8 MiB (:func:`default_group_chunk`: 30 of 88 groups, 29 of 200 on
+256 x 256 tiles).  A reduction reads a group block of all exposures of a tile (E chunks per
+group chunk) and never more, so its memory is set by a budget, not by E x ngroups
+(``reduce.plan_blocks``); appending an exposure touches only its own chunks.  Schema-1 stores
+(one chunk per exposure and tile, all groups) are still read.
 
 Per-exposure summaries made at ingest, while the exposure is in memory anyway: the negative-
-jump counts and the clipped group-1 frame statistics.  They are what the reductions' whole-
-frame thresholds need (RTN, RC), so building the reference files never needs an extra pass
-over the ramps for them.
+jump counts, the clipped group-1 frame statistics, the group-1 image with the group 2-3 flags
+(the RC rule's whole input) and the first-jump index.  They are what the reductions' whole-
+frame thresholds and neighbour rules need (RTN, RC), so a build reads every ramp chunk exactly
+once: the RC and IPC flags are known before the one pass over the ramps starts.
 
 Codecs (measured by ``benchmarks/bench_store_chunks.py``, README): float32 ramps of noise
 compress by only 8-9 % (zstd or blosc-lz4 + bitshuffle) while reading slows by 25-55 %, so
@@ -78,11 +86,14 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from . import __version__
 from . import instrument as inst
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)  # schema 1: no group chunking, no group1/rc_next/first_jump
 STAGING = "_staging"
 LOCK = ".nrsdark.lock"
 LOG = "nrsdark_log.jsonl"
 DEFAULT_TILE = 256
+GROUP_CHUNK_BYTES = 8 * 2**20  # target size of one ramp chunk (one exposure, tile, groups)
+NO_JUMP = np.iinfo(np.int16).max  # first_jump of a pixel with no JUMP_DET group
 CODECS = ("none", "zstd", "blosc-lz4")
 
 
@@ -134,6 +145,14 @@ VARIABLES = {
     "neg_jumps": (("exposure", "y", "x"), "int16", 0,
                   {"long_name": "number of negative jumps (JUMP_DET groups lower than the "
                    "previous group) in the exposure's ramp; RTN input, report §4.1.3"}),
+    "group1": (("exposure", "y", "x"), "float32", np.nan,
+               {"units": "DN", "long_name": "calibrated group 1 (RC input, report §4.1.3)"}),
+    "rc_next": (("exposure", "y", "x"), "uint8", 0,
+                {"long_name": "bit 0: group 2, bit 1: group 3 flagged JUMP_DET, DO_NOT_USE or "
+                 "SATURATED (RC input, report §4.1.3)"}),
+    "first_jump": (("exposure", "y", "x"), "int16", NO_JUMP,
+                   {"long_name": "0-based index of the first JUMP_DET group (32767: none); "
+                    "lets a group block of the average ramp start past group 1"}),
     "bias_groups": (("exposure", "bias_group", "y_raw", "x"), "float32", np.nan,
                     {"units": "DN", "long_name": "uncalibrated groups 1-2, reference-pixel "
                      "corrected, group-1 mean level kept (bias input, SPEC §3)"}),
@@ -188,14 +207,17 @@ class StoreLayout:
     tile_y: int = DEFAULT_TILE
     tile_x: int = DEFAULT_TILE
     codec: str = "none"
+    group_chunk: int = 0  # groups per ramp chunk; 0 = all (schema-1 stores)
+    schema: int = 1  # layouts without this key come from schema-1 stores
 
     KEY = ("detector", "family", "readpatt", "subarray", "ngroups", "ny", "nx", "ystart",
            "xstart")
 
     @classmethod
     def from_header(cls, h, has_bias: bool, tile=(DEFAULT_TILE, DEFAULT_TILE),
-                    codec: str = "none") -> StoreLayout:
-        """From a jwst primary header (uncal or calibrated: SUBSIZE is the science size)."""
+                    codec: str = "none", group_chunk: int | None = None) -> StoreLayout:
+        """From a jwst primary header (uncal or calibrated: SUBSIZE is the science size).
+        ``group_chunk``: groups per ramp chunk (default :func:`default_group_chunk`)."""
         pattern = inst.get_read_pattern(h["READPATT"])
         ny, nx = int(h["SUBSIZE2"]), int(h["SUBSIZE1"])
         _codec(codec)
@@ -205,7 +227,10 @@ class StoreLayout:
             ny_raw=inst.IRS2_RAW_SIZE if pattern.family == "IRS2" else ny,
             ystart=int(h["SUBSTRT2"]), xstart=int(h["SUBSTRT1"]), tframe=float(h["TFRAME"]),
             tgroup=float(h["TGROUP"]), has_bias=has_bias,
-            tile_y=min(tile[0], ny), tile_x=min(tile[1], nx), codec=codec)
+            tile_y=min(tile[0], ny), tile_x=min(tile[1], nx), codec=codec,
+            group_chunk=min(int(h["NGROUPS"]), group_chunk) if group_chunk else
+            default_group_chunk(int(h["NGROUPS"]), min(tile[0], ny) * min(tile[1], nx)),
+            schema=SCHEMA_VERSION)
 
     def mismatches(self, other: StoreLayout) -> list[str]:
         """Human-readable differences that forbid putting ``other`` into this store."""
@@ -218,7 +243,13 @@ class StoreLayout:
         return out
 
     def variables(self) -> list[str]:
-        return [v for v in VARIABLES if v != "bias_groups" or self.has_bias]
+        summaries = ("group1", "rc_next", "first_jump")
+        return [v for v in VARIABLES if (v != "bias_groups" or self.has_bias)
+                and (self.schema >= 2 or v not in summaries)]
+
+    @property
+    def groups_per_chunk(self) -> int:
+        return self.group_chunk or self.ngroups
 
     def shape(self, var: str, n_exp: int) -> tuple:
         sizes = {"exposure": n_exp, "group": self.ngroups, "y": self.ny, "x": self.nx,
@@ -226,8 +257,8 @@ class StoreLayout:
         return tuple(sizes[d] for d in VARIABLES[var][0])
 
     def chunks(self, var: str) -> tuple:
-        sizes = {"exposure": 1, "group": self.ngroups, "y": self.tile_y, "x": self.tile_x,
-                 "bias_group": 2, "y_raw": self.tile_y}
+        sizes = {"exposure": 1, "group": self.groups_per_chunk, "y": self.tile_y,
+                 "x": self.tile_x, "bias_group": 2, "y_raw": self.tile_y}
         return tuple(sizes[d] for d in VARIABLES[var][0])
 
     def geometry(self) -> inst.Subarray:
@@ -236,6 +267,15 @@ class StoreLayout:
 
     def group_times(self) -> np.ndarray:
         return inst.group_times(inst.get_read_pattern(self.readpatt), self.tframe, self.ngroups)
+
+
+def default_group_chunk(ngroups: int, tile_pixels: int) -> int:
+    """Groups per ramp chunk: as even a split of the ramp as keeps a chunk near 8 MiB (30 of
+    88 groups on 256 x 256 tiles), so a build can hold a group block of every exposure of a
+    tile without reading any chunk twice (see ``reduce.plan_blocks``)."""
+    per = max(1, GROUP_CHUNK_BYTES // (4 * tile_pixels))
+    nblocks = -(-ngroups // per)
+    return -(-ngroups // nblocks)
 
 
 def _create_variable(group, layout: StoreLayout, var: str, n_exp: int, coords_attr: str):
@@ -256,18 +296,35 @@ def _coords_attr() -> str:
 
 def write_staging(store_path, name: str, layout: StoreLayout, data: dict) -> Path:
     """Worker side: write one exposure's arrays (each with a leading length-1 exposure axis
-    removed, i.e. shapes as in one exposure) into ``_staging/<name>/``; return that path."""
+    removed, i.e. shapes as in one exposure) into ``_staging/<name>/``; return that path.
+
+    Each array is written block by block, a block being one row of whole chunks (all of x; for
+    ramps one group chunk x one tile row: <= 8 MiB x nx / tile_x), so no write makes a
+    converted copy of a whole cube and Zarr never re-reads a chunk.  A value may be an array or
+    a lazy array-like with ``shape`` and basic-slice ``__getitem__`` (``jwst_recipe.MappedArray``:
+    only the block being written is then in memory).  A block is converted to the store's dtype
+    only when its dtype differs (e.g. big-endian FITS data)."""
+    import itertools
+
     path = Path(store_path) / STAGING / name
     if path.exists():
         shutil.rmtree(path)
     g = zarr.open_group(path, mode="w", zarr_format=3)
     for var in layout.variables():
         arr = _create_variable(g, layout, var, 1, "")
-        value = np.asarray(data[var])
+        value = data[var]
+        if not (hasattr(value, "shape") and hasattr(value, "__getitem__")):
+            value = np.asarray(value)
         expected = layout.shape(var, 1)[1:]
-        if value.shape != expected:
-            raise ValueError(f"{name}: {var} has shape {value.shape}, store expects {expected}")
-        arr[0] = value.astype(arr.dtype, copy=False)
+        if tuple(value.shape) != expected:
+            raise ValueError(f"{name}: {var} has shape {tuple(value.shape)}, store expects "
+                             f"{expected}")
+        chunks = layout.chunks(var)[1:]
+        starts = [range(0, n, c) for n, c in zip(expected[:-1], chunks[:-1])]
+        for first in itertools.product(*starts):
+            block = tuple(slice(i, min(i + c, n)) for i, c, n in zip(first, chunks, expected))
+            block += (slice(None),)
+            arr[(0,) + block] = np.asarray(value[block]).astype(arr.dtype, copy=False)
     (path / "COMPLETE").write_text("ok\n")
     return path
 
@@ -289,7 +346,7 @@ class RampStore:
     def layout(self) -> StoreLayout:
         with _quiet_zarr():
             attrs = zarr.open_group(self.path, mode="r", use_consolidated=True).attrs
-        if attrs.get("nrsdark_schema") != SCHEMA_VERSION:
+        if attrs.get("nrsdark_schema") not in READABLE_SCHEMAS:
             raise StoreError(f"{self.path} is not an nrsdark store (schema "
                              f"{attrs.get('nrsdark_schema')!r})")
         return StoreLayout(**attrs["layout"])
@@ -447,12 +504,87 @@ def _pid_alive(pid: int) -> bool:
 
 
 def open_dataset(path, **kwargs) -> xr.Dataset:
-    """The store as a lazy xarray Dataset (dask arrays chunked like the store)."""
+    """The store as a lazy xarray Dataset (dask arrays chunked like the store).  The path is
+    kept in ``ds.encoding["nrsdark_store"]``: the build's ramp pass reads blocks straight from
+    it (:class:`StoreBlock`) while the dataset is unmodified."""
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"no store at {path}")
     with _quiet_zarr():
-        return xr.open_zarr(path, consolidated=True, **kwargs)
+        ds = xr.open_zarr(path, consolidated=True, **kwargs)
+    ds.encoding["nrsdark_store"] = str(path)
+    return ds
+
+
+@dataclass(frozen=True)
+class StoreBlock:
+    """A picklable reference to one block of a store variable, read by the task that uses it
+    (so a block is read by exactly one task, into one array, and only when it runs).
+    ``index`` is a tuple of slices, best aligned with the store's chunks."""
+
+    path: str
+    var: str
+    index: tuple
+
+    def read(self) -> np.ndarray:
+        return read_block(Path(self.path) / self.var, self.index)
+
+
+chunk_read_hook = None
+"""If set, called with the path of every chunk file :func:`read_block` reads (tests count
+reads per chunk with it)."""
+
+
+def read_block(array_path, index: tuple) -> np.ndarray:
+    """``zarr.open_array(array_path)[index]`` (slices only), fast for this store's own local
+    arrays: each chunk file is read once straight into its place in the output (uncompressed
+    chunks with ``readinto``, no intermediate copy; zstd chunks decoded into place).  Zarr's
+    generic path costs ~2 ms and two copies per chunk, which is most of a build's read time.
+    Any other codec, chunk encoding or store goes through zarr."""
+    array_path = Path(array_path)
+    with _quiet_zarr():
+        arr = zarr.open_array(array_path, mode="r")
+    meta = arr.metadata
+    codecs = [type(c).__name__ for c in meta.codecs]
+    fast = (codecs in (["BytesCodec"], ["BytesCodec", "ZstdCodec"])
+            and type(meta.chunk_key_encoding).__name__ == "DefaultChunkKeyEncoding"
+            and meta.chunk_key_encoding.separator == "/"
+            and np.dtype(arr.dtype).byteorder in ("=", "|", "<"))
+    if not fast:
+        return arr[index]
+    cs = meta.chunk_grid.chunk_shape
+    starts, stops = zip(*[s.indices(n)[:2] for s, n in zip(index, arr.shape)])
+    if any(s.step not in (None, 1) for s in index):
+        return arr[index]
+    out = np.empty([b - a for a, b in zip(starts, stops)], arr.dtype)
+    zstd = codecs[-1] == "ZstdCodec"
+    ranges = [range(a // c, -(-b // c)) for a, b, c in zip(starts, stops, cs)]
+    for coords in np.ndindex(*[len(r) for r in ranges]):
+        cc = [r[i] for r, i in zip(ranges, coords)]
+        lo = [max(a, c * n) for a, c, n in zip(starts, cc, cs)]
+        hi = [min(b, (c + 1) * n) for b, c, n in zip(stops, cc, cs)]
+        dest = out[tuple(slice(l - a, h - a) for l, h, a in zip(lo, hi, starts))]
+        src = tuple(slice(l - c * n, h - c * n) for l, h, c, n in zip(lo, hi, cc, cs))
+        file = array_path.joinpath("c", *map(str, cc))
+        if chunk_read_hook is not None:
+            chunk_read_hook(file)
+        try:
+            f = open(file, "rb")
+        except FileNotFoundError:  # never written: all fill value
+            dest[...] = arr.fill_value
+            continue
+        with f:
+            whole = all(s.start == 0 and s.stop == n for s, n in zip(src, cs))
+            if not zstd and whole and dest.flags.c_contiguous:
+                f.readinto(memoryview(dest).cast("B"))
+                continue
+            raw = f.read()
+        if zstd:
+            from numcodecs import Zstd
+
+            raw = Zstd().decode(raw)
+        dest[...] = np.frombuffer(raw, arr.dtype).reshape(cs)[src]
+    return out
 
 
 def date_seconds(iso: str) -> float:

@@ -56,7 +56,12 @@ def test_store_values_equal_jwst_run_directly(cal_store, sim_cal, tmp_path):
         sigma = difference_scatter(res.ramp.data[0])
         assert float(one.diff_sigma) == pytest.approx(sigma)
         np.testing.assert_array_equal(one.neg_jumps.values, negative_jump_counts(
-            res.ramp.data[0], res.ramp.groupdq[0], 3 * sigma))
+            res.ramp.data[0], res.ramp.groupdq[0], 3 * sigma, jump_bit=4))
+        np.testing.assert_array_equal(one.group1.values, res.ramp.data[0, 0])
+        first = one.first_jump.values
+        jumps = (res.ramp.groupdq[0] & 4) != 0
+        np.testing.assert_array_equal(first < 32767, jumps.any(axis=0))
+        np.testing.assert_array_equal(jumps.argmax(axis=0)[first < 32767], first[first < 32767])
         assert 0 < float(one.g1_std) < 30 and abs(float(one.g1_mean)) < 10
     finally:
         res.close()

@@ -47,7 +47,7 @@ def test_good_groups_masks_at_and_after_first_jump_and_do_not_use():
     gdq[0, 3, 1, 1] = JUMP
     gdq[1, 1, 0, 0] = DNU | DQ["SATURATED"]
     gdq[1, 4, 2, 2] = JUMP
-    good = K.good_groups(gdq)
+    good = K.good_groups(gdq, JUMP, DNU | DQ["SATURATED"])
     ref = np.ones_like(good)
     for e in range(2):
         for y in range(3):
@@ -62,11 +62,11 @@ def test_good_groups_masks_at_and_after_first_jump_and_do_not_use():
 def test_saturated_groups_are_unusable_and_small_drops_are_not_negative_jumps():
     gdq = np.zeros((1, 4, 1, 1), np.uint8)
     gdq[0, 2, 0, 0] = DQ["SATURATED"]  # jwst's saturation step sets only this bit
-    assert K.good_groups(gdq)[0, :, 0, 0].tolist() == [True, True, False, True]
+    assert K.good_groups(gdq, JUMP, DNU | DQ["SATURATED"])[0, :, 0, 0].tolist() == [True, True, False, True]
     ramp = np.array([0.0, -5.0, 10.0, -40.0], np.float32).reshape(1, 4, 1, 1)
     jumps = np.full((1, 4, 1, 1), JUMP, np.uint8)
-    assert K.negative_jump_counts(ramp, jumps)[0, 0, 0] == 2
-    assert K.negative_jump_counts(ramp, jumps, min_drop=10.0)[0, 0, 0] == 1  # only -50
+    assert K.negative_jump_counts(ramp, jumps, jump_bit=JUMP)[0, 0, 0] == 2
+    assert K.negative_jump_counts(ramp, jumps, min_drop=10.0, jump_bit=JUMP)[0, 0, 0] == 1  # only -50
     rng = np.random.default_rng(1)
     white = rng.normal(0, 10, (1, 30, 64, 64)).astype(np.float32)
     assert K.difference_scatter(white) == pytest.approx(10 * np.sqrt(2), rel=0.05)
@@ -76,7 +76,7 @@ def test_negative_jump_counts_against_a_loop():
     rng = np.random.default_rng(3)
     ramp = rng.normal(0, 50, (2, 8, 5, 5)).astype(np.float32)
     gdq = np.where(rng.random(ramp.shape) < 0.3, JUMP, 0).astype(np.uint8)
-    got = K.negative_jump_counts(ramp, gdq)
+    got = K.negative_jump_counts(ramp, gdq, jump_bit=JUMP)
     ref = np.zeros((2, 5, 5), int)
     for e, g, y, x in np.ndindex(2, 8, 5, 5):
         if g and gdq[e, g, y, x] & JUMP and ramp[e, g, y, x] < ramp[e, g - 1, y, x]:
@@ -86,16 +86,16 @@ def test_negative_jump_counts_against_a_loop():
 
 def test_rc_candidates_rules():
     g1 = np.zeros((1, 7, 7), np.float32)
-    nxt = np.zeros((1, 2, 7, 7), np.uint8)
+    nxt = np.zeros((1, 7, 7), np.uint8)  # bit 0: group 2 flagged, bit 1: group 3
     g1[0, 1, 1] = 1000  # RC: next two groups jump-flagged
-    nxt[0, :, 1, 1] = JUMP
+    nxt[0, 1, 1] = 3
     g1[0, 1, 2] = 5  # its IPC neighbour: faint, not enough to drop it
     g1[0, 4, 4] = 1000  # cosmic ray shared with a neighbour
     g1[0, 4, 5] = 300
-    nxt[0, :, 4, 4] = JUMP
+    nxt[0, 4, 4] = 3
     g1[0, 5, 1] = 1000  # bright but next groups clean -> ramp will be fit, not RC
     g1[0, 1, 5] = 1000  # group 2 last before saturation (not testable), group 3 SATURATED
-    nxt[0, 1, 1, 5] = DQ["SATURATED"]
+    nxt[0, 1, 5] = 2
     cand = K.rc_candidates(g1, nxt, mean=np.array([0.0]), threshold=np.array([100.0]))
     assert cand[0, 1, 1] and not cand[0, 4, 4] and not cand[0, 5, 1] and cand[0, 1, 5]
     assert cand.sum() == 2
@@ -167,19 +167,64 @@ def test_dark_cube_synthesis_rules():
     np.testing.assert_allclose(cube[:, 0, 3], 0.008 * t)  # unknown -> frame rate
 
 
-def test_dark_dq_assembly():
-    z = np.zeros((1, 6), bool)
-    rc, tel, bad, hot, every, err = (z.copy() for _ in range(6))
-    rc[0, 0] = tel[0, 1] = bad[0, 2] = hot[0, 3] = every[0, 4] = err[0, 5] = True
-    tel[0, 3] = True  # hot and telegraph: telegraph removed
-    dq = K.assemble_dark_dq(rc=rc, telegraph=tel, badref=bad, hot=hot, flagged_everywhere=every,
-                            unreliable_err=err)
+def test_dark_dq_from_the_flag_table():
+    """The DARK DQ is assembled from the product table's flag rows (report §4.1.4)."""
+    import dask.array as da
+
+    from nrsdark_dask import reduce as R
+    from nrsdark_dask.products import FLAGS
+
+    names = [f.name for f in FLAGS]
+    planes = {n: np.zeros((1, len(names)), bool) for n in names}
+    for i, n in enumerate(names):
+        planes[n][0, i] = True
+    dq = R._dark_dq({n: da.from_array(p) for n, p in planes.items()}, []).compute()
     U = DQ["UNRELIABLE_DARK"]
-    assert dq[0, 0] == DQ["RC"] | DNU | U
-    assert dq[0, 1] == DQ["TELEGRAPH"]
-    assert dq[0, 2] == DQ["BAD_REF_PIXEL"] | DNU | U
-    assert dq[0, 3] == DQ["HOT"] | U
-    assert dq[0, 4] == U and dq[0, 5] == U
+    want = {"rc": DQ["RC"] | DNU | U, "telegraph": DQ["TELEGRAPH"],
+            "bad_reference": DQ["BAD_REF_PIXEL"] | DNU | U, "hot": DQ["HOT"] | U,
+            "flagged_everywhere": U, "high_unc": U}
+    assert {n: int(dq[0, i]) for i, n in enumerate(names)} == want
+    assert K.dq_from_flags([planes["rc"], planes["rc"]], [1, 4])[0, 0] == 5
+
+
+def test_clipped_ramp_masks_jumps_like_the_slow_reference():
+    """The fused kernel's running jump flag equals good_groups + clipped_mean_std, also for a
+    block that starts past group 1 (jumps before it come in as ``jumped_before``)."""
+    rng = np.random.default_rng(7)
+    ramp = rng.normal(50, 5, (9, 12, 16, 16)).astype(np.float32)
+    gdq = np.zeros(ramp.shape, np.uint8)
+    gdq[rng.random(ramp.shape) < 0.03] = JUMP
+    gdq[rng.random(ramp.shape) < 0.02] |= DQ["SATURATED"]
+    gdq[rng.random(ramp.shape) < 0.02] |= DNU
+    unusable = DNU | DQ["SATURATED"]
+    ref = K.clipped_mean_std(ramp, K.good_groups(gdq, JUMP, unusable))
+    got = K.clipped_ramp(ramp, gdq, jump_bit=JUMP, unusable_bits=unusable)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)
+    first = np.stack([K.first_jump_index(q, JUMP, 32767) for q in gdq])  # (E, y, x)
+    late = K.clipped_ramp(ramp[:, 5:], gdq[:, 5:], jump_bit=JUMP, unusable_bits=unusable,
+                          jumped_before=first < 5)
+    for a, b in zip(late, ref):
+        np.testing.assert_array_equal(a, b[5:])
+
+
+def test_ingest_summaries():
+    gdq = np.zeros((5, 2, 3), np.uint8)
+    gdq[3, 0, 0] = gdq[4, 0, 0] = JUMP
+    gdq[1, 0, 1] = DQ["SATURATED"]
+    gdq[2, 0, 1] = DNU
+    gdq[2, 1, 2] = JUMP
+    assert K.first_jump_index(gdq, JUMP, 99).tolist() == [[3, 99, 99], [99, 99, 2]]
+    assert K.rc_next_flags(gdq, JUMP | DNU | DQ["SATURATED"]).tolist() == [[0, 3, 0], [0, 0, 2]]
+
+
+def test_importing_kernels_does_not_load_stdatamodels():
+    import subprocess
+    import sys
+
+    code = "import sys, nrsdark_dask.kernels; print('stdatamodels' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_neighbours():

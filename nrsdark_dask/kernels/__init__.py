@@ -3,18 +3,21 @@
 Each function works on one (y, x) tile with every exposure in it, so the graph builders of
 :mod:`nrsdark_dask.reduce` can map it over tiles; anything that needs the whole frame (a
 threshold, a frame average) is an argument, computed beforehand by its own small reduction.
-Each names the report section it implements.
+Each names the report section it implements.  DQ bit values are arguments (stcal's style), so
+importing the kernels does not load stdatamodels.
 """
 
-from .clip import clipped_mean_std
+from .clip import clipped_mean_std, clipped_ramp
 from .flags import (bad_reference_pixels, hot_pixels, neighbours, rc_candidates,
                     rtn_candidates_esa, rtn_candidates_st)
-from .products import assemble_dark_dq, bias_from_groups, synthesize_dark_cube, unreliable_bias
-from .ramps import difference_scatter, good_groups, negative_jump_counts
+from .products import bias_from_groups, dq_from_flags, synthesize_dark_cube, unreliable_bias
+from .ramps import (difference_scatter, first_jump_index, good_groups, negative_jump_counts,
+                    rc_next_flags)
 
 __all__ = [
-    "assemble_dark_dq", "bad_reference_pixels", "bias_from_groups", "clipped_mean_std",
-    "difference_scatter",
+    "bad_reference_pixels", "bias_from_groups", "clipped_mean_std", "clipped_ramp",
+    "dq_from_flags",
+    "difference_scatter", "first_jump_index", "rc_next_flags",
     "good_groups", "hot_pixels", "negative_jump_counts", "neighbours", "rc_candidates",
     "rtn_candidates_esa", "rtn_candidates_st", "synthesize_dark_cube", "unreliable_bias",
 ]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..instrument import DQ
-
 
 def neighbours(mask: np.ndarray) -> np.ndarray:
     """4-neighbours of True pixels (not the pixels themselves unless they are neighbours too).
@@ -27,16 +25,17 @@ def _max_neighbour(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def rc_candidates(group1: np.ndarray, groupdq_next: np.ndarray, mean: np.ndarray,
+def rc_candidates(group1: np.ndarray, next_flags: np.ndarray, mean: np.ndarray,
                   threshold: np.ndarray, ipc_fraction: float = 0.02,
                   next_groups: str = "any") -> np.ndarray:
     """RC candidates of each exposure (report §4.1.3).
 
-    ``group1`` (E, y, x) calibrated counts of group 1; ``groupdq_next`` (E, 2, y, x) group DQ
-    of groups 2 and 3; ``mean``, ``threshold`` (E,) the frame's group-1 mean and the count
-    10 sigma above it.  A candidate is above ``threshold``; it is dropped when a 4-neighbour is
-    also above the threshold (a cosmic ray spreading charge), and kept only if the next two
-    groups are JUMP_DET or unusable (DO_NOT_USE, or SATURATED: jwst flags saturation so):
+    ``group1`` (E, y, x) calibrated counts of group 1; ``next_flags`` (E, y, x) uint8, bit 0
+    set where group 2 is flagged JUMP_DET or unusable (DO_NOT_USE, or SATURATED: jwst flags
+    saturation so), bit 1 the same for group 3 (the store's ``rc_next``); ``mean``,
+    ``threshold`` (E,) the frame's group-1 mean and the count 10 sigma above it.  A candidate
+    is above ``threshold``; it is dropped when a 4-neighbour is also above the threshold (a
+    cosmic ray spreading charge), and kept only if the next two groups are flagged:
     ``next_groups="any"`` (default) asks one of them, ``"all"`` both.  The report says "flagged
     ... in the next two groups"; both readings reject a cosmic ray in group 1 (its jump is
     before group 2), but "all" misses RC pixels whose group 2 is the last one before
@@ -53,10 +52,12 @@ def rc_candidates(group1: np.ndarray, groupdq_next: np.ndarray, mean: np.ndarray
         above = excess > thr - m
         nb_excess = _max_neighbour(np.where(above, excess, -np.inf))
         shared = nb_excess > ipc_fraction * excess
-    bad_next = (groupdq_next & (DQ["JUMP_DET"] | DQ["DO_NOT_USE"] | DQ["SATURATED"])) != 0
-    if next_groups not in ("any", "all"):
+    if next_groups == "any":
+        nxt = (next_flags & 3) != 0
+    elif next_groups == "all":
+        nxt = (next_flags & 3) == 3
+    else:
         raise ValueError(f"next_groups must be 'any' or 'all', not {next_groups!r}")
-    nxt = bad_next.any(axis=1) if next_groups == "any" else bad_next.all(axis=1)
     return above & ~shared & nxt
 
 

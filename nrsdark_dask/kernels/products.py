@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..instrument import DQ
-
 
 def bias_from_groups(g1: np.ndarray, g2: np.ndarray, levels: np.ndarray | None = None,
                      valid: np.ndarray | None = None):
@@ -62,17 +60,9 @@ def synthesize_dark_cube(mean_rate: np.ndarray, avg_ramp: np.ndarray, group_time
     return cube.astype(np.float32)
 
 
-def assemble_dark_dq(*, rc, telegraph, badref, hot, flagged_everywhere, unreliable_err):
-    """Pixel DQ of the DARK (report §4.1.4): RC and BAD_REF_PIXEL with DO_NOT_USE; TELEGRAPH
-    (removed from HOT pixels, whose Poisson noise fakes negative jumps); HOT; UNRELIABLE_DARK
-    for pixels flagged in the pixel DQ of every input, HOT, RC or bad reference pixels, and
-    pixels with a high rate uncertainty.  All arguments bool (y, x)."""
-    telegraph = telegraph & ~hot
-    dq = np.zeros(rc.shape, np.uint32)
-    dq[rc] |= DQ["RC"] | DQ["DO_NOT_USE"]
-    dq[badref] |= DQ["BAD_REF_PIXEL"] | DQ["DO_NOT_USE"]
-    dq[telegraph] |= DQ["TELEGRAPH"]
-    dq[hot] |= DQ["HOT"]
-    unreliable = flagged_everywhere | hot | rc | badref | unreliable_err
-    dq[unreliable] |= DQ["UNRELIABLE_DARK"]
+def dq_from_flags(flags, bits) -> np.ndarray:
+    """A uint32 DQ plane: ``bits[i]`` set wherever ``flags[i]`` (bool (y, x)) is True."""
+    dq = np.zeros(np.shape(flags[0]), np.uint32)
+    for flag, bit in zip(flags, bits):
+        dq[flag] |= np.uint32(bit)
     return dq

@@ -4,30 +4,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..instrument import DQ
 
-
-UNUSABLE = np.uint8(DQ["DO_NOT_USE"] | DQ["SATURATED"])
-"""Group flags that make a group's count unusable.  jwst's saturation step sets SATURATED
-(not DO_NOT_USE) in GROUPDQ, and ramp fitting ignores such groups: so do we."""
-
-
-def good_groups(groupdq: np.ndarray) -> np.ndarray:
-    """Usable groups: before the first JUMP_DET, not DO_NOT_USE, not SATURATED.
+def good_groups(groupdq: np.ndarray, jump_bit: int, unusable_bits: int) -> np.ndarray:
+    """Usable groups: before the first ``jump_bit`` (JUMP_DET), none of ``unusable_bits``
+    (DO_NOT_USE | SATURATED: jwst's saturation step sets only SATURATED, and ramp fitting
+    ignores such groups).  The slow, obvious reference of :func:`clipped_ramp`'s mask.
 
     ``groupdq`` (..., G, y, x) uint; returns bool of the same shape.  Every group at and after
     the first jump is masked (the report masks "any groups that occur after a jump"), so a
     cosmic ray never enters the average ramp.
     """
-    jump = (groupdq & DQ["JUMP_DET"]) != 0
+    jump = (groupdq & jump_bit) != 0
     after_jump = np.cumsum(jump, axis=-3) > 0
-    return ~after_jump & ((groupdq & UNUSABLE) == 0)
+    return ~after_jump & ((groupdq & unusable_bits) == 0)
 
 
 def difference_scatter(ramp: np.ndarray, step: int = 7) -> float:
     """Robust sigma (1.4826 x MAD) of the group-to-group differences of one exposure, over
-    every ``step``-th pixel: the exposure's CDS noise, for :func:`negative_jump_counts`."""
-    sample = ramp[..., ::step, ::step]
+    every ``step``-th pixel: the exposure's CDS noise, for :func:`negative_jump_counts`.
+
+    The sample is gathered one group plane at a time (``ramp[..., g, ::step, ::step]``), so a
+    lazy array-like (``jwst_recipe.MappedArray``) never has the whole cube read at once; the
+    sample itself is 1 / step**2 of the ramp."""
+    ngroups = ramp.shape[-3]
+    if ngroups < 2:
+        return float("nan")
+    sample = np.stack([np.asarray(ramp[..., g, ::step, ::step]) for g in range(ngroups)],
+                      axis=-3)
     d = np.diff(sample, axis=-3)
     d = d[np.isfinite(d)]
     if d.size == 0:
@@ -36,8 +39,8 @@ def difference_scatter(ramp: np.ndarray, step: int = 7) -> float:
     return float(1.4826 * np.median(np.abs(d - med)))
 
 
-def negative_jump_counts(ramp: np.ndarray, groupdq: np.ndarray,
-                         min_drop: float = 0.0) -> np.ndarray:
+def negative_jump_counts(ramp: np.ndarray, groupdq: np.ndarray, min_drop: float = 0.0, *,
+                         jump_bit: int) -> np.ndarray:
     """Number of negative jumps per pixel of one exposure (report §4.1.3): groups flagged
     JUMP_DET whose count is lower than the previous group's by more than ``min_drop``.
 
@@ -45,8 +48,42 @@ def negative_jump_counts(ramp: np.ndarray, groupdq: np.ndarray,
     are not jumps of the neighbour, and half of them look "negative" by chance, which would
     make every neighbour of a strong RTN pixel a TELEGRAPH candidate.  Requiring a real drop
     (``calibrate`` uses 3 x the exposure's :func:`difference_scatter`) counts only the pixel's
-    own negative jumps.  ``ramp``/``groupdq`` (..., G, y, x); returns int16 (..., y, x)."""
-    jump = (groupdq[..., 1:, :, :] & DQ["JUMP_DET"]) != 0
-    with np.errstate(invalid="ignore"):
-        down = np.diff(ramp, axis=-3) < -min_drop
-    return np.sum(jump & down, axis=-3, dtype=np.int16)
+    own negative jumps.  ``ramp``/``groupdq`` (..., G, y, x); returns int16 (..., y, x).
+
+    Memory: one group plane at a time (two ramp planes and a few plane-sized temporaries, never
+    a cube-sized difference or mask), so ``ramp``/``groupdq`` may also be lazy array-likes whose
+    ``[..., g, :, :]`` reads one plane (``jwst_recipe.MappedArray``).  Same result as
+    ``sum((groupdq[1:] & jump_bit != 0) & (diff(ramp) < -min_drop))``: each difference is the
+    same float32 subtraction ``ramp[g] - ramp[g - 1]``."""
+    shape = tuple(ramp.shape)
+    out = np.zeros(shape[:-3] + shape[-2:], np.int16)
+    for lead in np.ndindex(*shape[:-3]):
+        prev = np.asarray(ramp[lead + (0,)]) if shape[-3] else None
+        for g in range(1, shape[-3]):
+            cur = np.asarray(ramp[lead + (g,)])
+            with np.errstate(invalid="ignore"):
+                hit = (cur - prev) < -min_drop
+            hit &= (np.asarray(groupdq[lead + (g,)]) & jump_bit) != 0
+            out[lead] += hit
+            prev = cur
+    return out
+
+
+def rc_next_flags(groupdq: np.ndarray, bad_bits: int) -> np.ndarray:
+    """RC input of one exposure (report §4.1.3), packed: bit 0 set where group 2 has any of
+    ``bad_bits`` (JUMP_DET | DO_NOT_USE | SATURATED), bit 1 for group 3.  ``groupdq`` (G, y, x);
+    returns uint8 (y, x) (0 where the ramp has fewer groups)."""
+    out = np.zeros(groupdq.shape[1:], np.uint8)
+    for bit, g in ((0, 1), (1, 2)):
+        if g < groupdq.shape[0]:
+            out |= ((groupdq[g] & bad_bits) != 0).astype(np.uint8) << bit
+    return out
+
+
+def first_jump_index(groupdq: np.ndarray, jump_bit: int, none: int) -> np.ndarray:
+    """0-based index of each pixel's first group with ``jump_bit`` set, ``none`` where there is
+    none.  ``groupdq`` (G, y, x) -> int16 (y, x); one plane at a time (no cube temporaries)."""
+    out = np.full(groupdq.shape[1:], none, np.int16)
+    for g in range(groupdq.shape[0] - 1, -1, -1):
+        out[(groupdq[g] & jump_bit) != 0] = g
+    return out
