@@ -20,11 +20,16 @@ group-DQ chunk of the store exactly once (tested by counting chunk reads and ker
    :func:`~nrsdark_dask.kernels.clipped_ramp` (group mask + 3-sigma clip, one call per block)
    and synthesizes the cube, ERR and group DQ of the block, plus per-pixel sums for the
    bad-reference statistics.  The block shape comes from a memory budget
-   (:func:`plan_blocks`): peak per task ~ Gb x ty x tx x (5 E + 20) bytes, whatever the number
+   (:func:`plan_blocks`): peak per task ~ Gb x ty x tx x (5 E + 23) bytes, whatever the number
    of exposures or groups of the store.
 3. **Reference pixels and DQ**: bad reference pixels (median and robust sigma over all
-   reference pixels of the group-averaged average ramp and error: small) and the DQ planes,
-   assembled from the flag table.
+   reference pixels of the group-averaged average ramp and error: 16 bytes per reference
+   pixel, 0.5 MB for a full frame) and the DQ planes, assembled from the flag table (a few
+   (ty, tx) planes per task).
+
+Whole-frame statistics (clipped frame rate, UNC and bias-ERR statistics, bias level, median
+rate) are one task each on the gathered image: 16-32 MB for a full frame (IRS2 raw: 26 MB),
+whatever the number of inputs.  Measured peaks of whole builds: ``benchmarks/results``.
 
 Decisions (the report is silent or ambiguous; SPEC.md asks to document them):
 
@@ -163,17 +168,28 @@ def _fill(arr: da.Array, product: Product) -> da.Array:
     return out.astype(product.dtype)
 
 
-def _clipped_stats_lazy(x: da.Array, valid: da.Array, sigma=3.0, iters=5):
-    """Mean and std of ``x[valid]`` with ``iters`` rounds of sigma clipping about the mean
-    (0-d dask arrays).  Used for whole-frame statistics of small images."""
-    keep = valid & da.isfinite(x)
+def _clipped_mean_std(x: np.ndarray, valid: np.ndarray, sigma: float, iters: int):
+    """Mean and std of ``x[valid]`` after ``iters`` rounds of sigma clipping about the mean."""
+    keep = valid & np.isfinite(x)
     for _ in range(iters):
-        xs = da.where(keep, x, np.nan)
-        mean = da.nanmean(xs)
-        std = da.nanstd(xs)
-        keep = keep & (abs(x - mean) <= sigma * std)
-    xs = da.where(keep, x, np.nan)
-    return da.nanmean(xs), da.nanstd(xs)
+        v = x[keep]
+        if v.size == 0:
+            break
+        mean, std = v.mean(), v.std()
+        with np.errstate(invalid="ignore"):
+            keep &= np.abs(x - mean) <= sigma * std
+    v = x[keep]
+    return np.array([v.mean(), v.std()] if v.size else [np.nan, np.nan])
+
+
+def _clipped_stats_lazy(x: da.Array, valid: da.Array, sigma=3.0, iters=5):
+    """Whole-frame clipped mean and std of an image (0-d dask arrays): one task on the
+    gathered image (a full frame is 16 MB) instead of ``iters`` rounds of tree reductions."""
+    valid = da.broadcast_to(valid, x.shape)
+    out = da.map_blocks(lambda a, b: _clipped_mean_std(a, b, sigma, iters),
+                        x.rechunk(-1), valid.rechunk(-1), drop_axis=list(range(x.ndim)),
+                        new_axis=0, chunks=((2,),), dtype=np.float64, token="frame-statistics")
+    return out[0], out[1]
 
 
 def _median_robust_sigma(values: np.ndarray):
@@ -482,7 +498,7 @@ def _bias(ds: xr.Dataset, layout: StoreLayout, cfg: Config, given: dict) -> dict
     stack = da.map_blocks(block, bg, levels, dtype=np.float32, chunks=((3,),) + bg.chunks[2:],
                           drop_axis=1, token="superbias")
     bias, err = stack[0], stack[1]
-    m, sd = _clipped_stats_lazy(err, da.ones_like(err, dtype=bool))
+    m, sd = _clipped_stats_lazy(err, np.ones((), bool))
     m, sd = given.get("bias_err_mean", m), given.get("bias_err_std", sd)
 
     def dq_block(e, m, sd):
