@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := demo
 
-.PHONY: venv test test-all demo clean-demo
+.PHONY: venv test test-all demo clean-demo bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,3 +39,18 @@ demo: venv clean-demo
 
 clean-demo:
 	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/manifest.ecsv $(DEMO)/reffiles stores/demo.zarr
+
+# Benchmarks (issue 9; not part of `make test`): clipping kernel vs astropy, build vs the
+# in-memory script on the 503 MB ALLSLITS store (made once, cached in benchmarks/data/; the
+# first run calibrates it: some minutes), 1 vs 2 workers, build vs a cold read of the store.
+# BENCH_BIG=1 adds the larger-than-RAM case (37 GB store written to benchmarks/data/, needs
+# ~48 GB free disk; 30-60 min).  Writes benchmarks/results/*.json and SUMMARY.md;
+# see benchmarks/README.md.  Run it alone on a quiet machine.
+BENCH_BIG ?= 0
+BENCH_BUILD_ARGS ?=
+bench: venv
+	rc=0; \
+	$(BIN)/python benchmarks/bench_kernel.py || rc=1; \
+	$(BIN)/python benchmarks/bench_build.py $(if $(filter 1,$(BENCH_BIG)),--big) \
+	    $(BENCH_BUILD_ARGS) || rc=1; \
+	exit $$rc
