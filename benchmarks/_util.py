@@ -61,15 +61,7 @@ def rel(path) -> str:
 
 
 # ---- units ----------------------------------------------------------------------------------
-def parse_bytes(text: str) -> int:
-    """'3GiB', '500MB', '1.5e9' -> bytes."""
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]i?B?)?\s*", str(text))
-    if not m:
-        raise ValueError(f"not a size: {text!r}")
-    units = {None: 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9,
-             "T": 1e12, "TB": 1e12, "Ki": 2**10, "KiB": 2**10, "Mi": 2**20, "MiB": 2**20,
-             "Gi": 2**30, "GiB": 2**30, "Ti": 2**40, "TiB": 2**40}
-    return int(float(m.group(1)) * units[m.group(2)])
+from nrsdark_dask.build import parse_bytes  # noqa: E402,F401  ('3GiB', '500MB', '1.5e9' -> bytes)
 
 
 # ---- machine and code state -------------------------------------------------------------------
