@@ -16,12 +16,14 @@ client the FITS-writing graph is not supported yet (the cluster issue).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 
 import dask
 import numpy as np
 
+from .cluster import local_progress
 from .config import Config
 from .export import write_reference_files
 from .reduce import build_products
@@ -43,9 +45,10 @@ def parse_bytes(text) -> int:
 
 def build(store, outdir, mask_in=None, scheduler: str = "threads", config=None,
           author: str = "nrsdark_dask", workers: int | None = None,
-          task_memory=None) -> dict:
+          task_memory=None, progress: bool = False) -> dict:
     """Write the reference files; return ``{"files": {reftype: path}, "stats": {...},
-    "plan": str}``."""
+    "plan": str}``.  ``progress``: show the computation's progress on stderr
+    (:func:`nrsdark_dask.cluster.local_progress`)."""
     from stdatamodels.jwst import datamodels as dm
 
     if scheduler not in SCHEDULERS:
@@ -69,8 +72,9 @@ def build(store, outdir, mask_in=None, scheduler: str = "threads", config=None,
         warnings.filterwarnings("ignore", category=RuntimeWarning,
                                 message=".*(invalid value|Mean of empty|Degrees of freedom).*")
         products = build_products(ds, cfg, mask_in=mask, task_memory=budget)
-        files, summary = write_reference_files(products, outdir, author=author,
-                                               versions=versions, also=products.stats)
+        with local_progress("build") if progress else contextlib.nullcontext():
+            files, summary = write_reference_files(products, outdir, author=author,
+                                                   versions=versions, also=products.stats)
     out = {k: (np.asarray(v).item() if np.ndim(v) == 0 else np.asarray(v).tolist())
            for k, v in summary.items()}
     return {"files": {k: str(v) for k, v in files.items()}, "stats": out,

@@ -51,7 +51,12 @@ NEG_JUMP_SIGMA = DarkConfig().neg_jump_sigma
 
 def task_memory(layout: StoreLayout) -> int:
     """Bytes of worker memory one exposure's calibration needs: 12.2 GB for TRAD FULL 88 groups
-    (measured peak 9.9 GB), 41.6 GB for IRS2 FULL 200 groups (extrapolated peak 33.5 GB)."""
+    (measured peak 9.9 GB), 41.6 GB for IRS2 FULL 200 groups (extrapolated peak 33.5 GB).
+    Already-calibrated inputs (no bias inputs) are streamed from memory-mapped files: measured
+    0.52-0.61 GB for full frames of 20 and 88 groups (benchmarks/results/
+    calibrate_calibrated.md), declared as the 1.8 GB floor."""
+    if not layout.has_bias:
+        return int(MEMORY_MARGIN * MEMORY_FLOOR_BYTES)
     pixels = layout.ngroups * layout.ny_raw * layout.nx
     peak = max(MEMORY_FLOOR_BYTES, MEMORY_BASE_BYTES + MEMORY_PER_RAW_PIXEL_GROUP * pixels)
     return int(MEMORY_MARGIN * peak)

@@ -94,11 +94,11 @@ def _build(args) -> int:
     t0 = time.time()
     summary = build(args.store, args.outdir, mask_in=args.mask_in, scheduler=args.scheduler,
                     config=args.config, author=args.author, workers=args.workers,
-                    task_memory=args.task_memory)
+                    task_memory=args.task_memory, progress=True)
     for reftype, path in summary["files"].items():
         print(f"{reftype.upper():9s} {path}")
     s = summary["stats"]
-    counts = ", ".join(f"{f.name.replace('_', ' ')} {s[f.stat]}" for f in FLAGS if f.stat)
+    counts = ", ".join(f"{f.dq[0]} {s[f.stat]}" for f in FLAGS if f.stat)
     print(f"{summary['plan']}; {time.time() - t0:.1f} s")
     print(f"inputs {s['n_exposures']}; {counts}" +
           (f"; new hot {s['n_new_hot']}" if "n_new_hot" in s else "") +

@@ -83,3 +83,36 @@ def _takes_n_workers(client) -> bool:
     import inspect
 
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+@contextmanager
+def local_progress(label: str, stream=None, every_s: float = 10.0, min_s: float = 2.0):
+    """Progress of a computation on dask's local (threads/sync) schedulers: dask's
+    ``ProgressBar`` on a terminal; in logs (not a terminal) a plain line every ``every_s``
+    seconds, ``label: done/total tasks (pct %), elapsed``.  Nothing for runs under ``min_s``."""
+    import time
+
+    from dask.callbacks import Callback
+    from dask.diagnostics import ProgressBar
+
+    stream = stream or sys.stderr
+    if stream.isatty():
+        with ProgressBar(minimum=min_s, out=stream):
+            yield
+        return
+
+    class _Lines(Callback):
+        def _start_state(self, dsk, state):
+            self.t0 = self.last = time.time()
+            self.total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            now = time.time()
+            if now - self.last >= every_s and now - self.t0 >= min_s:
+                self.last = now
+                done = len(state["finished"])
+                print(f"{label}: {done}/{self.total} tasks ({100 * done / max(self.total, 1):.0f} %)"
+                      f", {now - self.t0:.0f} s", file=stream, flush=True)
+
+    with _Lines():
+        yield

@@ -118,7 +118,7 @@ def _presize(path: Path, primary: fits.Header, images: list[tuple[fits.Header, t
         h["SIMPLE"], h["BITPIX"], h["NAXIS"], h["EXTEND"] = True, 8, 0, True
         # CRDS selection keywords the reference-file schemas do not carry
         h.setdefault("EXP_TYPE", "NRS_DARK")
-        h["P_EXP_TY"] = (NIRSPEC_EXP_TYPES, "exposure types this file applies to")
+        h["P_EXP_TY"] = NIRSPEC_EXP_TYPES  # exposure types the file applies to
         for k in [k for k in h if k.startswith("NAXIS") and k != "NAXIS"]:
             del h[k]
         f.write(fits.PrimaryHDU(header=h).header.tostring().encode("ascii"))

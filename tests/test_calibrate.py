@@ -197,3 +197,5 @@ def test_task_memory_model():
     irs2 = StoreLayout(**{**full88.__dict__, "family": "IRS2", "readpatt": "NRSIRS2RAPID",
                           "ngroups": 200, "ny_raw": 3200})
     assert 33.5e9 < task_memory(irs2) < 45e9
+    calibrated = StoreLayout(**{**full88.__dict__, "has_bias": False})
+    assert 0.61e9 < task_memory(calibrated) < 2.5e9  # measured peak 0.61 GB, streamed

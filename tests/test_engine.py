@@ -157,3 +157,23 @@ def test_fast_block_reads_equal_zarr(blocked):
                        ("first_jump", np.s_[:, :, :])]:
         want = zarr.open_array(blocked / var, mode="r")[index]
         np.testing.assert_array_equal(read_block(blocked / var, index), want, err_msg=var)
+
+
+def test_progress_lines_in_logs():
+    """Not a terminal: plain progress lines (label, done/total tasks, percent, seconds)."""
+    import io
+    import time
+
+    import dask.array as da
+
+    from nrsdark_dask.cluster import local_progress
+
+    def slow(x):
+        time.sleep(0.2)
+        return x
+
+    out = io.StringIO()
+    with local_progress("build", stream=out, every_s=0.3, min_s=0.1):
+        da.ones(8, chunks=1).map_blocks(slow).sum().compute(scheduler="threads", num_workers=2)
+    lines = out.getvalue().splitlines()
+    assert lines and all(line.startswith("build: ") and "tasks (" in line for line in lines)
