@@ -232,3 +232,17 @@ def test_neighbours():
     m[1, 1] = True
     nb = K.neighbours(m)
     assert nb.sum() == 4 and not nb[1, 1] and nb[0, 1] and nb[1, 2]
+
+
+def test_sorting_network_sorts_any_count():
+    from nrsdark_dask.kernels.clip import sorting_network
+
+    rng = np.random.default_rng(2)
+    for n in range(1, 41):
+        pairs = sorting_network(n)
+        for _ in range(20):
+            x = rng.integers(0, 4, n).astype(float)  # ties included
+            for i, j in pairs:
+                if x[i] > x[j]:
+                    x[i], x[j] = x[j], x[i]
+            assert (np.diff(x) >= 0).all(), n

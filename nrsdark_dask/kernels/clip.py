@@ -10,13 +10,15 @@ no valid value gives NaN, NaN, 0; one value gives value, 0, 1.  Tested equal to 
 
 :func:`clipped_ramp` is the fused kernel of the build: it applies the report's group mask
 (groups at and after the first JUMP_DET, DO_NOT_USE and SATURATED groups are unusable) with a
-running per-pixel "jumped" flag while it gathers each pixel's values, and clips them in a
-preallocated buffer: no mask cube, no cumulative sum, no per-pixel allocation.  The median is
-a quickselect in place (the order of the survivors does not matter to the clipping), so a pixel
-costs a few passes over its E values.  DQ bit values are arguments (stcal's style): importing
-the kernels never loads stdatamodels.
+running per-pixel "jumped" flag while it gathers each pixel's values, and clips them in
+preallocated buffers: no mask cube, no cumulative sum, no per-pixel allocation.  128 pixels
+are done together: their values are sorted by a sorting network (the same compare-exchange
+sequence for every pixel, so the loops over pixels vectorize); in sorted values the median is
+read off, the survivors of a clip are a window, and clipping only moves its ends.  DQ bit
+values are arguments (stcal's style): importing the kernels never loads stdatamodels.
 
-Memory: the inputs, three (G, P) output planes and an (E, P) byte array of jump flags.
+Memory: the inputs, three (G, P) output planes, an (E, P) byte array of jump flags and an
+(E, 128) buffer.
 """
 
 from __future__ import annotations
