@@ -347,7 +347,7 @@ def _store_stack(ds: xr.Dataset, var: str, chunks2) -> da.Array:
     path = Path(ds.encoding["nrsdark_store"]) / var
     name = f"read-{var.replace('_', '-')}-{dask.base.tokenize(v.data.name, chunks2)}"
     ys, xs = np.cumsum((0,) + tuple(chunks2[0])), np.cumsum((0,) + tuple(chunks2[1]))
-    middle = (slice(None),) * (v.ndim - 2)
+    middle = (slice(0, v.shape[0]),) + (slice(None),) * (v.ndim - 3)  # committed exposures
     zeros = (0,) * (v.ndim - 2)
     dsk = {(name,) + zeros + (i, j): (read_block, path, middle + (
         slice(int(ys[i]), int(ys[i + 1])), slice(int(xs[j]), int(xs[j + 1]))))
@@ -405,8 +405,10 @@ def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
         for yi, y0 in enumerate(y_starts):
             for xi, x0 in enumerate(x_starts):
                 if pristine:
-                    idx = (slice(None), slice(int(g0), g1), slice(int(y0), int(y0 + ych[yi])),
-                           slice(int(x0), int(x0 + xch[xi])))
+                    # exposures 0..E-1: the ones the dataset's (consolidated) metadata
+                    # commits, never one a concurrent calibrate is adding
+                    idx = (slice(0, ramp.shape[0]), slice(int(g0), g1),
+                           slice(int(y0), int(y0 + ych[yi])), slice(int(x0), int(x0 + xch[xi])))
                     rk, qk = StoreBlock(path, "ramp", idx), StoreBlock(path, "groupdq", idx)
                 else:
                     rk, qk = (r.name, 0, gi, yi, xi), (q.name, 0, gi, yi, xi)
