@@ -188,7 +188,7 @@ def test_dark_dq_from_the_flag_table():
 
 
 def test_clipped_ramp_masks_jumps_like_the_slow_reference():
-    """The fused kernel's running jump flag equals good_groups + clipped_mean_std, also for a
+    """The fused kernel's jump mask equals good_groups + clipped_mean_std, also for a
     block that starts past group 1 (jumps before it come in as ``jumped_before``)."""
     rng = np.random.default_rng(7)
     ramp = rng.normal(50, 5, (9, 12, 16, 16)).astype(np.float32)

@@ -9,16 +9,19 @@ no valid value gives NaN, NaN, 0; one value gives value, 0, 1.  Tested equal to 
 1e-5 relative (``tests/test_kernels.py``).
 
 :func:`clipped_ramp` is the fused kernel of the build: it applies the report's group mask
-(groups at and after the first JUMP_DET, DO_NOT_USE and SATURATED groups are unusable) with a
-running per-pixel "jumped" flag while it gathers each pixel's values, and clips them in
-preallocated buffers: no mask cube, no cumulative sum, no per-pixel allocation.  128 pixels
-are done together: their values are sorted by a sorting network (the same compare-exchange
-sequence for every pixel, so the loops over pixels vectorize); in sorted values the median is
-read off, the survivors of a clip are a window, and clipping only moves its ends.  DQ bit
-values are arguments (stcal's style): importing the kernels never loads stdatamodels.
+(groups at and after the first JUMP_DET, DO_NOT_USE and SATURATED groups are unusable) while it
+gathers each pixel's values, and clips them in preallocated buffers: no mask cube, no
+cumulative sum, no per-pixel allocation.  The mask's jump part is one (E, P) index per block,
+the first JUMP_DET group of each exposure and pixel (one scan of the group DQ), so the gather
+only reads (a running flag rewritten at every group made the gather half as fast).  128
+pixels are done together: their values are sorted by a sorting network (the same
+compare-exchange sequence for every pixel, so the loops over pixels vectorize); in sorted values
+the median is read off, the survivors of a clip are a window, and clipping only moves its
+ends.  DQ bit values are arguments (stcal's style): importing the kernels never loads
+stdatamodels.
 
-Memory: the inputs, three (G, P) output planes, an (E, P) byte array of jump flags and an
-(E, 128) buffer.
+Memory: the inputs, three (G, P) output planes, an (E, P) int32 array of first-jump indices
+and an (E, 128) buffer.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def sorting_network(n: int) -> np.ndarray:
 
 
 BLOCK = 128  # pixels processed together: loops run over contiguous pixels (SIMD)
+PIXEL_SLICE = 1 << 16  # pixels per kernel call in clipped_mean_std (a 256 x 256 tile)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -69,10 +73,22 @@ def _clipped_ramp(ramp, gdq, jumped, jump_bit, unusable, sigma, maxiters, networ
     the sorted values, so the median is read off and clipping only moves the window's ends;
     mean and std are recomputed only for the few pixels that lose a value."""
     n_exp, n_grp, n_pix = ramp.shape
+    # usable groups end at the first jump: its index per exposure and pixel, first (a
+    # read-only mask for the gather below, instead of a running flag updated per group)
+    first = np.empty((n_exp, n_pix), np.int32)
+    for e in range(n_exp):
+        for p in range(n_pix):
+            first[e, p] = n_grp
+        if jump_bit != 0:
+            for g in range(n_grp - 1, -1, -1):
+                for p in range(n_pix):
+                    first[e, p] = g if gdq[e, g, p] & jump_bit else first[e, p]
+        for p in range(n_pix):
+            first[e, p] = 0 if jumped[e, p] else first[e, p]
     tb = np.empty((n_exp, BLOCK), np.float32)
     s = np.empty(BLOCK, np.float64)
     v2 = np.empty(BLOCK, np.float64)
-    n = np.empty(BLOCK, np.int64)
+    n = np.empty(BLOCK, np.int32)
     col = np.empty(n_exp, np.float64)
     n_pairs = network.shape[0]
     for g in range(n_grp):
@@ -83,21 +99,20 @@ def _clipped_ramp(ramp, gdq, jumped, jump_bit, unusable, sigma, maxiters, networ
             for e in range(n_exp):
                 for k in range(nb):
                     p = p0 + k
-                    q = gdq[e, g, p]
-                    j = jumped[e, p] | np.uint8((q & jump_bit) != 0)
-                    jumped[e, p] = j
                     x = ramp[e, g, p]
-                    good = (j == 0) & ((q & unusable) == 0) & (np.abs(x) < np.inf)
+                    good = (g < first[e, p]) & ((gdq[e, g, p] & unusable) == 0) \
+                        & (np.abs(x) < np.inf)
                     tb[e, k] = x if good else np.float32(np.inf)
-                    n[k] += good
+                    n[k] += np.int32(good)
             for c in range(n_pairs):
                 i0 = network[c, 0]
                 i1 = network[c, 1]
                 for k in range(nb):
                     a = tb[i0, k]
                     b = tb[i1, k]
-                    tb[i0, k] = min(a, b)
-                    tb[i1, k] = max(a, b)
+                    lt = a < b
+                    tb[i0, k] = a if lt else b
+                    tb[i1, k] = b if lt else a
             for k in range(nb):
                 s[k] = 0.0
                 v2[k] = 0.0
@@ -173,7 +188,7 @@ def clipped_ramp(ramp: np.ndarray, groupdq: np.ndarray, *, jump_bit: int, unusab
     if jumped_before is None:
         jumped = np.zeros((n_exp, n_pix), np.uint8)
     else:
-        jumped = np.ascontiguousarray(jumped_before, dtype=np.uint8).reshape(n_exp, n_pix).copy()
+        jumped = np.ascontiguousarray(jumped_before, dtype=np.uint8).reshape(n_exp, n_pix)
     mean = np.empty((n_grp, n_pix), np.float32)
     std = np.empty((n_grp, n_pix), np.float32)
     count = np.empty((n_grp, n_pix), np.int16)
@@ -197,6 +212,14 @@ def clipped_mean_std(data: np.ndarray, valid: np.ndarray | None = None, sigma: f
         q = np.zeros(flat.shape, np.uint8)
     else:
         q = (~np.broadcast_to(valid, data.shape)).reshape(flat.shape).view(np.uint8)
-    mean, std, count = clipped_ramp(flat, q, jump_bit=0, unusable_bits=1, sigma=sigma,
-                                    maxiters=maxiters)
-    return mean.reshape(data.shape[1:]), std.reshape(data.shape[1:]), count.reshape(data.shape[1:])
+    n_pix = flat.shape[2]
+    mean = np.empty(n_pix, np.float32)
+    std = np.empty(n_pix, np.float32)
+    count = np.empty(n_pix, np.int16)
+    for a in range(0, n_pix, PIXEL_SLICE):  # the kernel's per-pixel state stays in cache
+        b = min(n_pix, a + PIXEL_SLICE)
+        mean[a:b], std[a:b], count[a:b] = (o[0] for o in clipped_ramp(
+            flat[:, :, a:b], q[:, :, a:b], jump_bit=0, unusable_bits=1, sigma=sigma,
+            maxiters=maxiters))
+    shape = data.shape[1:]
+    return mean.reshape(shape), std.reshape(shape), count.reshape(shape)
