@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
+from pathlib import Path
 
 import dask
 import numpy as np
@@ -26,8 +27,9 @@ import numpy as np
 from .cluster import local_progress
 from .config import Config
 from .export import write_reference_files
-from .reduce import build_products
-from .store import open_dataset
+from .jwst_recipe import reference_mismatches
+from .reduce import BuildError, build_products, check_store
+from .store import RampStore, file_sha256, open_dataset
 
 SCHEDULERS = ("threads", "sync")
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
@@ -59,10 +61,22 @@ def build(store, outdir, mask_in=None, scheduler: str = "threads", config=None,
     budget = parse_bytes(task_memory) if task_memory is not None else None
     cfg = Config.from_toml(config)
     ds = open_dataset(store)
-    mask = None
+    layout = check_store(ds)
+    used = ds.encoding["nrsdark_positions"]
+    if unchecked := RampStore(store).unverifiable(used):
+        warnings.warn(f"{len(unchecked)} exposure(s) of {store} predate chunk manifests; "
+                      "their chunks cannot be checked", stacklevel=2)
+    if damaged := RampStore(store).verify(used):
+        raise BuildError(f"the store is damaged ({len(damaged)} problem(s); `nrsdark verify` "
+                         "lists them all):\n  " + "\n  ".join(damaged[:10]))
+    mask, notes = None, []
     if mask_in:
+        bad = reference_mismatches(mask_in, "mask", layout)
+        if bad:
+            raise BuildError("--mask-in does not fit the store: " + "; ".join(bad))
         with dm.MaskModel(str(mask_in)) as m:
             mask = np.asarray(m.dq, np.uint32).copy()
+        notes.append(f"Input MASK: {Path(mask_in).name} (SHA-256 {file_sha256(mask_in)})")
     versions = ds.attrs.get("provenance", {}).get("versions", {})
     options = {"scheduler": scheduler}
     if workers:
@@ -74,7 +88,8 @@ def build(store, outdir, mask_in=None, scheduler: str = "threads", config=None,
         products = build_products(ds, cfg, mask_in=mask, task_memory=budget)
         with local_progress("build") if progress else contextlib.nullcontext():
             files, summary = write_reference_files(products, outdir, author=author,
-                                                   versions=versions, also=products.stats)
+                                                   versions=versions, also=products.stats,
+                                                   notes=notes)
     out = {k: (np.asarray(v).item() if np.ndim(v) == 0 else np.asarray(v).tolist())
            for k, v in summary.items()}
     return {"files": {k: str(v) for k, v in files.items()}, "stats": out,

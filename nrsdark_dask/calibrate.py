@@ -1,13 +1,18 @@
 """``nrsdark calibrate``: every accepted manifest row through jwst detector1 as one Dask task
 per exposure, committed one by one into the calibrated-ramp store (SPEC §4-§5).
 
-* Idempotent and resumable: exposures already in the store are skipped; a run killed at any
-  point leaves a store holding only whole exposures (see ``store.py``), and the next run
-  completes it.
-* A failing input (corrupt, truncated, wrong instrument...) fails only its own task; the reason
-  goes to the store log (``nrsdark_log.jsonl``) and to the summary; the others still land.
-* Inputs that disagree with the store (detector, readout, subarray, ngroups, geometry, or uncal
-  vs already-calibrated) are refused before any work starts.
+* Idempotent and resumable: an exposure is its file name and content hash
+  (``store.exposure_id``); exposures whose content is already in the store are skipped; a run
+  killed at any point leaves a store holding only whole exposures (see ``store.py``), and the
+  next run completes it.
+* A failing input (corrupt, truncated, vanished, changed since select, wrong instrument...)
+  fails only its own task; the reason goes to the store log (``nrsdark_log.jsonl``) and to the
+  summary; the others still land.
+* Refused before any work, and before a new store is created: a bad scheduler or one that does
+  not answer, inputs that disagree with each other or with the store (detector, readout,
+  subarray, ngroups, geometry, or uncal vs already-calibrated), the same content twice, chunking
+  options that differ from an existing store's, a reference kit that does not fit the data
+  (``jwst_recipe.check_reference_kit``).
 * Memory: a task needs jwst's peak for one exposure, estimated by :func:`task_memory` from the
   measured cost (``benchmarks/results/detector1_memory.md``: TRAD FULL 88 groups 9.9 GB, IRS2
   FULL 100 groups 17 GB, 200 groups ~33.5 GB extrapolated); on a distributed cluster the task
@@ -35,9 +40,10 @@ from .config import DarkConfig
 from .kernels import difference_scatter, first_jump_index, negative_jump_counts, rc_next_flags
 
 from . import jwst_recipe as recipe
-from .cluster import MEMORY, dask_client, worker_memory
-from .select import read_manifest
-from .store import NO_JUMP, RampStore, StoreError, StoreLayout, date_seconds, write_staging
+from .cluster import MEMORY, dask_client, parse_scheduler, worker_memory
+from .select import read_manifest, truncation
+from .store import (DEFAULT_TILE, NO_JUMP, RampStore, StoreError, StoreLayout, date_seconds,
+                    exposure_id, file_sha256, write_staging)
 
 # Peak RSS of one detector1 run, measured (benchmarks/results/detector1_memory.md):
 # ~0.6 GB + 26 bytes per raw pixel per group (6.5 float32 copies of the raw ramp; the peak is
@@ -107,10 +113,18 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
     if not verbose:
         for logger in JWST_LOGGERS:
             logging.getLogger(logger).setLevel(logging.WARNING)
-    name = row["name"]
+    name = row["exposure"]
     t0 = time.time()
     res = None
     try:
+        if not Path(row["file"]).exists():
+            raise FileNotFoundError(f"input file {row['file']} no longer exists")
+        short = truncation(row["file"])
+        if short:
+            raise ValueError(f"{row['file']}: {short}")
+        if file_sha256(row["file"]) != row["sha256"]:
+            raise ValueError(f"{row['file']} changed since it was selected (SHA-256 differs "
+                             "from the manifest's); run nrsdark select again")
         found = _layout_of(row, (layout.tile_y, layout.tile_x), layout.codec)
         bad = layout.mismatches(found)
         if bad:
@@ -155,7 +169,8 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
             "detector": row["detector"],
             "readpatt": row["readpatt"], "subarray": row["subarray"],
             "ngroups": int(row["ngroups"]), "input_kind": row["kind"],
-            "input_file": row["file"], "jwst_version": p.get("jwst", ""),
+            "input_file": row["file"], "input_sha256": row["sha256"],
+            "jwst_version": p.get("jwst", ""),
             "crds_context": p.get("crds_context", ""),
             "references": json.dumps(p.get("references", {})),
         }
@@ -187,91 +202,156 @@ def _rows_for(manifest, group: str | None) -> tuple[str, list[dict]]:
     return group, rows
 
 
+def _identify(rows: list[dict], workers: int = 2) -> None:
+    """Give every row its exposure identity (``exposure``: file name @ SHA-256 prefix): the
+    manifest's ``sha256`` where ``select`` wrote it, else the file's, hashed here (two
+    threads; hashlib releases the GIL).  A row whose file has gone keeps its file name: its
+    task fails alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [r for r in rows if not r.get("sha256") and Path(r["file"]).exists()]
+    with ThreadPoolExecutor(workers) as pool:
+        for r, h in zip(todo, pool.map(lambda r: file_sha256(r["file"]), todo)):
+            r["sha256"] = h
+    for r in rows:
+        r["exposure"] = exposure_id(r["name"], r["sha256"]) if r.get("sha256") else r["name"]
+
+
+def _refuse_duplicates(rows: list[dict]) -> None:
+    seen, dup = {}, []
+    for r in rows:
+        if r.get("sha256") in seen:
+            dup.append(f"{r['file']} has the same content as {seen[r['sha256']]}")
+        elif r.get("sha256"):
+            seen[r["sha256"]] = r["file"]
+    if dup:
+        raise StoreError("the manifest accepts the same exposure twice (`nrsdark select` "
+                         "rejects such duplicates):\n  " + "\n  ".join(dup))
+
+
+def _store_options(store: RampStore, tile, codec, group_chunk) -> None:
+    """Chunking options given for an existing store must be the store's own (as a new store
+    would clamp them: a tile no larger than the frame, a group chunk no longer than the
+    ramp)."""
+    lay = store.layout()
+    bad = []
+    if tile is not None and (min(tile[0], lay.ny), min(tile[1], lay.nx)) != (lay.tile_y,
+                                                                            lay.tile_x):
+        bad.append(f"--tile {tile[0]}x{tile[1]} (the store has {lay.tile_y}x{lay.tile_x})")
+    if codec is not None and codec != lay.codec:
+        bad.append(f"--codec {codec} (the store has {lay.codec})")
+    if group_chunk is not None and min(group_chunk, lay.ngroups) != lay.groups_per_chunk:
+        bad.append(f"--group-chunk {group_chunk} (the store has {lay.groups_per_chunk})")
+    if bad:
+        raise StoreError(f"{store.path} exists with other chunking: {', '.join(bad)}; "
+                         "chunking is chosen when a store is created (omit the option or use a "
+                         "new store)")
+
+
 def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
-              group: str | None = None, workdir=None, tile=(256, 256), codec: str = "none",
+              group: str | None = None, workdir=None, tile=None, codec: str | None = None,
               progress=None, verbose: bool = False, group_chunk: int | None = None) -> dict:
     """Calibrate the accepted inputs of one manifest group into ``store_path``.
 
-    ``tile``, ``codec``, ``group_chunk``: the chunking of a new store (see ``store.py``).
+    ``tile``, ``codec``, ``group_chunk``: the chunking of a new store (default 256 x 256, no
+    compression, chunks near 8 MiB; see ``store.py``); given for an existing store they must
+    be its own.  Everything is checked before any work and before the store is created: the
+    scheduler (and that its address answers), the chunking, that the inputs agree with each
+    other and with the store, that the reference kit fits them, that no exposure comes twice.
+    An exposure is known by its file name and content hash (:func:`store.exposure_id`); one
+    whose content the store already holds is skipped.  A row whose file has disappeared fails
+    alone.
 
-    Returns a summary: committed, skipped (already there), failed [(name, reason)], store.
+    Returns a summary: committed, skipped (already there), failed [(exposure, reason)], store.
     ``progress(event: dict)`` is called for every finished exposure.
     """
+    parse_scheduler(scheduler)
     manifest = read_manifest(manifest_path)
     group, rows = _rows_for(manifest, group)
     kinds = {r["kind"] for r in rows}
     if len(kinds) > 1:
         raise ValueError("the group mixes uncal and already-calibrated inputs; a store holds one "
                          "kind (bias inputs exist only for uncal)")
-    layout = _layout_of(rows[0], tile, codec, group_chunk)
-    refused = []
-    for r in rows[1:]:
-        bad = layout.mismatches(_layout_of(r, tile, codec))
-        if bad:
-            refused.append(f"{r['name']}: {'; '.join(bad)}")
+    present = [r for r in rows if Path(r["file"]).exists()]
+    if not present:
+        raise FileNotFoundError(f"none of the {len(rows)} accepted input files exists "
+                                f"(first: {rows[0]['file']})")
+    store = RampStore(store_path)
+    if store.exists():
+        store.check_appendable()
+        _store_options(store, tile, codec, group_chunk)
+        lay = store.layout()
+        tile, codec, group_chunk = (lay.tile_y, lay.tile_x), lay.codec, lay.group_chunk
+    tile, codec = tile or (DEFAULT_TILE, DEFAULT_TILE), codec or "none"
+    layout = _layout_of(present[0], tile, codec, group_chunk)
+    refused = [f"{r['name']}: {'; '.join(bad)}" for r in present[1:]
+               if (bad := layout.mismatches(_layout_of(r, tile, codec)))]
     if refused:
         raise StoreError("inputs disagree with each other:\n  " + "\n  ".join(refused))
-    refs = recipe.refkit_files(refkit) if refkit else None
-    store = RampStore(store_path)
     if store.exists():
         bad = store.layout().mismatches(layout)
         if bad:
             raise StoreError(f"inputs disagree with the store {store_path}: {'; '.join(bad)}")
         layout = store.layout()
-    else:
-        Path(store_path).parent.mkdir(parents=True, exist_ok=True)
-        store = RampStore.create(store_path, layout, provenance={
-            "manifest": str(Path(manifest_path).resolve()), "group": group,
-            "steps": list(recipe.DETECTOR1_STEPS),
-            "step_parameters": recipe.STEP_PARAMETERS,
-            "refkit": str(Path(refkit).resolve()) if refkit else "CRDS",
-            "versions": software_versions(),
-        })
+    refs = recipe.refkit_files(refkit) if refkit else None
+    if refs and layout.has_bias:
+        recipe.check_reference_kit(refs, layout)
+    _identify(rows)
+    _refuse_duplicates(rows)
     workdir = str(workdir or tempfile.mkdtemp(prefix="nrsdark_calibrate_"))
     summary = {"store": str(store_path), "group": group, "committed": [], "skipped": [],
                "failed": []}
     need = task_memory(layout)
-    with store.writer():
-        done = set(store.committed())
-        todo = [r for r in rows if r["name"] not in done]
-        summary["skipped"] = [r["name"] for r in rows if r["name"] in done]
-        store.log(event="start", group=group, todo=len(todo), skipped=len(summary["skipped"]),
-                  scheduler=scheduler)
+    with dask_client(scheduler, quiet=progress is None) as client:  # a bad cluster: no store
+        resources = None
+        mem = worker_memory(client)
+        if mem:
+            if need > max(mem):
+                raise StoreError(f"one exposure needs ~{need / 1e9:.1f} GB but the largest worker "
+                                 f"has {max(mem) / 1e9:.1f} GB; use fewer, larger workers")
+            resources = {MEMORY: need}
+        if not store.exists():
+            Path(store_path).parent.mkdir(parents=True, exist_ok=True)
+            store = RampStore.create(store_path, layout, provenance={
+                "manifest": str(Path(manifest_path).resolve()), "group": group,
+                "steps": list(recipe.DETECTOR1_STEPS),
+                "step_parameters": recipe.STEP_PARAMETERS,
+                "refkit": str(Path(refkit).resolve()) if refkit else "CRDS",
+                "versions": software_versions(),
+            })
+        with store.writer():
+            there = store.committed_hashes()
+            todo = [r for r in rows if r.get("sha256") not in there]
+            summary["skipped"] = [there[r["sha256"]] for r in rows if r.get("sha256") in there]
+            store.log(event="start", group=group, todo=len(todo),
+                      skipped=len(summary["skipped"]), scheduler=scheduler)
 
-        def finish(result):
-            if result["status"] == "ok":
-                index = store.commit(result["name"], result["coords"])
-                store.log(event="committed", name=result["name"], index=index,
-                          seconds=result["seconds"], peak_rss_gb=result["peak_rss_gb"])
-                summary["committed"].append(result["name"])
-            else:
-                store.log(event="failed", name=result["name"], reason=result["reason"])
-                summary["failed"].append((result["name"], result["reason"]))
-            if progress:
-                progress(dict(result, done=len(summary["committed"]) + len(summary["failed"]),
-                              total=len(todo)))
+            def finish(result):
+                if result["status"] == "ok":
+                    index = store.commit(result["name"], result["coords"])
+                    store.log(event="committed", name=result["name"], index=index,
+                              seconds=result["seconds"], peak_rss_gb=result["peak_rss_gb"])
+                    summary["committed"].append(result["name"])
+                else:
+                    store.log(event="failed", name=result["name"], reason=result["reason"])
+                    summary["failed"].append((result["name"], result["reason"]))
+                if progress:
+                    progress(dict(result, done=len(summary["committed"]) + len(summary["failed"]),
+                                  total=len(todo)))
 
-        args = (str(store_path), layout, refs, workdir, verbose)
-        with dask_client(scheduler, quiet=progress is None) as client:
+            args = (str(store_path), layout, refs, workdir, verbose)
             if client is None:
                 for r in todo:
                     finish(calibrate_exposure(r, *args))
             else:
                 from distributed import as_completed
 
-                mem = worker_memory(client)
-                resources = None
-                if mem:
-                    if need > max(mem):
-                        raise StoreError(
-                            f"one exposure needs ~{need / 1e9:.1f} GB but the largest worker "
-                            f"has {max(mem) / 1e9:.1f} GB; use fewer, larger workers")
-                    resources = {MEMORY: need}
-                futures = [client.submit(calibrate_exposure, r, *args, key=f"calibrate-{r['name']}",
-                                         resources=resources, pure=False) for r in todo]
+                futures = [client.submit(calibrate_exposure, r, *args,
+                                         key=f"calibrate-{r['exposure']}", resources=resources,
+                                         pure=False) for r in todo]
                 for fut in as_completed(futures):
                     finish(fut.result())
                     fut.release()
-        store.log(event="end", committed=len(summary["committed"]),
-                  failed=len(summary["failed"]))
+            store.log(event="end", committed=len(summary["committed"]),
+                      failed=len(summary["failed"]))
     return summary

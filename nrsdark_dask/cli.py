@@ -1,6 +1,6 @@
 """The ``nrsdark`` command.  Argument parsing only: each subcommand calls one library function.
 
-Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``build``.  Planned (see README):
+Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``build``, ``verify``.  Planned (see README):
 analyze, periods, plan, run, demo.
 """
 
@@ -12,6 +12,47 @@ import time
 
 from . import __version__
 from . import instrument as inst
+
+
+def _tile(text: str) -> tuple[int, int]:
+    """``--tile YxX``: two positive integers."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROWSxCOLUMNS with two positive "
+                                         "integers (e.g. 256x256)")
+    return int(parts[0]), int(parts[1])
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (an integer >= 0)")
+    return int(text)
+
+
+def _kelvin(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a temperature difference in K") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a temperature difference is >= 0 K")
+    return v
+
+
+def _date(text: str) -> str:
+    from astropy.time import Time
+
+    try:
+        Time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date (e.g. 2024-03-01)") from None
+    return text
 
 
 def _simulate(args) -> int:
@@ -39,6 +80,11 @@ def _select(args) -> int:
     from .config import Config
     from .select import groups, select_inputs, write_manifest, yield_table
 
+    if args.start and args.end:
+        from astropy.time import Time
+
+        if Time(args.start) > Time(args.end):
+            raise ValueError(f"--start {args.start} is after --end {args.end}")
     cfg = Config.from_toml(args.config).select
     overrides = {k: v for k, v in (("dt_full_frame", args.dt_full), ("dt_subarray", args.dt_sub))
                  if v is not None}
@@ -74,9 +120,8 @@ def _calibrate(args) -> int:
         print(f"[{ev['done']}/{ev['total']}] {ev['name']} {what}{extra} "
               f"({time.time() - t0:.0f} s)", file=sys.stderr)
 
-    tile = tuple(int(v) for v in args.tile.lower().split("x"))
     summary = calibrate(args.manifest, args.store, refkit=args.refkit, scheduler=args.scheduler,
-                        group=args.group, workdir=args.workdir, tile=tile, codec=args.codec,
+                        group=args.group, workdir=args.workdir, tile=args.tile, codec=args.codec,
                         group_chunk=args.group_chunk,
                         progress=progress, verbose=args.verbose)
     print(f"{args.store}: {len(summary['committed'])} committed, {len(summary['skipped'])} "
@@ -109,6 +154,25 @@ def _build(args) -> int:
     return 0
 
 
+def _verify(args) -> int:
+    from .store import RampStore, StoreError
+
+    store = RampStore(args.store)
+    if not store.exists():
+        raise FileNotFoundError(f"no store at {args.store}")
+    n = len(store.committed())
+    for name in store.unverifiable():
+        print(f"  {name}: no chunk manifest (committed by an older nrsdark_dask; not checked)")
+    problems = store.verify(checksums=not args.quick)
+    for line in problems:
+        print(f"  {line}")
+    what = "sizes" if args.quick else "sizes and checksums"
+    if problems:
+        raise StoreError(f"{args.store}: {len(problems)} problem(s) in {n} exposures ({what})")
+    print(f"{args.store}: {n} exposures, every chunk present with its {what}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nrsdark", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"nrsdark_dask {__version__}")
@@ -124,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--detector", type=str.upper, choices=list(inst.DETECTORS), default="NRS1")
     s.add_argument("--subarray", type=str.upper, choices=list(inst.SUBARRAYS), default="FULL")
     s.add_argument("--ngroups", type=int, default=None, help="default: 88 trad, 200 irs2")
-    s.add_argument("--nexp", type=int, default=4)
+    s.add_argument("--nexp", type=_positive_int, default=4)
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--start", default="2023-07-01", help="first date (ISO)")
     s.add_argument("--end", default="2024-06-30", help="last date (ISO)")
@@ -133,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--artifacts", action="store_true",
                    help="inject report §3 failure cases: mode-switch bias residuals, MSA glow "
                    "on PRISM, persistence")
-    s.add_argument("--workers", type=int, default=1, help="processes (one exposure each)")
+    s.add_argument("--workers", type=_positive_int, default=1,
+                   help="processes (one exposure each)")
     s.add_argument("--no-refkit", action="store_true", help="skip the reference kit")
     s.set_defaults(func=_simulate)
 
@@ -145,11 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "detector])")
     s.add_argument("--exclude", help="exclusion list (ECSV/CSV with file[, reason], or text)")
     s.add_argument("-o", "--output", required=True, help="manifest to write (ECSV)")
-    s.add_argument("--requested", type=int, help="number of darks requested (yield table)")
-    s.add_argument("--start", help="first date to accept (ISO)")
-    s.add_argument("--end", help="last date to accept (ISO, inclusive)")
-    s.add_argument("--dt-full", type=float, help="ASIC dT limit for full frames, K (0.02)")
-    s.add_argument("--dt-sub", type=float, help="ASIC dT limit for subarrays, K (0.13)")
+    s.add_argument("--requested", type=_count, help="number of darks requested (yield table)")
+    s.add_argument("--start", type=_date, help="first date to accept (ISO)")
+    s.add_argument("--end", type=_date, help="last date to accept (ISO, inclusive)")
+    s.add_argument("--dt-full", type=_kelvin, help="ASIC dT limit for full frames, K (0.02)")
+    s.add_argument("--dt-sub", type=_kelvin, help="ASIC dT limit for subarrays, K (0.13)")
     s.add_argument("--accept-no-telemetry", action="store_true",
                    help="accept inputs without telemetry instead of rejecting them")
     s.add_argument("--config", help="TOML file overriding thresholds ([select] section)")
@@ -165,11 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads | local[:N] | tcp://HOST:PORT | sync (default: local)")
     s.add_argument("--group", help="manifest group to calibrate (when there are several)")
     s.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
-    s.add_argument("--tile", default="256x256", help="store chunk tile, YxX (default 256x256)")
-    s.add_argument("--group-chunk", type=int,
+    s.add_argument("--tile", type=_tile,
+                   help="chunk tile of a new store, YxX (default 256x256)")
+    s.add_argument("--group-chunk", type=_positive_int,
                    help="groups per ramp chunk of a new store (default: chunks near 8 MiB)")
-    s.add_argument("--codec", choices=["none", "zstd", "blosc-lz4"], default="none",
-                   help="compression of ramps and rates (DQ is always zstd)")
+    s.add_argument("--codec", choices=["none", "zstd", "blosc-lz4"],
+                   help="compression of a new store's ramps and rates (default none; DQ is "
+                   "always zstd)")
     s.add_argument("--verbose", action="store_true", help="show jwst's INFO log")
     s.set_defaults(func=_calibrate)
 
@@ -179,15 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", required=True)
     s.add_argument("--outdir", required=True)
     s.add_argument("--mask-in", help="input MASK reference file (new hot pixels are added)")
-    s.add_argument("--scheduler", default="threads",
+    s.add_argument("--scheduler", default="threads", choices=["threads", "sync"],
                    help="threads | sync (default: threads)")
-    s.add_argument("--workers", type=int, help="threads (default: one per core)")
+    s.add_argument("--workers", type=_positive_int, help="threads (default: one per core)")
     s.add_argument("--task-memory", default="1GiB",
                    help="memory budget of one ramp-pass task (default 1GiB): sets how many "
                    "groups a task holds")
     s.add_argument("--config", help="TOML file overriding thresholds")
     s.add_argument("--author", default="nrsdark_dask")
     s.set_defaults(func=_build)
+
+    s = sub.add_parser("verify", help="check a store's committed chunks against their manifests",
+                       description="Every chunk file each committed exposure's manifest lists "
+                       "must be there with its size and CRC32C checksum (reads the whole store; "
+                       "--quick: sizes only, as build does before computing).  Exit code 2 "
+                       "when anything is missing or damaged.")
+    s.add_argument("--store", required=True)
+    s.add_argument("--quick", action="store_true", help="sizes only, no checksums")
+    s.set_defaults(func=_verify)
     return p
 
 

@@ -32,33 +32,54 @@ def _total_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def parse_scheduler(scheduler: str) -> tuple[str, int | str | None]:
+    """Check a ``--scheduler`` string before any work: ``("threads"|"sync", None)``,
+    ``("local", N)`` or ``("address", "tcp://HOST:PORT")``; a clear ValueError otherwise."""
+    text = str(scheduler).strip()
+    if text in ("threads", "sync"):
+        return text, None
+    if text == "local" or text.startswith("local:"):
+        n = text.partition(":")[2] or str(os.cpu_count() or 1)
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"bad scheduler {scheduler!r}: local:N needs a worker count N >= 1")
+        return "local", int(n)
+    if text.startswith(("tcp://", "tls://", "ucx://")):
+        host, _, port = text.split("://", 1)[1].rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"bad scheduler address {scheduler!r}: use tcp://HOST:PORT")
+        return "address", text
+    raise ValueError(f"unknown scheduler {scheduler!r}; use threads, local[:N], "
+                     "tcp://HOST:PORT or sync")
+
+
 @contextmanager
-def dask_client(scheduler: str = "local", quiet: bool = False):
-    """Yield a ``distributed.Client`` (or ``None`` for ``sync``)."""
-    if scheduler == "sync":
+def dask_client(scheduler: str = "local", quiet: bool = False, timeout: float = 20.0):
+    """Yield a ``distributed.Client`` (or ``None`` for ``sync``).  An address that does not
+    answer within ``timeout`` seconds is a clear OSError."""
+    kind, arg = parse_scheduler(scheduler)
+    if kind == "sync":
         yield None
         return
     from distributed import Client, LocalCluster
 
-    if scheduler.startswith(("tcp://", "tls://", "ucx://")):
-        client = Client(scheduler)
+    if kind == "address":
+        try:
+            client = Client(arg, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise OSError(f"cannot reach the Dask scheduler at {arg} ({type(exc).__name__}: "
+                          f"{exc})") from None
         cluster = None
-    elif scheduler == "threads":
+    elif kind == "threads":
         cluster = LocalCluster(processes=False, n_workers=1, threads_per_worker=os.cpu_count(),
                                dashboard_address=":0", resources={MEMORY: _total_memory()})
         client = Client(cluster)
-    elif scheduler == "local" or scheduler.startswith("local:"):
-        n = int(scheduler.split(":", 1)[1]) if ":" in scheduler else (os.cpu_count() or 1)
-        if n < 1:
-            raise ValueError(f"bad scheduler {scheduler!r}: need at least one worker")
+    else:
+        n = arg
         per_worker = int(0.9 * _total_memory() / n)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                memory_limit=per_worker, dashboard_address=":0",
                                resources={MEMORY: per_worker})
         client = Client(cluster)
-    else:
-        raise ValueError(f"unknown scheduler {scheduler!r}; use threads, local[:N], "
-                         "tcp://HOST:PORT or sync")
     if not quiet:
         print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
     try:

@@ -11,53 +11,116 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check(section) -> None:
+    """Type and range checks of a section's values (run by every section on creation, so a
+    bad TOML value, or a bad value given in Python, is a one-line error before any work).
+    Each field's allowed range is its ``metadata``: ``min``/``max`` (inclusive), ``above``
+    (exclusive), ``choices``."""
+    hints = typing.get_type_hints(type(section))
+    for f in fields(section):
+        v, kind = getattr(section, f.name), hints[f.name]
+        where = f"[{section.SECTION}] {f.name}"
+        if kind is bool:
+            if not isinstance(v, bool):
+                raise ConfigError(f"{where} must be true or false, not {v!r}")
+        elif kind is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{where} must be a number, not {v!r}")
+            object.__setattr__(section, f.name, float(v))
+        elif kind is str:
+            if not isinstance(v, str):
+                raise ConfigError(f"{where} must be a string, not {v!r}")
+        elif typing.get_origin(kind) is tuple:
+            if not isinstance(v, (tuple, list)) or not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"{where} must be a list of strings, not {v!r}")
+            object.__setattr__(section, f.name, tuple(v))
+        m, v = f.metadata, getattr(section, f.name)
+        if "choices" in m and v not in m["choices"]:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, m['choices']))}, "
+                              f"not {v!r}")
+        if "min" in m and v < m["min"]:
+            raise ConfigError(f"{where} must be >= {m['min']}, not {v!r}")
+        if "max" in m and v > m["max"]:
+            raise ConfigError(f"{where} must be <= {m['max']}, not {v!r}")
+        if "above" in m and not v > m["above"]:
+            raise ConfigError(f"{where} must be > {m['above']}, not {v!r}")
+
+
+def _num(default: float, **limits):
+    return field(default=default, metadata=limits)
+
+
+POSITIVE = {"above": 0.0}
 
 
 @dataclass(frozen=True)
 class SelectConfig:
     """Pre-filter (SPEC §2, report §3)."""
 
-    dt_full_frame: float = 0.02  # K, reject ASIC Tmax - Tmin above this (full frame)
-    dt_subarray: float = 0.13  # K, same for subarrays
-    telemetry_pad_s: float = 600.0  # s of telemetry before and after the exposure in the window
+    SECTION: typing.ClassVar[str] = "select"
+    dt_full_frame: float = _num(0.02, min=0.0)  # K, reject ASIC Tmax - Tmin above (full frame)
+    dt_subarray: float = _num(0.13, min=0.0)  # K, same for subarrays
+    telemetry_pad_s: float = _num(600.0, min=0.0)  # s of telemetry before and after the exposure
     reject_gratings: tuple[str, ...] = ("MIRROR",)  # undispersed light leaks
     reject_gratings_full_frame: tuple[str, ...] = ("PRISM",)  # MSA glow
     accept_without_telemetry: bool = False  # an input with no telemetry is flagged, not guessed
+
+    __post_init__ = _check
 
 
 @dataclass(frozen=True)
 class BiasConfig:
     """Superbias (SPEC §3, report §4.1.1)."""
 
-    unreliable_sigma: float = 5.0
+    SECTION: typing.ClassVar[str] = "bias"
+    unreliable_sigma: float = _num(5.0, **POSITIVE)
+
+    __post_init__ = _check
 
 
 @dataclass(frozen=True)
 class DarkConfig:
     """Average dark and flags (SPEC §6-§7, report §4.1.3-4)."""
 
-    clip_sigma: float = 3.0
-    rc_group1_sigma: float = 10.0
-    rc_next_groups: str = "any"  # "any" or "all" of groups 2-3 JUMP_DET/unusable (see kernels)
-    rc_ipc_fraction: float = 0.02  # a neighbour below this fraction is IPC, not a shared CR
-    rtn_sigma: float = 5.0
-    neg_jump_sigma: float = 3.0  # a negative jump drops by > this x the CDS scatter (ingest)
-    rtn_rule: str = "st"  # "st" (report) or "esa" (N > (1-0.9973)*(Ngroups-1)*4)
-    badref_sigma: float = 4.0
-    hot_rate: float = 1.0  # DN/s
-    unreliable_err_sigma: float = 3.0
+    SECTION: typing.ClassVar[str] = "dark"
+    clip_sigma: float = _num(3.0, **POSITIVE)
+    rc_group1_sigma: float = _num(10.0, **POSITIVE)
+    # "any" or "all" of groups 2-3 JUMP_DET/unusable (see kernels.flags.rc_candidates)
+    rc_next_groups: str = field(default="any", metadata={"choices": ("any", "all")})
+    # a neighbour below this fraction of the candidate's excess is IPC, not a shared CR
+    rc_ipc_fraction: float = _num(0.02, min=0.0, max=1.0)
+    rtn_sigma: float = _num(5.0, **POSITIVE)
+    neg_jump_sigma: float = _num(3.0, **POSITIVE)  # a negative jump drops by > this x CDS (ingest)
+    # "st" (report) or "esa" (N > (1-0.9973)*(Ngroups-1)*4)
+    rtn_rule: str = field(default="st", metadata={"choices": ("st", "esa")})
+    badref_sigma: float = _num(4.0, **POSITIVE)
+    hot_rate: float = _num(1.0, **POSITIVE)  # DN/s
+    unreliable_err_sigma: float = _num(3.0, **POSITIVE)
+
+    __post_init__ = _check
 
 
 @dataclass(frozen=True)
 class DeliveryConfig:
     """Delivery criterion (SPEC §8, report §4.2)."""
 
-    snr_trad: float = 2.5
-    snr_irs2: float = 5.0
-    snr_clip_sigma: float = 3.0
+    SECTION: typing.ClassVar[str] = "delivery"
+    snr_trad: float = _num(2.5, **POSITIVE)
+    snr_irs2: float = _num(5.0, **POSITIVE)
+    snr_clip_sigma: float = _num(3.0, **POSITIVE)
+
+    __post_init__ = _check
 
 
 @dataclass(frozen=True)
@@ -71,19 +134,29 @@ class Config:
     def from_toml(cls, path: str | Path | None) -> Config:
         if path is None:
             return cls()
-        data = tomllib.loads(Path(path).read_text())
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"configuration file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
         cfg = cls()
         sections = {f.name: f for f in fields(cls)}
         for name, values in data.items():
             if name not in sections:
-                raise ValueError(f"{path}: unknown section [{name}]; known: {', '.join(sections)}")
+                raise ConfigError(f"{path}: unknown section [{name}]; known: {', '.join(sections)}")
             sub = getattr(cfg, name)
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: [{name}] must be a table of key = value")
             known = {f.name: f for f in fields(sub)}
             bad = set(values) - set(known)
             if bad:
-                raise ValueError(f"{path}: unknown keys in [{name}]: {', '.join(sorted(bad))}")
-            values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-            cfg = replace(cfg, **{name: replace(sub, **values)})
+                raise ConfigError(f"{path}: unknown keys in [{name}]: {', '.join(sorted(bad))}")
+            try:
+                cfg = replace(cfg, **{name: replace(sub, **values)})
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
         return cfg
 
     def as_dict(self) -> dict:

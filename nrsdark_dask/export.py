@@ -14,7 +14,10 @@ Files have no ASDF extension; stdatamodels and jwst read FITS keywords directly.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
+import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,13 +94,67 @@ def _meta(model, p: Products, reftype: str, descrip: str, author: str, history: 
         model.add_history_entry(line)
 
 
-def _history(p: Products, versions: dict) -> list[str]:
+def _history(p: Products, versions: dict, notes=()) -> list[str]:
     out = [f"Made by nrsdark_dask {__version__} from {len(p.exposures)} calibrated dark "
            f"exposures ({p.layout.detector} {p.layout.readpatt} {p.layout.subarray}), following "
            "JWST-STScI-009226 (nrs_bias_dark)."]
     out += [f"Input: {name}" for name in p.exposures]
+    out += list(notes)
     out += ["Software: " + ", ".join(f"{k} {v}" for k, v in versions.items())]
     return out
+
+
+def check_writable(outdir) -> Path:
+    """Create ``outdir`` if needed and prove it takes a file, before any computing; remove
+    ``.part`` files that builds on this host left when they were killed (their process is
+    gone)."""
+    outdir = Path(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        probe = outdir / f".nrsdark-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"cannot write reference files into {outdir} ({exc.strerror or exc})") \
+            from None
+    host = socket.gethostname()
+    for part in outdir.glob(f"nrsdark_*.fits.{host}-*.part"):
+        pid = part.name.rsplit("-", 1)[-1].removesuffix(".part")
+        if pid.isdigit() and not _alive(int(pid)):
+            part.unlink(missing_ok=True)
+    return outdir
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _publish(parts: dict[str, Path], names) -> dict[str, Path]:
+    """Rename the validated ``.part`` files to the first free set of final names (``names(k)``
+    for k = 1, 2, ...: the build's stamp, then ``_2``, ``_3``... when a build of the same
+    second got there first), never replacing a file: each is hard-linked to its name (which
+    fails if the name exists), then the ``.part`` is removed."""
+    for k in range(1, 1000):
+        final = names(k)
+        done = {}
+        try:
+            for reftype, part in parts.items():
+                _link_new(part, final[reftype])
+                done[reftype] = final[reftype]
+        except FileExistsError:
+            for path in done.values():
+                path.unlink()
+            continue
+        for part in parts.values():
+            part.unlink()
+        return final
+    raise FileExistsError(f"no free file name for {next(iter(names(1).values()))}")
 
 
 def _template_headers(model, tmpdir) -> tuple[list[fits.Header], list[fits.BinTableHDU]]:
@@ -142,6 +199,16 @@ def _presize(path: Path, primary: fits.Header, images: list[tuple[fits.Header, t
             f.seek(offset + padded - 1)
             f.write(b"\0")
             regions[hdr["EXTNAME"]] = FitsRegion(str(path), offset, tuple(shape), disk, bzero)
+        f.flush()
+        try:  # the disk space now, not a SIGBUS in a memory-mapped write later
+            os.posix_fallocate(f.fileno(), 0, f.tell())
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(errno.ENOSPC, f"not enough disk space for {path.name} in "
+                          f"{path.parent}: it needs {f.tell() / 1e9:.2f} GB, "
+                          f"{free / 1e9:.2f} GB are free") from None
     if tables:  # DQ_DEF: astropy appends after the (still empty) data areas
         with fits.open(path, mode="append") as hdul:
             for t in tables:
@@ -170,25 +237,48 @@ def _models(p: Products, author: str, history: list[str]) -> dict:
     return models
 
 
+def _stamp() -> str:
+    """The UTC second of the build, in the file names."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+
+
+def _link_new(src: Path, dst: Path) -> None:
+    """Give ``src`` the name ``dst`` unless ``dst`` exists (FileExistsError): a hard link, or
+    where the filesystem has none, an exclusive reservation of ``dst`` replaced by ``src``."""
+    try:
+        os.link(src, dst)
+        return
+    except FileExistsError:
+        raise
+    except OSError:
+        pass
+    os.close(os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    shutil.copyfile(src, dst)
+
+
 def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
-                          versions: dict | None = None, also=None):
+                          versions: dict | None = None, also=None, notes=()):
     """Write SUPERBIAS (if the store has bias inputs), DARK and MASK into ``outdir``; each
     file holds the products the product table places in it, in table order.
 
     Every array is computed and written tile by tile in one ``dask.compute``, together with
     ``also`` (e.g. the statistics), so shared pieces are computed once.  Returns
-    ``({reftype: path}, computed also)``.  Files are written as ``.part`` and renamed once
-    complete and valid; on any failure (or Ctrl-C) the ``.part`` files are removed.
+    ``({reftype: path}, computed also)``.  Names are
+    ``nrsdark_<det>_<readpatt>_<subarray>_<reftype>_<UTC stamp>[_k].fits``; an existing file
+    is never replaced.  Files are written as ``<name>.<host>-<pid>.part`` and renamed once
+    complete and valid; on any failure (or Ctrl-C) the ``.part`` files are removed, and a
+    later build removes those of a killed one.  ``notes``: extra HISTORY lines.
     """
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = check_writable(outdir)
     lay = p.layout
     tag = f"{lay.detector.lower()}_{lay.readpatt.lower()}_{lay.subarray.lower()}"
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    sources, targets, files, parts = [], [], {}, {}
+    stamp = _stamp()
+    owner = f"{socket.gethostname()}-{os.getpid()}"
+    history = _history(p, versions or {}, notes)
+    sources, targets, parts = [], [], {}
     try:
         with tempfile.TemporaryDirectory() as tmpdir:
-            for reftype, model in _models(p, author, _history(p, versions or {})).items():
+            for reftype, model in _models(p, author, history).items():
                 headers, tables = _template_headers(model, tmpdir)
                 model.close()
                 by_name = {h.get("EXTNAME", "PRIMARY"): h for h in headers}
@@ -199,18 +289,19 @@ def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
                     hdr = by_name.get(name, fits.Header()).copy()
                     hdr["EXTNAME"] = name
                     images.append((hdr, arr.shape, arr.dtype))
-                path = outdir / f"nrsdark_{tag}_{reftype}_{stamp}.fits"
-                part = path.with_name(path.name + ".part")
-                files[reftype], parts[reftype] = path, part
+                part = outdir / f"nrsdark_{tag}_{reftype}_{stamp}.fits.{owner}.part"
+                parts[reftype] = part
                 regions = _presize(part, by_name["PRIMARY"], images, tables)
                 for name, arr in arrays:
                     sources.append(arr)
                     targets.append(regions[name])
         stored = da.store(sources, targets, lock=False, compute=False)
         _, computed = dask.compute(stored, also)  # on the scheduler the caller configured
-        for reftype, path in files.items():
-            validate(parts[reftype], reftype)
-            os.replace(parts[reftype], path)
+        for reftype, part in parts.items():
+            validate(part, reftype)
+        files = _publish(parts, lambda k: {
+            r: outdir / f"nrsdark_{tag}_{r}_{stamp}{'' if k == 1 else f'_{k}'}.fits"
+            for r in parts})
     except BaseException:
         for part in parts.values():
             part.unlink(missing_ok=True)

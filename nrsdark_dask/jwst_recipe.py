@@ -100,6 +100,66 @@ def refkit_files(refkit_dir) -> dict[str, str]:
     return out
 
 
+REQUIRED_TYPES = ("mask", "saturation", "superbias", "linearity", "gain", "readnoise")
+"""Reference types the recipe needs offline (IRS2 also ``refpix``)."""
+ANY_VALUES = ("", "ANY", "N/A", "GENERIC")
+
+
+def reference_mismatches(path, reftype: str, layout) -> list[str]:
+    """Why the reference file ``path`` cannot serve as ``reftype`` for data of ``layout``
+    (a :class:`nrsdark_dask.store.StoreLayout`); empty when it can.  jwst's own selection
+    rules are the model: REFTYPE must be the type, INSTRUME NIRSPEC, DETECTOR the data's;
+    READPATT (or the P_READPA list) ANY or naming the data's pattern; and the file's region
+    (SUBSTRT/SUBSIZE, else its array shape as a full frame) must contain the data's, as
+    ``reffile_utils`` cuts a larger file to the subarray.  IRS2 files keep SUBSIZE2 = 2048 on
+    3200 raw rows."""
+    from astropy.io import fits
+
+    name = Path(path).name
+    try:
+        h = fits.getheader(path, 0)
+    except Exception as exc:  # noqa: BLE001 - unreadable is a reason
+        return [f"{name}: unreadable ({type(exc).__name__}: {exc})"]
+    out = []
+    got = str(h.get("REFTYPE", "")).upper()
+    if got != reftype.upper():
+        out.append(f"{name}: REFTYPE {got or 'missing'}, expected {reftype.upper()}")
+    if str(h.get("INSTRUME", "NIRSPEC")).upper() != "NIRSPEC":
+        out.append(f"{name}: INSTRUME {h.get('INSTRUME')}, not NIRSPEC")
+    det = str(h.get("DETECTOR", "")).upper()
+    if det not in ANY_VALUES and det != layout.detector:
+        out.append(f"{name}: DETECTOR {det}, the data are {layout.detector}")
+    patterns = {p.strip().upper() for p in str(h.get("P_READPA", "")).split("|") if p.strip()}
+    patterns |= {str(h.get("READPATT", "")).strip().upper()}
+    patterns -= set(ANY_VALUES)
+    if patterns and layout.readpatt not in patterns:
+        out.append(f"{name}: READPATT {'|'.join(sorted(patterns))}, the data are "
+                   f"{layout.readpatt}")
+    if "SUBSIZE1" in h and "SUBSIZE2" in h:
+        x0, y0 = int(h.get("SUBSTRT1", 1)), int(h.get("SUBSTRT2", 1))
+        nx, ny = int(h["SUBSIZE1"]), int(h["SUBSIZE2"])
+    else:
+        x0 = y0 = 1
+        nx = ny = inst.FULL_SIZE
+    if not (x0 <= layout.xstart and y0 <= layout.ystart
+            and x0 + nx >= layout.xstart + layout.nx and y0 + ny >= layout.ystart + layout.ny):
+        out.append(f"{name}: covers x {x0}-{x0 + nx - 1}, y {y0}-{y0 + ny - 1} "
+                   f"({h.get('SUBARRAY', '?')}), not the data's x {layout.xstart}-"
+                   f"{layout.xstart + layout.nx - 1}, y {layout.ystart}-"
+                   f"{layout.ystart + layout.ny - 1} ({layout.subarray})")
+    return out
+
+
+def check_reference_kit(refs: dict[str, str], layout) -> None:
+    """Refuse a kit that does not fit the data (see :func:`reference_mismatches`), before any
+    exposure is calibrated: a kit of another detector, pattern or region, or a file under
+    the wrong type's name."""
+    problems = [m for reftype, path in sorted(refs.items()) for m in
+                reference_mismatches(path, reftype, layout)]
+    if problems:
+        raise ValueError("the reference kit does not fit the data:\n  " + "\n  ".join(problems))
+
+
 def cleared_mask(mask_path: str, workdir) -> str:
     """Copy of a MASK reference with HOT and WARM cleared (report §4.1.2), plus the DO_NOT_USE
     that came only with them; cached in ``workdir`` by the source's name and mtime.  Safe when
@@ -269,8 +329,7 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
 
     refs = dict(refs or {})
     if env["mode"] == "offline":
-        needed = {"mask", "saturation", "superbias", "linearity", "gain", "readnoise"}
-        missing = needed - set(refs)
+        missing = set(REQUIRED_TYPES) - set(refs)
         if missing:
             raise RuntimeError(
                 f"offline (no CRDS_SERVER_URL) and no local reference file for: "

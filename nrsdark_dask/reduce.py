@@ -347,7 +347,7 @@ def _store_stack(ds: xr.Dataset, var: str, chunks2) -> da.Array:
     path = Path(ds.encoding["nrsdark_store"]) / var
     name = f"read-{var.replace('_', '-')}-{dask.base.tokenize(v.data.name, chunks2)}"
     ys, xs = np.cumsum((0,) + tuple(chunks2[0])), np.cumsum((0,) + tuple(chunks2[1]))
-    middle = (slice(0, v.shape[0]),) + (slice(None),) * (v.ndim - 3)  # committed exposures
+    middle = (ds.encoding["nrsdark_positions"],) + (slice(None),) * (v.ndim - 3)
     zeros = (0,) * (v.ndim - 2)
     dsk = {(name,) + zeros + (i, j): (read_block, path, middle + (
         slice(int(ys[i]), int(ys[i + 1])), slice(int(xs[j]), int(xs[j + 1]))))
@@ -361,7 +361,7 @@ def _is_pristine(ds: xr.Dataset) -> bool:
     """The dataset is the store as opened (not loaded, rechunked or selected): the ramp pass
     may read the store's chunks itself."""
     return ("nrsdark_store" in ds.encoding and hasattr(ds.ramp.data, "name")
-            and ds.ramp.data.name.startswith("open_dataset-"))
+            and ds.ramp.data.name == ds.encoding.get("nrsdark_ramp"))
 
 
 def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
@@ -405,9 +405,9 @@ def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
         for yi, y0 in enumerate(y_starts):
             for xi, x0 in enumerate(x_starts):
                 if pristine:
-                    # exposures 0..E-1: the ones the dataset's (consolidated) metadata
-                    # commits, never one a concurrent calibrate is adding
-                    idx = (slice(0, ramp.shape[0]), slice(int(g0), g1),
+                    # the dataset's exposures, in its order (by date), never one a
+                    # concurrent calibrate is adding
+                    idx = (ds.encoding["nrsdark_positions"], slice(int(g0), g1),
                            slice(int(y0), int(y0 + ych[yi])), slice(int(x0), int(x0 + xch[xi])))
                     rk, qk = StoreBlock(path, "ramp", idx), StoreBlock(path, "groupdq", idx)
                 else:

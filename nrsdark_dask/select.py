@@ -12,7 +12,12 @@ Rules, each giving a human-readable reason (all that apply are joined with "; ")
   that);
 * listed in the user's exclusion file -> rejected with the reason given there;
 * outside the ``start``/``end`` date window -> rejected;
-* already-calibrated inputs (``*_ramp.fits`` / ``*_jump.fits``) need their ``*_rate.fits``.
+* already-calibrated inputs (``*_ramp.fits`` / ``*_jump.fits``) need their ``*_rate.fits``;
+* a file shorter than its headers say -> rejected (truncated);
+* the same content as an earlier input (SHA-256, column ``sha256``) -> rejected as a
+  duplicate: an exposure's identity is its file name and content hash
+  (:func:`nrsdark_dask.store.exposure_id`), so two different files of one name are both
+  kept and the same file found twice is taken once.
 
 Every readable input gets a ``group``: ``DETECTOR_FAMILY_SUBARRAY_READPATT_G<ngroups>``.  One
 store (and one reference file) takes one group; inputs that differ in detector, readout family,
@@ -26,6 +31,7 @@ T-filtered (observed with telemetry and dT within the threshold) as % of request
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,6 +43,7 @@ from astropy.time import Time
 from . import __version__
 from . import instrument as inst
 from .config import SelectConfig
+from .store import file_sha256
 
 UNCAL_SUFFIX = "_uncal.fits"
 CALIBRATED_SUFFIXES = ("_jump.fits", "_ramp.fits")
@@ -47,8 +54,9 @@ COLUMNS = [
     ("readpatt", str), ("family", str), ("subarray", str), ("grating", str),
     ("date", str), ("date_end", str), ("ngroups", int), ("asic_tmin", float),
     ("asic_tmax", float), ("asic_dt", float), ("asic_nsamples", int), ("group", str),
-    ("accepted", bool), ("reason", str),
+    ("accepted", bool), ("reason", str), ("sha256", str),
 ]
+OPTIONAL_COLUMNS = ("sha256",)  # manifests written before content identity lack it
 
 
 def discover(inputs) -> list[Path]:
@@ -121,8 +129,11 @@ def _header_row(path: Path) -> tuple[dict, list[str]]:
     row["kind"] = "uncal" if path.name.endswith(UNCAL_SUFFIX) else "ramp"
     try:
         h = fits.getheader(path, 0)
+        short = truncation(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a reason, not a crash
         return row, [f"unreadable FITS file ({type(exc).__name__}: {exc})"]
+    if short:
+        return row, [short]
     reasons = []
     instrume, exp_type = h.get("INSTRUME", ""), h.get("EXP_TYPE", "")
     if instrume != "NIRSPEC" or exp_type not in DARK_EXP_TYPES:
@@ -154,6 +165,26 @@ def _header_row(path: Path) -> tuple[dict, list[str]]:
     return row, reasons
 
 
+def truncation(path) -> str:
+    """Why a FITS file is shorter than its headers say ("" when it is whole): each HDU's data
+    must end inside the file (the FITS size rule, BITPIX x GCOUNT x (PCOUNT + NAXIS1 x ...);
+    missing end padding alone is tolerated)."""
+    size = Path(path).stat().st_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy's own "may have been truncated"
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            for i, hdu in enumerate(hdul):
+                h = hdu.header
+                naxis = h.get("NAXIS", 0)
+                n = int(np.prod([h.get(f"NAXIS{k}", 0) for k in range(1, naxis + 1)]))
+                nbytes = abs(h["BITPIX"]) // 8 * h.get("GCOUNT", 1) * (h.get("PCOUNT", 0) + n)
+                end = hdul.fileinfo(i)["datLoc"] + (nbytes if naxis else 0)
+                if end > size:
+                    return (f"truncated file: {hdu.name or f'HDU {i}'} data end at byte {end}, "
+                            f"the file has {size}")
+    return ""
+
+
 def select_inputs(inputs, telemetry=None, exclude=None, cfg: SelectConfig | None = None,
                   start: str | None = None, end: str | None = None) -> Table:
     """Build the manifest (an astropy Table, one row per input; see module docstring)."""
@@ -164,7 +195,7 @@ def select_inputs(inputs, telemetry=None, exclude=None, cfg: SelectConfig | None
     t_start = Time(start).mjd if start else -np.inf
     t_end = Time(end).mjd + 1 if end else np.inf  # an end date includes that whole day
     pad = cfg.telemetry_pad_s / 86400.0
-    rows = []
+    rows, first_of = [], {}
     for path in files:
         row, reasons = _header_row(path)
         if row["group"]:
@@ -194,6 +225,12 @@ def select_inputs(inputs, telemetry=None, exclude=None, cfg: SelectConfig | None
                 reasons.append("no ASIC telemetry for the exposure (flagged, not guessed)")
         if row["name"] in excl:
             reasons.append(f"excluded by user: {excl[row['name']]}")
+        if row["group"]:  # readable: its content is its identity (see store.exposure_id)
+            row["sha256"] = file_sha256(path)
+            if row["sha256"] in first_of:
+                reasons.append(f"same content as {first_of[row['sha256']]} (a duplicate; "
+                               "taken once)")
+            first_of.setdefault(row["sha256"], row["file"])
         row["accepted"] = not reasons
         row["reason"] = "; ".join(reasons)
         rows.append(row)
@@ -266,7 +303,7 @@ def read_manifest(path) -> Table:
     if not path.exists():
         raise FileNotFoundError(f"manifest {path} does not exist")
     tab = Table.read(path, format="ascii.ecsv")
-    missing = {c for c, _ in COLUMNS} - set(tab.colnames)
+    missing = {c for c, _ in COLUMNS} - set(tab.colnames) - set(OPTIONAL_COLUMNS)
     if missing:
         raise ValueError(f"{path} is not an nrsdark manifest (missing {', '.join(sorted(missing))})")
     return tab

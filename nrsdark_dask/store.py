@@ -51,16 +51,25 @@ compress by only 8-9 % (zstd or blosc-lz4 + bitshuffle) while reading slows by 2
 ramps, rates and bias groups are stored uncompressed by default (``codec="none"``); the DQ
 arrays, almost all zeros, always use zstd (about 100 x smaller).
 
+Exposure identity: ``<input file name>@<first 12 hex digits of its SHA-256>``
+(:func:`exposure_id`; the full hash is the ``input_sha256`` coordinate), so two different
+files of one name are two exposures and the same file twice is one.
+
 Commit protocol (nothing half-written is ever visible):
 
-1. a worker writes its exposure into ``_staging/<name>/`` (same arrays, exposure length 1);
-2. the driver (one process, holding ``.nrsdark.lock``) resizes the main arrays to n + 1,
-   moves the staged chunk directories ``<var>/c/0`` to ``<var>/c/<n>`` (one rename each),
-   writes the per-exposure coordinates, and then
+1. a worker writes its exposure into ``_staging/<exposure>/`` (same arrays, exposure length
+   1) and a list of its chunk files with their sizes and CRC32C (``CHUNKS.json``);
+2. the driver (one process, holding the ``flock`` of ``.nrsdark.lock``) moves that list to
+   ``nrsdark_chunks/<n>.json``, resizes the main arrays to n + 1, moves the staged chunk
+   directories ``<var>/c/0`` to ``<var>/c/<n>`` (one rename each), writes the per-exposure
+   coordinates, and then
 3. rewrites the consolidated metadata (root ``zarr.json``, an atomic file replace).  That
    rewrite is the commit: readers (xarray uses the consolidated metadata) see n + 1 exposures
    only from then on.  A run killed anywhere leaves a store that opens with whole exposures;
-   :meth:`RampStore.open_for_writing` trims any uncommitted tail and clears the staging area.
+   :meth:`RampStore.writer` trims any uncommitted tail (arrays, chunks, manifests) and clears
+   the staging area.  :meth:`RampStore.verify` checks committed chunks against the manifests.
+
+A new store is built as ``.<name>.tmp-<pid>`` beside its final name and renamed when whole.
 
 Only local-filesystem stores are supported for writing (the chunk move is a rename); reading
 works wherever zarr reads.
@@ -69,6 +78,8 @@ works wherever zarr reads.
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -86,9 +97,11 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from . import __version__
 from . import instrument as inst
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)  # schema 1: no group chunking, no group1/rc_next/first_jump
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)  # 1: no group chunking, no group1/rc_next/first_jump;
+# 2: exposures named by file name, no chunk manifests (read and built, not appended to)
 STAGING = "_staging"
+CHUNKS = "nrsdark_chunks"  # <index>.json per committed exposure: its chunk files, sizes, CRC32C
 LOCK = ".nrsdark.lock"
 LOG = "nrsdark_log.jsonl"
 DEFAULT_TILE = 256
@@ -160,7 +173,8 @@ VARIABLES = {
 
 # per-exposure coordinates: name: (dtype, attrs)
 EXPOSURE_COORDS = {
-    "exposure": (str, {"long_name": "input file name"}),
+    "exposure": (str, {"long_name": "exposure identity: input file name @ the first 12 hex "
+                            "digits of its SHA-256"}),
     "date": ("float64", {"units": "seconds since 1970-01-01T00:00:00",
                          "calendar": "proleptic_gregorian", "long_name": "exposure start (UTC)"}),
     "grating": (str, {}),
@@ -180,6 +194,7 @@ EXPOSURE_COORDS = {
     "ngroups": ("int32", {}),
     "input_kind": (str, {"long_name": "uncal (calibrated here) or ramp (calibrated elsewhere)"}),
     "input_file": (str, {}),
+    "input_sha256": (str, {"long_name": "SHA-256 of the input file"}),
     "jwst_version": (str, {}),
     "crds_context": (str, {}),
     "references": (str, {"long_name": "reference files used (JSON)"}),
@@ -221,6 +236,7 @@ class StoreLayout:
         pattern = inst.get_read_pattern(h["READPATT"])
         ny, nx = int(h["SUBSIZE2"]), int(h["SUBSIZE1"])
         _codec(codec)
+        check_chunking(tile, group_chunk)
         return cls(
             detector=h["DETECTOR"], family=pattern.family, readpatt=pattern.name,
             subarray=h["SUBARRAY"], ngroups=int(h["NGROUPS"]), ny=ny, nx=nx,
@@ -269,6 +285,50 @@ class StoreLayout:
         return inst.group_times(inst.get_read_pattern(self.readpatt), self.tframe, self.ngroups)
 
 
+def exposure_id(name: str, sha256: str) -> str:
+    """An exposure's identity in a store: the input file name and its content hash, so two
+    different files of one name are two exposures and the same file twice is one."""
+    return f"{name}@{sha256[:12]}"
+
+
+def file_sha256(path, block: int = 8 << 20) -> str:
+    """SHA-256 of a file, read in 8 MiB blocks (~1.5 GB/s here; hashlib releases the GIL)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        buf = bytearray(block)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def _crc32c(path: Path) -> int:
+    import google_crc32c
+
+    return int(google_crc32c.value(path.read_bytes()))
+
+
+def _chunk_files(array_dir: Path, index: int) -> dict[str, Path]:
+    """The chunk files of exposure ``index`` of one array, by path below ``c/<index>/``."""
+    root = array_dir / "c" / str(index)
+    if not root.is_dir():
+        return {}
+    return {str(f.relative_to(root)): f for f in root.rglob("*") if f.is_file()}
+
+
+def check_chunking(tile, group_chunk=None) -> None:
+    """A tile is two positive integers (rows, columns); a group chunk a positive integer."""
+    if (not isinstance(tile, (tuple, list)) or len(tile) != 2
+            or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t > 0
+                       for t in tile)):
+        raise ValueError(f"a tile is two positive integers (rows x columns), not {tile!r}")
+    if group_chunk is not None and (not isinstance(group_chunk, (int, np.integer))
+                                    or isinstance(group_chunk, bool) or group_chunk < 1):
+        raise ValueError(f"groups per chunk must be a positive integer, not {group_chunk!r}")
+
+
 def default_group_chunk(ngroups: int, tile_pixels: int) -> int:
     """Groups per ramp chunk: as even a split of the ramp as keeps a chunk near 8 MiB (30 of
     88 groups on 256 x 256 tiles), so a build can hold a group block of every exposure of a
@@ -304,9 +364,21 @@ def write_staging(store_path, name: str, layout: StoreLayout, data: dict) -> Pat
     a lazy array-like with ``shape`` and basic-slice ``__getitem__`` (``jwst_recipe.MappedArray``:
     only the block being written is then in memory).  A block is converted to the store's dtype
     only when its dtype differs (e.g. big-endian FITS data)."""
+    path = Path(store_path) / STAGING / name
+    try:
+        return _write_staging(path, name, layout, data)
+    except OSError as exc:
+        free = shutil.disk_usage(store_path).free
+        if exc.errno == errno.ENOSPC or free < 64 << 20:
+            shutil.rmtree(path, ignore_errors=True)
+            raise OSError(errno.ENOSPC, f"no space left on the store's disk ({free / 1e6:.0f} MB "
+                          f"free in {store_path}) while writing {name}") from None
+        raise
+
+
+def _write_staging(path: Path, name: str, layout: StoreLayout, data: dict) -> Path:
     import itertools
 
-    path = Path(store_path) / STAGING / name
     if path.exists():
         shutil.rmtree(path)
     g = zarr.open_group(path, mode="w", zarr_format=3)
@@ -325,6 +397,10 @@ def write_staging(store_path, name: str, layout: StoreLayout, data: dict) -> Pat
             block = tuple(slice(i, min(i + c, n)) for i, c, n in zip(first, chunks, expected))
             block += (slice(None),)
             arr[(0,) + block] = np.asarray(value[block]).astype(arr.dtype, copy=False)
+    chunks = {var: {rel: [f.stat().st_size, _crc32c(f)]
+                    for rel, f in _chunk_files(path / var, 0).items()}
+              for var in layout.variables()}
+    (path / "CHUNKS.json").write_text(json.dumps(chunks))
     (path / "COMPLETE").write_text("ok\n")
     return path
 
@@ -363,6 +439,19 @@ class RampStore:
         path = Path(path)
         if path.exists():
             raise FileExistsError(f"{path} already exists")
+        # built beside its final name and renamed when whole: a failure leaves nothing
+        final, path = path, path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            cls._create(path, layout, provenance)
+            os.rename(path, final)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        return cls(final)
+
+    @staticmethod
+    def _create(path: Path, layout: StoreLayout, provenance: dict) -> None:
         g = zarr.open_group(path, mode="w-", zarr_format=3)
         g.attrs.update({
             "title": "nrsdark_dask calibrated dark ramps",
@@ -401,36 +490,43 @@ class RampStore:
             a[:] = values
             a.attrs.update(attrs)
         _consolidate(path)
-        return cls(path)
 
     @contextmanager
     def writer(self):
-        """Exclusive write access for this process (a lock file with pid and host); a stale
-        lock of a dead process on this host is taken over.  Repairs the store on entry."""
+        """Exclusive write access for this process: an OS lock (``flock``) on ``.nrsdark.lock``,
+        which dies with its process (no stale lock to take over, no race between two takers);
+        the file names the holder (pid, host) for the refusal message.  Repairs the store on
+        entry.  On NFS, ``flock`` needs NFSv4 (Linux emulates it with byte-range locks)."""
         lock = self.path / LOCK
         me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, json.dumps(me).encode())
-                os.close(fd)
-                break
-            except FileExistsError:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
                 try:
-                    other = json.loads(lock.read_text())
-                except (OSError, ValueError):
+                    other = json.loads(os.read(fd, 4096) or b"{}")
+                except ValueError:
                     other = {}
-                if other.get("host") == me["host"] and not _pid_alive(other.get("pid", -1)):
-                    lock.unlink(missing_ok=True)
-                    continue
-                raise StoreError(f"{self.path} is being written by {other} (remove {lock} if "
-                                 "that process is gone)") from None
+                os.close(fd)
+                raise StoreError(f"{self.path} is being written by {other or 'another process'}"
+                                 " (it holds the store's lock)") from None
+            try:  # the file we locked must still be the lock (a releaser unlinks it)
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(me).encode())
         try:
             self._repair()
             yield self
         finally:
             shutil.rmtree(self.path / STAGING, ignore_errors=True)
-            lock.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)  # while still holding it: see the inode check above
+            os.close(fd)
 
     def _repair(self):
         """Trim arrays to the committed length and drop staged exposures (after a kill)."""
@@ -443,7 +539,66 @@ class RampStore:
                     and arr.shape[0] != n:
                 arr.resize((n,) + arr.shape[1:])
                 _remove_chunks_from(self.path / name, n)
+        for f in (self.path / CHUNKS).glob("*.json"):
+            if f.stem.isdigit() and int(f.stem) >= n:
+                f.unlink()
         shutil.rmtree(self.path / STAGING, ignore_errors=True)
+
+    def check_appendable(self) -> None:
+        """Only stores of this schema take new exposures (older ones name exposures by file
+        name alone and have no chunk manifests); they are still read and built."""
+        with _quiet_zarr():
+            schema = zarr.open_group(self.path, mode="r", use_consolidated=True).attrs.get(
+                "nrsdark_schema")
+        if schema != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was made by an older nrsdark_dask (store schema "
+                             f"{schema}, now {SCHEMA_VERSION}); it can still be built, but new "
+                             "exposures go into a new store")
+
+    def committed_hashes(self) -> dict[str, str]:
+        """``{input SHA-256: exposure}`` of the committed exposures."""
+        with _quiet_zarr():
+            g = zarr.open_group(self.path, mode="r", use_consolidated=True)
+            if "input_sha256" not in g:
+                return {}
+            return {str(h): str(e) for h, e in zip(g["input_sha256"][:], g["exposure"][:])}
+
+    def unverifiable(self, exposures=None) -> list[str]:
+        """Committed exposures without a chunk manifest (committed by an older nrsdark_dask):
+        :meth:`verify` cannot check them."""
+        names = self.committed()
+        return [names[i] for i in (range(len(names)) if exposures is None else exposures)
+                if not (self.path / CHUNKS / f"{i}.json").exists()]
+
+    def verify(self, exposures=None, checksums: bool = False) -> list[str]:
+        """Problems with the committed exposures' chunks (an empty list: all there): every
+        chunk file the exposure's manifest lists must exist with its size (and, with
+        ``checksums``, its CRC32C: a full read of the exposure); no other chunk file may sit
+        in its place.  ``exposures``: store indices (default: all).  Cost without checksums:
+        one ``stat`` per chunk (~20 k for 25 full-frame exposures of 88 groups)."""
+        names = self.committed()
+        layout = self.layout()
+        out = []
+        for i in range(len(names)) if exposures is None else exposures:
+            path = self.path / CHUNKS / f"{i}.json"
+            if not path.exists():  # see unverifiable()
+                continue
+            listed = json.loads(path.read_text())
+            for var in layout.variables():
+                on_disk = _chunk_files(self.path / var, i)
+                for rel, (size, crc) in listed.get(var, {}).items():
+                    f = on_disk.pop(rel, None)
+                    where = f"{names[i]}: {var} chunk {self.path / var / 'c' / str(i) / rel}"
+                    if f is None:
+                        out.append(f"{where} is missing")
+                    elif f.stat().st_size != size:
+                        out.append(f"{where} has {f.stat().st_size} bytes, {size} when "
+                                   "committed (truncated or replaced)")
+                    elif checksums and _crc32c(f) != crc:
+                        out.append(f"{where} does not match its checksum (corrupt)")
+                out += [f"{names[i]}: {var} chunk {f} was not part of the commit"
+                        for f in on_disk.values()]
+        return out
 
     def commit(self, name: str, coords: dict) -> int:
         """Move a staged exposure into the store and publish it; return its index."""
@@ -457,6 +612,9 @@ class RampStore:
         with _quiet_zarr():
             g = zarr.open_group(self.path, mode="r+", use_consolidated=False)
         layout = self.layout()
+        manifest = self.path / CHUNKS / f"{n}.json"
+        manifest.parent.mkdir(exist_ok=True)
+        os.replace(staged / "CHUNKS.json", manifest)  # trimmed by _repair if we die before
         for var in layout.variables():
             arr = g[var]
             _remove_chunks_from(self.path / var, n)
@@ -493,26 +651,25 @@ def _remove_chunks_from(array_dir: Path, n: int):
                 shutil.rmtree(d) if d.is_dir() else d.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def open_dataset(path, **kwargs) -> xr.Dataset:
-    """The store as a lazy xarray Dataset (dask arrays chunked like the store).  The path is
-    kept in ``ds.encoding["nrsdark_store"]``: the build's ramp pass reads blocks straight from
-    it (:class:`StoreBlock`) while the dataset is unmodified."""
+    """The store as a lazy xarray Dataset (dask arrays chunked like the store), its exposures
+    sorted by date and then identity: the same inputs give the same dataset, and so
+    bit-identical products, whatever order they were committed in.  The store path and the
+    exposures' positions in the store are kept in ``ds.encoding`` (``nrsdark_store``,
+    ``nrsdark_positions``): the build's ramp pass reads blocks straight from the store
+    (:class:`StoreBlock`) while the dataset is unmodified (``nrsdark_ramp``: its ramp's dask
+    name)."""
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"no store at {path}")
     with _quiet_zarr():
         ds = xr.open_zarr(path, consolidated=True, **kwargs)
-    ds.encoding["nrsdark_store"] = str(path)
+    dates, names = ds.date.values, [str(e) for e in ds.exposure.values]
+    order = sorted(range(ds.sizes["exposure"]), key=lambda i: (dates[i], names[i]))
+    if order != sorted(order):
+        ds = ds.isel(exposure=order)
+    ds.encoding.update(nrsdark_store=str(path), nrsdark_positions=tuple(order),
+                       nrsdark_ramp=ds.ramp.data.name)
     return ds
 
 
@@ -536,29 +693,51 @@ reads per chunk with it)."""
 
 
 def read_block(array_path, index: tuple) -> np.ndarray:
-    """``zarr.open_array(array_path)[index]`` (slices only), fast for this store's own local
-    arrays: each chunk file is read once straight into its place in the output (uncompressed
-    chunks with ``readinto``, no intermediate copy; zstd chunks decoded into place).  Zarr's
-    generic path costs ~2 ms and two copies per chunk, which is most of a build's read time.
-    Any other codec, chunk encoding or store goes through zarr."""
+    """``zarr.open_array(array_path)[index]``, fast for this store's own local arrays: each
+    chunk file is read once straight into its place in the output (uncompressed chunks with
+    ``readinto``, no intermediate copy; zstd chunks decoded into place).  Zarr's generic path
+    costs ~2 ms and two copies per chunk, which is most of a build's read time.  Any other
+    codec, chunk encoding or store goes through zarr.
+
+    ``index``: slices, except that the first (exposure) entry may be a sequence of positions,
+    read in that order (a build's exposures sorted by date, or a subset).  A chunk file shorter
+    or longer than its chunk is an error naming the file, never a silent fill."""
     array_path = Path(array_path)
     with _quiet_zarr():
         arr = zarr.open_array(array_path, mode="r")
+    first, rest = index[0], tuple(index[1:])
+    positions = None if isinstance(first, slice) else [int(i) for i in first]
+    steps = [sl.step for sl in rest + ((first,) if positions is None else ())]
+    if not _fast(arr) or any(st not in (None, 1) for st in steps):
+        return arr[index] if positions is None else arr.oindex[(positions,) + rest]
+    if positions is None:
+        out = np.empty([len(range(*sl.indices(n))) for sl, n in zip(index, arr.shape)],
+                       arr.dtype)
+        _read_into(arr, array_path, out, index)
+        return out
+    shape = [len(range(*sl.indices(n))) for sl, n in zip(rest, arr.shape[1:])]
+    out = np.empty([len(positions)] + shape, arr.dtype)
+    for k, i in enumerate(positions):
+        _read_into(arr, array_path, out[k:k + 1], (slice(i, i + 1),) + rest)
+    return out
+
+
+def _fast(arr) -> bool:
     meta = arr.metadata
     codecs = [type(c).__name__ for c in meta.codecs]
-    fast = (codecs in (["BytesCodec"], ["BytesCodec", "ZstdCodec"])
+    return (codecs in (["BytesCodec"], ["BytesCodec", "ZstdCodec"])
             and type(meta.chunk_key_encoding).__name__ == "DefaultChunkKeyEncoding"
             and meta.chunk_key_encoding.separator == "/"
             and np.dtype(arr.dtype).byteorder in ("=", "|", "<"))
-    if not fast:
-        return arr[index]
+
+
+def _read_into(arr, array_path: Path, out: np.ndarray, index: tuple) -> None:
+    meta = arr.metadata
     cs = meta.chunk_grid.chunk_shape
-    starts, stops = zip(*[s.indices(n)[:2] for s, n in zip(index, arr.shape)])
-    if any(s.step not in (None, 1) for s in index):
-        return arr[index]
-    out = np.empty([b - a for a, b in zip(starts, stops)], arr.dtype)
-    zstd = codecs[-1] == "ZstdCodec"
+    zstd = type(meta.codecs[-1]).__name__ == "ZstdCodec"
+    starts, stops = zip(*[sl.indices(n)[:2] for sl, n in zip(index, arr.shape)])
     ranges = [range(a // c, -(-b // c)) for a, b, c in zip(starts, stops, cs)]
+    chunk_bytes = int(np.prod(cs)) * arr.dtype.itemsize
     for coords in np.ndindex(*[len(r) for r in ranges]):
         cc = [r[i] for r, i in zip(ranges, coords)]
         lo = [max(a, c * n) for a, c, n in zip(starts, cc, cs)]
@@ -570,21 +749,31 @@ def read_block(array_path, index: tuple) -> np.ndarray:
             chunk_read_hook(file)
         try:
             f = open(file, "rb")
-        except FileNotFoundError:  # never written: all fill value
+        except FileNotFoundError:  # never written: all fill value (the manifest says which)
             dest[...] = arr.fill_value
             continue
         with f:
-            whole = all(s.start == 0 and s.stop == n for s, n in zip(src, cs))
+            whole = all(sl.start == 0 and sl.stop == n for sl, n in zip(src, cs))
             if not zstd and whole and dest.flags.c_contiguous:
-                f.readinto(memoryview(dest).cast("B"))
+                got = f.readinto(memoryview(dest).cast("B"))
+            else:
+                raw = f.read()
+                got = len(raw)
+            if not zstd and (got != chunk_bytes or f.read(1)):
+                raise StoreError(f"chunk file {file} is {file.stat().st_size} bytes, "
+                                 f"expected {chunk_bytes} (truncated or damaged; `nrsdark "
+                                 "verify` lists the damaged chunks)")
+            if not zstd and whole and dest.flags.c_contiguous:
                 continue
-            raw = f.read()
-        if zstd:
-            from numcodecs import Zstd
+        try:
+            if zstd:
+                from numcodecs import Zstd
 
-            raw = Zstd().decode(raw)
-        dest[...] = np.frombuffer(raw, arr.dtype).reshape(cs)[src]
-    return out
+                raw = Zstd().decode(raw)
+            dest[...] = np.frombuffer(raw, arr.dtype).reshape(cs)[src]
+        except (ValueError, RuntimeError) as exc:
+            raise StoreError(f"chunk file {file} cannot be decoded ({exc}; truncated or "
+                             "damaged; `nrsdark verify` lists the damaged chunks)") from None
 
 
 def date_seconds(iso: str) -> float:

@@ -95,3 +95,28 @@ def sci(tmp_path_factory):
     store = d.parent / "sci.zarr"
     calibrate(manifest, store, refkit=d / "refkit", scheduler="threads")
     return {**sim, "store": store, "held_out": held_out}
+
+
+def copy_store(src, dst, group_chunk=None, order=None):
+    """The exposures of store ``src`` committed into a new store ``dst`` (through the store
+    API: ``write_staging`` + ``commit``), in dataset order or in ``order`` (positions in
+    ``src``'s dataset order), with ramps chunked every ``group_chunk`` groups (default: as
+    ``src``)."""
+    from dataclasses import replace
+
+    from nrsdark_dask.store import (EXPOSURE_COORDS, RampStore, StoreLayout, open_dataset,
+                                    write_staging)
+
+    ds = open_dataset(src, decode_times=False)
+    layout = StoreLayout(**ds.attrs["layout"])
+    if group_chunk:
+        layout = replace(layout, group_chunk=group_chunk, schema=2)
+    store = RampStore.create(dst, layout, dict(ds.attrs["provenance"]))
+    with store.writer():
+        for i in range(ds.sizes["exposure"]) if order is None else order:
+            name = str(ds.exposure.values[i])
+            one = ds.isel(exposure=i).load()
+            write_staging(dst, name, layout, {v: one[v].values for v in layout.variables()})
+            store.commit(name, {c: one[c].values.item() for c in EXPOSURE_COORDS
+                                if c != "exposure" and c in one.coords})
+    return dst

@@ -3,7 +3,6 @@ memory budget give the same files, and the statistics come from the same computa
 
 import collections
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import dask
@@ -15,28 +14,15 @@ from nrsdark_dask import kernels as K
 from nrsdark_dask import reduce as R
 from nrsdark_dask import store as store_module
 from nrsdark_dask.build import build, parse_bytes
-from nrsdark_dask.store import (EXPOSURE_COORDS, RampStore, StoreLayout, open_dataset,
-                                read_block, write_staging)
+from nrsdark_dask.store import StoreLayout, open_dataset, read_block
 
-
-def _copy_store(src, dst, group_chunk):
-    """The same exposures in a store whose ramps are chunked every ``group_chunk`` groups."""
-    ds = open_dataset(src, decode_times=False)
-    layout = replace(StoreLayout(**ds.attrs["layout"]), group_chunk=group_chunk, schema=2)
-    store = RampStore.create(dst, layout, dict(ds.attrs["provenance"]))
-    with store.writer():
-        for i, name in enumerate(ds.exposure.values):
-            one = ds.isel(exposure=i).load()
-            write_staging(dst, str(name), layout, {v: one[v].values for v in layout.variables()})
-            store.commit(str(name), {c: one[c].values.item() for c in EXPOSURE_COORDS
-                                     if c != "exposure"})
-    return dst
+from conftest import copy_store
 
 
 @pytest.fixture(scope="module")
 def blocked(cal_store, tmp_path_factory):
     """cal_store (4 exposures x 10 groups x 64 x 2048) with ramps chunked every 3 groups."""
-    return _copy_store(cal_store["path"], tmp_path_factory.mktemp("blocked") / "b.zarr", 3)
+    return copy_store(cal_store["path"], tmp_path_factory.mktemp("blocked") / "b.zarr", 3)
 
 
 class _Count:
