@@ -43,7 +43,8 @@ clean-demo:
 # Benchmarks (issue 9; not part of `make test`): clipping kernel vs astropy, build vs the
 # in-memory script on the 503 MB ALLSLITS store (made once, cached in benchmarks/data/; the
 # first run calibrates it: some minutes), 1 vs 2 workers, build vs a cold read of the store,
-# calibrate on already-calibrated full frames (memory per exposure).
+# calibrate on already-calibrated full frames (memory per exposure), task counts of full-frame
+# builds (metadata-only stores).
 # BENCH_BIG=1 adds the larger-than-RAM case (37 GB store written to benchmarks/data/, needs
 # ~48 GB free disk; 30-60 min).  Writes benchmarks/results/*.json and SUMMARY.md;
 # see benchmarks/README.md.  Run it alone on a quiet machine.
@@ -56,4 +57,5 @@ bench: venv
 	$(BIN)/python benchmarks/bench_build.py $(if $(filter 1,$(BENCH_BIG)),--big) \
 	    $(BENCH_BUILD_ARGS) || rc=1; \
 	$(BIN)/python benchmarks/bench_calibrate_calibrated.py --label latest || rc=1; \
+	$(BIN)/python benchmarks/task_counts.py || rc=1; \
 	exit $$rc

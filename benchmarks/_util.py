@@ -61,7 +61,7 @@ def rel(path) -> str:
 
 
 # ---- units ----------------------------------------------------------------------------------
-from nrsdark_dask.build import parse_bytes  # noqa: E402,F401  ('3GiB', '500MB', '1.5e9' -> bytes)
+from nrsdark_dask.config import parse_bytes  # noqa: E402,F401  ('3GiB', '500MB', '1.5e9' -> bytes)
 
 
 # ---- machine and code state -------------------------------------------------------------------

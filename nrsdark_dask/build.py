@@ -9,57 +9,51 @@ Memory: the ramp pass's tasks are shaped by ``task_memory`` (default 1 GiB, see
 ``reduce.plan_blocks``); at most ``workers`` of them run at once, next to the small images
 (a few full-frame float planes).  Measured peaks are in ``benchmarks/results/SUMMARY.md``.
 
-Schedulers: ``threads`` (default; dask's local threaded scheduler with ``workers`` threads:
-the numba kernels release the GIL) and ``sync``.  Known limitation: on a ``distributed``
-client the FITS-writing graph is not supported yet (the cluster issue).
+Schedulers (:mod:`nrsdark_dask.cluster`): ``sync`` and ``threads[:N]`` compute in this
+process straight into the pre-sized files; ``local[:N]`` and ``tcp://HOST:PORT`` compute on a
+``distributed`` cluster whose workers share only the store: they write the products into a
+Zarr group beside it, which this process streams into the files (:mod:`nrsdark_dask.export`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from pathlib import Path
 
 import dask
 import numpy as np
 
-from .cluster import local_progress
-from .config import Config
+from .cluster import dask_client, local_progress, parse_scheduler
+from .config import Config, parse_bytes
 from .export import write_reference_files
 from .jwst_recipe import reference_mismatches
-from .reduce import BuildError, build_products, check_store
+from .reduce import DEFAULT_TASK_MEMORY, BuildError, build_products, check_store
 from .store import RampStore, file_sha256, open_dataset
 
-SCHEDULERS = ("threads", "sync")
-_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
-
-
-def parse_bytes(text) -> int:
-    """``"1GiB"``, ``"512MB"``, ``"2e9"`` -> bytes."""
-    if isinstance(text, (int, float)):
-        return int(text)
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgG]i?)?[bB]?\s*", str(text))
-    if not m:
-        raise ValueError(f"cannot read {text!r} as a size (e.g. 1GiB, 512MB, 2e9)")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
-
-
-def build(store, outdir, mask_in=None, scheduler: str = "threads", config=None,
+def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None,
           author: str = "nrsdark_dask", workers: int | None = None,
-          task_memory=None, progress: bool = False) -> dict:
+          task_memory=None, progress: bool = False, products: str | None = None,
+          keep_products: bool = False) -> dict:
     """Write the reference files; return ``{"files": {reftype: path}, "stats": {...},
-    "plan": str}``.  ``progress``: show the computation's progress on stderr
-    (:func:`nrsdark_dask.cluster.local_progress`)."""
+    "plan": str}``.
+
+    ``scheduler`` (:mod:`nrsdark_dask.cluster`; default the configuration's ``[run]
+    scheduler``, else ``threads``): ``sync`` and ``threads[:N]`` compute in this process,
+    straight into the files (``workers`` threads, default N); ``local[:N]`` and
+    ``tcp://HOST:PORT`` compute on a ``distributed`` cluster, whose workers write the
+    products into a Zarr group ``products`` (default beside the store, see
+    ``export.products_location``; kept with ``keep_products``) that this process then streams
+    into the files.  The two paths give bit-identical files.  ``progress``: progress on
+    stderr and the dashboard link."""
     from stdatamodels.jwst import datamodels as dm
 
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"build runs on {' or '.join(SCHEDULERS)} for now (see nrsdark_dask."
-                         f"build); got {scheduler!r}")
+    cfg = Config.from_toml(config)
+    scheduler = scheduler or cfg.run.scheduler or "threads"
+    kind, threads = parse_scheduler(scheduler)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
-    budget = parse_bytes(task_memory) if task_memory is not None else None
-    cfg = Config.from_toml(config)
+    budget = parse_bytes(task_memory or cfg.run.task_memory or DEFAULT_TASK_MEMORY)
     ds = open_dataset(store)
     layout = check_store(ds)
     used = ds.encoding["nrsdark_positions"]
@@ -78,19 +72,22 @@ def build(store, outdir, mask_in=None, scheduler: str = "threads", config=None,
             mask = np.asarray(m.dq, np.uint32).copy()
         notes.append(f"Input MASK: {Path(mask_in).name} (SHA-256 {file_sha256(mask_in)})")
     versions = ds.attrs.get("provenance", {}).get("versions", {})
-    options = {"scheduler": scheduler}
-    if workers:
-        options["num_workers"] = workers
-    with dask.config.set(options), warnings.catch_warnings():
+    local = {"scheduler": "sync" if kind == "sync" else "threads",
+             "num_workers": workers or threads}
+    with dask_client(scheduler, quiet=not progress) as client, \
+            dask.config.set(local if client is None else {}), warnings.catch_warnings():
         # all-NaN pixels (fully masked) are expected: they are filled and flagged
         warnings.filterwarnings("ignore", category=RuntimeWarning,
                                 message=".*(invalid value|Mean of empty|Degrees of freedom).*")
-        products = build_products(ds, cfg, mask_in=mask, task_memory=budget)
-        with local_progress("build") if progress else contextlib.nullcontext():
-            files, summary = write_reference_files(products, outdir, author=author,
-                                                   versions=versions, also=products.stats,
-                                                   notes=notes)
+        products_ = build_products(ds, cfg, mask_in=mask, task_memory=budget)
+        shown = local_progress("build") if progress and client is None \
+            else contextlib.nullcontext()
+        with shown:
+            files, summary = write_reference_files(
+                products_, outdir, author=author, versions=versions, also=products_.stats,
+                notes=notes, client=client, products=products, keep_products=keep_products,
+                progress=progress)
     out = {k: (np.asarray(v).item() if np.ndim(v) == 0 else np.asarray(v).tolist())
            for k, v in summary.items()}
     return {"files": {k: str(v) for k, v in files.items()}, "stats": out,
-            "plan": products.plan.describe()}
+            "plan": products_.plan.describe()}

@@ -36,11 +36,11 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from . import instrument as inst
-from .config import DarkConfig
+from .config import Config, DarkConfig
 from .kernels import difference_scatter, first_jump_index, negative_jump_counts, rc_next_flags
 
 from . import jwst_recipe as recipe
-from .cluster import MEMORY, dask_client, parse_scheduler, worker_memory
+from .cluster import check_task_fits, dask_client, map_unordered, parse_scheduler
 from .select import read_manifest, truncation
 from .store import (DEFAULT_TILE, NO_JUMP, RampStore, StoreError, StoreLayout, date_seconds,
                     exposure_id, file_sha256, write_staging)
@@ -248,12 +248,14 @@ def _store_options(store: RampStore, tile, codec, group_chunk) -> None:
                          "new store)")
 
 
-def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
+def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = None,
               group: str | None = None, workdir=None, tile=None, codec: str | None = None,
-              progress=None, verbose: bool = False, group_chunk: int | None = None) -> dict:
+              progress=None, verbose: bool = False, group_chunk: int | None = None,
+              config=None) -> dict:
     """Calibrate the accepted inputs of one manifest group into ``store_path``.
 
-    ``tile``, ``codec``, ``group_chunk``: the chunking of a new store (default 256 x 256, no
+    ``scheduler``: :mod:`nrsdark_dask.cluster` (default: ``config``'s ``[run] scheduler``,
+    else ``local``).  ``tile``, ``codec``, ``group_chunk``: the chunking of a new store (default 256 x 256, no
     compression, chunks near 8 MiB; see ``store.py``); given for an existing store they must
     be its own.  Everything is checked before any work and before the store is created: the
     scheduler (and that its address answers), the chunking, that the inputs agree with each
@@ -265,6 +267,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
     Returns a summary: committed, skipped (already there), failed [(exposure, reason)], store.
     ``progress(event: dict)`` is called for every finished exposure.
     """
+    scheduler = scheduler or Config.from_toml(config).run.scheduler or "local"
     parse_scheduler(scheduler)
     manifest = read_manifest(manifest_path)
     group, rows = _rows_for(manifest, group)
@@ -277,6 +280,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
         raise FileNotFoundError(f"none of the {len(rows)} accepted input files exists "
                                 f"(first: {rows[0]['file']})")
     store = RampStore(store_path)
+    store.local_path("calibrate")
     if store.exists():
         store.check_appendable()
         _store_options(store, tile, codec, group_chunk)
@@ -301,15 +305,8 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
     workdir = str(workdir or tempfile.mkdtemp(prefix="nrsdark_calibrate_"))
     summary = {"store": str(store_path), "group": group, "committed": [], "skipped": [],
                "failed": []}
-    need = task_memory(layout)
     with dask_client(scheduler, quiet=progress is None) as client:  # a bad cluster: no store
-        resources = None
-        mem = worker_memory(client)
-        if mem:
-            if need > max(mem):
-                raise StoreError(f"one exposure needs ~{need / 1e9:.1f} GB but the largest worker "
-                                 f"has {max(mem) / 1e9:.1f} GB; use fewer, larger workers")
-            resources = {MEMORY: need}
+        check_task_fits(client, task_memory(layout), "one exposure")  # before a store exists
         if not store.exists():
             Path(store_path).parent.mkdir(parents=True, exist_ok=True)
             store = RampStore.create(store_path, layout, provenance={
@@ -325,8 +322,10 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
             summary["skipped"] = [there[r["sha256"]] for r in rows if r.get("sha256") in there]
             store.log(event="start", group=group, todo=len(todo),
                       skipped=len(summary["skipped"]), scheduler=scheduler)
-
-            def finish(result):
+            args = (str(store_path), layout, refs, workdir, verbose)
+            for result in map_unordered(calibrate_exposure, todo, args, scheduler, client,
+                                        task_bytes=task_memory(layout),
+                                        key=lambda r: f"calibrate-{r['exposure']}"):
                 if result["status"] == "ok":
                     index = store.commit(result["name"], result["coords"])
                     store.log(event="committed", name=result["name"], index=index,
@@ -338,20 +337,6 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str = "local",
                 if progress:
                     progress(dict(result, done=len(summary["committed"]) + len(summary["failed"]),
                                   total=len(todo)))
-
-            args = (str(store_path), layout, refs, workdir, verbose)
-            if client is None:
-                for r in todo:
-                    finish(calibrate_exposure(r, *args))
-            else:
-                from distributed import as_completed
-
-                futures = [client.submit(calibrate_exposure, r, *args,
-                                         key=f"calibrate-{r['exposure']}", resources=resources,
-                                         pure=False) for r in todo]
-                for fut in as_completed(futures):
-                    finish(fut.result())
-                    fut.release()
             store.log(event="end", committed=len(summary["committed"]),
                       failed=len(summary["failed"]))
     return summary

@@ -121,6 +121,7 @@ def _calibrate(args) -> int:
               f"({time.time() - t0:.0f} s)", file=sys.stderr)
 
     summary = calibrate(args.manifest, args.store, refkit=args.refkit, scheduler=args.scheduler,
+                        config=args.config,
                         group=args.group, workdir=args.workdir, tile=args.tile, codec=args.codec,
                         group_chunk=args.group_chunk,
                         progress=progress, verbose=args.verbose)
@@ -139,7 +140,8 @@ def _build(args) -> int:
     t0 = time.time()
     summary = build(args.store, args.outdir, mask_in=args.mask_in, scheduler=args.scheduler,
                     config=args.config, author=args.author, workers=args.workers,
-                    task_memory=args.task_memory, progress=True)
+                    task_memory=args.task_memory, progress=True, products=args.products,
+                    keep_products=args.keep_products)
     for reftype, path in summary["files"].items():
         print(f"{reftype.upper():9s} {path}")
     s = summary["stats"]
@@ -226,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("manifest")
     s.add_argument("--store", required=True, help="e.g. stores/NAME.zarr")
     s.add_argument("--refkit", help="folder of local reference files (offline); default CRDS")
-    s.add_argument("--scheduler", default="local",
-                   help="threads | local[:N] | tcp://HOST:PORT | sync (default: local)")
+    s.add_argument("--scheduler",
+                   help="threads[:N] | local[:N] | tcp://HOST:PORT | sync (default: [run] "
+                   "scheduler of --config, else local)")
+    s.add_argument("--config", help="TOML file ([run] scheduler)")
     s.add_argument("--group", help="manifest group to calibrate (when there are several)")
     s.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
     s.add_argument("--tile", type=_tile,
@@ -246,12 +250,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", required=True)
     s.add_argument("--outdir", required=True)
     s.add_argument("--mask-in", help="input MASK reference file (new hot pixels are added)")
-    s.add_argument("--scheduler", default="threads", choices=["threads", "sync"],
-                   help="threads | sync (default: threads)")
-    s.add_argument("--workers", type=_positive_int, help="threads (default: one per core)")
-    s.add_argument("--task-memory", default="1GiB",
+    s.add_argument("--scheduler",
+                   help="threads[:N] | local[:N] | tcp://HOST:PORT | sync (default: [run] "
+                   "scheduler of --config, else threads)")
+    s.add_argument("--workers", type=_positive_int,
+                   help="threads of --scheduler threads (default: one per core)")
+    s.add_argument("--task-memory",
                    help="memory budget of one ramp-pass task (default 1GiB): sets how many "
                    "groups a task holds")
+    s.add_argument("--products", help="Zarr group (path or URL every worker can write) for the "
+                   "products of a cluster build (default: STORE.products/<stamp>.zarr beside "
+                   "the store)")
+    s.add_argument("--keep-products", action="store_true",
+                   help="keep a cluster build's products group (xarray opens it)")
     s.add_argument("--config", help="TOML file overriding thresholds")
     s.add_argument("--author", default="nrsdark_dask")
     s.set_defaults(func=_build)

@@ -1,17 +1,23 @@
-"""Where Dask work runs: one ``--scheduler`` string for every command.
+"""Where Dask work runs: one ``--scheduler`` string, meaning the same for every command.
 
-=====================  =======================================================================
-``threads``            in-process ``distributed.LocalCluster`` (threads; unit tests, notebooks)
-``local`` / ``local:N``  ``LocalCluster`` of N single-threaded worker processes (default: one
-                       per core); each worker gets an equal share of the machine's memory and
-                       declares it as the resource ``MEMORY`` (bytes)
-``tcp://HOST:PORT``    an existing scheduler (``dask scheduler`` + ``dask worker``); workers
-                       should be started with ``--resources MEMORY=<bytes>`` so memory-hungry
-                       tasks are never oversubscribed
-``sync``               no cluster: tasks run one after the other in this process (debugging)
-=====================  =======================================================================
+=======================  =====================================================================
+``sync``                 this process, one task after the other (debugging)
+``threads[:N]``          this process, a pool of N threads (default: one per core): dask's
+                         threaded scheduler for graphs (``build``), a thread pool for
+                         per-exposure tasks (``calibrate``; as many at once as the machine's
+                         memory holds); no cluster, no dashboard (unit tests, notebooks)
+``local[:N]``            a ``distributed.LocalCluster`` of N single-threaded worker processes
+                         (default: one per core); each gets an equal share of the machine's
+                         memory and declares it as the resource ``MEMORY`` (bytes)
+``tcp://HOST:PORT``      an existing ``distributed`` scheduler (``dask scheduler`` +
+                         ``dask worker``); workers should declare ``--resources MEMORY=<bytes>``
+                         so memory-hungry tasks are never oversubscribed
+=======================  =====================================================================
 
-The dashboard link is printed when a cluster starts.
+The same string can come from the TOML configuration (``[run] scheduler``).  For ``local`` and
+``tcp://`` the dashboard link is printed when the client connects.  Progress: dask's bar on a
+terminal, a plain line every 10 s in logs (:func:`local_progress` for the local schedulers,
+:func:`futures_progress` for a cluster).
 """
 
 from __future__ import annotations
@@ -33,11 +39,17 @@ def _total_memory() -> int:
 
 
 def parse_scheduler(scheduler: str) -> tuple[str, int | str | None]:
-    """Check a ``--scheduler`` string before any work: ``("threads"|"sync", None)``,
+    """Check a ``--scheduler`` string before any work: ``("sync", None)``, ``("threads", N)``,
     ``("local", N)`` or ``("address", "tcp://HOST:PORT")``; a clear ValueError otherwise."""
     text = str(scheduler).strip()
-    if text in ("threads", "sync"):
+    if text == "sync":
         return text, None
+    if text == "threads" or text.startswith("threads:"):
+        n = text.partition(":")[2] or str(os.cpu_count() or 1)
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"bad scheduler {scheduler!r}: threads:N needs a thread count "
+                             "N >= 1")
+        return "threads", int(n)
     if text == "local" or text.startswith("local:"):
         n = text.partition(":")[2] or str(os.cpu_count() or 1)
         if not n.isdigit() or int(n) < 1:
@@ -48,31 +60,34 @@ def parse_scheduler(scheduler: str) -> tuple[str, int | str | None]:
         if not host or not port.isdigit():
             raise ValueError(f"bad scheduler address {scheduler!r}: use tcp://HOST:PORT")
         return "address", text
-    raise ValueError(f"unknown scheduler {scheduler!r}; use threads, local[:N], "
+    raise ValueError(f"unknown scheduler {scheduler!r}; use threads[:N], local[:N], "
                      "tcp://HOST:PORT or sync")
 
 
 @contextmanager
-def dask_client(scheduler: str = "local", quiet: bool = False, timeout: float = 20.0):
-    """Yield a ``distributed.Client`` (or ``None`` for ``sync``).  An address that does not
-    answer within ``timeout`` seconds is a clear OSError."""
+def dask_client(scheduler: str = "local", quiet: bool = False, timeout: float | None = None):
+    """Yield a ``distributed.Client`` for ``local[:N]`` and addresses, ``None`` for ``sync``
+    and ``threads`` (this process).  An address that does not answer within ``timeout``
+    seconds (default: dask's ``distributed.comm.timeouts.connect``, 30 s) is a clear
+    OSError."""
     kind, arg = parse_scheduler(scheduler)
-    if kind == "sync":
+    if kind in ("sync", "threads"):
         yield None
         return
     from distributed import Client, LocalCluster
 
     if kind == "address":
+        if timeout is None:
+            import dask
+            from dask.utils import parse_timedelta
+
+            timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
         try:
             client = Client(arg, timeout=timeout)
         except (OSError, TimeoutError) as exc:
             raise OSError(f"cannot reach the Dask scheduler at {arg} ({type(exc).__name__}: "
                           f"{exc})") from None
         cluster = None
-    elif kind == "threads":
-        cluster = LocalCluster(processes=False, n_workers=1, threads_per_worker=os.cpu_count(),
-                               dashboard_address=":0", resources={MEMORY: _total_memory()})
-        client = Client(cluster)
     else:
         n = arg
         per_worker = int(0.9 * _total_memory() / n)
@@ -88,6 +103,80 @@ def dask_client(scheduler: str = "local", quiet: bool = False, timeout: float = 
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def map_unordered(fn, items: list, args: tuple, scheduler: str, client=None,
+                  task_bytes: int | None = None, key=None):
+    """``fn(item, *args)`` for every item, yielding results as they finish: one after the
+    other (``sync``), on a thread pool of this process (``threads[:N]``: as many at once as
+    the threads and, with ``task_bytes``, the machine's memory allow), or as one task each on
+    the ``client``'s cluster (tasks named ``key(item)``; with ``task_bytes`` each asks for that
+    much of the workers' ``MEMORY`` resource: :func:`check_task_fits`).  The caller handles
+    each result before the next is waited for."""
+    kind, n = parse_scheduler(scheduler)
+    if client is None and kind == "sync":
+        for item in items:
+            yield fn(item, *args)
+        return
+    if client is None:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        if task_bytes:
+            n = max(1, min(n, int(_total_memory() // task_bytes)))
+        with ThreadPoolExecutor(n) as pool:
+            for fut in as_completed([pool.submit(fn, item, *args) for item in items]):
+                yield fut.result()
+        return
+    from distributed import as_completed
+
+    check_task_fits(client, task_bytes)
+    resources = {MEMORY: task_bytes} if task_bytes and worker_memory(client) else None
+    futures = [client.submit(fn, item, *args, key=key(item) if key else None,
+                             resources=resources, pure=False) for item in items]
+    for fut in as_completed(futures):
+        yield fut.result()
+        fut.release()
+
+
+def futures_progress(futures, label: str, stream=None, every_s: float = 10.0) -> None:
+    """Wait for a cluster computation's futures with progress on stderr, counted over every
+    task they depend on (distributed's progress plugin): a bar on a terminal; in logs a plain
+    line every ``every_s`` seconds, ``label: done/total tasks (pct %), elapsed``."""
+    from distributed.diagnostics.progressbar import TextProgressBar
+
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+
+    class _Progress(TextProgressBar):
+        last = None
+
+        def _draw_bar(self, remaining, all, **kwargs):
+            if tty:
+                frac = (1 - remaining / all) if all else 1.0
+                stream.write(f"\r{label}: [{'#' * int(30 * frac):<30}] {100 * frac:3.0f} % "
+                             f"{self.elapsed:.0f} s")
+                stream.flush()
+            elif remaining and (self.last is None or self.elapsed - self.last >= every_s):
+                self.last = self.elapsed
+                print(f"{label}: {all - remaining}/{all} tasks "
+                      f"({100 * (all - remaining) / max(all, 1):.0f} %), {self.elapsed:.0f} s",
+                      file=stream, flush=True)
+
+        def _draw_stop(self, **kwargs):
+            if tty:
+                stream.write("\n")
+                stream.flush()
+
+    client = futures[0].client
+    _Progress(futures, scheduler=client.scheduler.address, interval="200ms", loop=client.loop)
+
+
+def check_task_fits(client, task_bytes: int | None, what: str = "one task") -> None:
+    """Refuse a cluster whose largest worker declares less ``MEMORY`` than a task needs."""
+    mem = worker_memory(client)
+    if task_bytes and mem and task_bytes > max(mem):
+        raise RuntimeError(f"{what} needs ~{task_bytes / 1e9:.1f} GB but the largest worker "
+                           f"has {max(mem) / 1e9:.1f} GB; use fewer, larger workers")
 
 
 def worker_memory(client) -> list[int]:

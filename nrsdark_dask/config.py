@@ -3,6 +3,8 @@
 ``Config()`` gives the report's values; ``Config.from_toml(path)`` overrides any of them::
 
     # nrsdark.toml
+    [run]
+    scheduler = "local:2"
     [select]
     dt_full_frame = 0.02
     [dark]
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -46,6 +49,11 @@ def _check(section) -> None:
                 raise ConfigError(f"{where} must be a list of strings, not {v!r}")
             object.__setattr__(section, f.name, tuple(v))
         m, v = f.metadata, getattr(section, f.name)
+        if "check" in m and v != f.default:
+            try:
+                m["check"](v)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
         if "choices" in m and v not in m["choices"]:
             raise ConfigError(f"{where} must be one of {', '.join(map(repr, m['choices']))}, "
                               f"not {v!r}")
@@ -55,6 +63,19 @@ def _check(section) -> None:
             raise ConfigError(f"{where} must be <= {m['max']}, not {v!r}")
         if "above" in m and not v > m["above"]:
             raise ConfigError(f"{where} must be > {m['above']}, not {v!r}")
+
+
+_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def parse_bytes(text) -> int:
+    """``"1GiB"``, ``"512MB"``, ``"2e9"`` -> bytes."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgG]i?)?[bB]?\s*", str(text))
+    if not m:
+        raise ValueError(f"cannot read {text!r} as a size (e.g. 1GiB, 512MB, 2e9)")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
 
 
 def _num(default: float, **limits):
@@ -123,8 +144,27 @@ class DeliveryConfig:
     __post_init__ = _check
 
 
+def _scheduler(text: str) -> None:
+    from .cluster import parse_scheduler
+
+    parse_scheduler(text)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where heavy commands run (``--scheduler``, ``--task-memory`` override; empty: each
+    command's default)."""
+
+    SECTION: typing.ClassVar[str] = "run"
+    scheduler: str = field(default="", metadata={"check": _scheduler})
+    task_memory: str = field(default="", metadata={"check": parse_bytes})
+
+    __post_init__ = _check
+
+
 @dataclass(frozen=True)
 class Config:
+    run: RunConfig = field(default_factory=RunConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     bias: BiasConfig = field(default_factory=BiasConfig)
     dark: DarkConfig = field(default_factory=DarkConfig)

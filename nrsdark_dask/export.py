@@ -256,13 +256,61 @@ def _link_new(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
+def products_location(store, stamp: str) -> str:
+    """Default home of a cluster build's products: ``<store without .zarr>.products/
+    <stamp>-<host>-<pid>.zarr`` beside the store (the one place every worker can write)."""
+    base = str(store).rstrip("/")
+    base = base[:-5] if base.endswith(".zarr") else base
+    return f"{base}.products/{stamp}-{socket.gethostname()}-{os.getpid()}.zarr"
+
+
+def _compute_on_cluster(client, sources, targets, names, dims, also, products: str,
+                        keep: bool, progress: bool):
+    """The cluster path: workers compute every array into a Zarr group ``products`` (each
+    dask block one Zarr chunk, so concurrent writes never share a chunk; xarray opens it:
+    dimension names are set), with ``also`` in the same computation; then this process
+    streams the group into the FITS ``targets``, one chunk per thread at a time.  The group
+    is removed afterwards unless ``keep``."""
+    import fsspec
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    from .cluster import futures_progress
+
+    group = zarr.open_group(products, mode="w", zarr_format=3)
+    arrays = []
+    for name, src, dim in zip(names, sources, dims):
+        arrays.append(group.create_array(
+            name, shape=src.shape, chunks=tuple(int(c[0]) for c in src.chunks),
+            dtype=src.dtype, fill_value=0, dimension_names=dim,
+            compressors=ZstdCodec(level=1) if src.dtype.kind in "ub" else None))
+    try:
+        stored = da.store(sources, arrays, lock=False, compute=False)
+        futures = client.compute([stored, also])
+        if progress:
+            futures_progress(futures, "build")
+        _, computed = client.gather(futures)
+        da.store([da.from_zarr(a) for a in arrays], targets, lock=False, scheduler="threads")
+    finally:
+        if not keep:
+            fs, root = fsspec.core.url_to_fs(products)
+            fs.rm(root, recursive=True)
+    return computed
+
+
 def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
-                          versions: dict | None = None, also=None, notes=()):
+                          versions: dict | None = None, also=None, notes=(), client=None,
+                          products: str | None = None, keep_products: bool = False,
+                          progress: bool = False):
     """Write SUPERBIAS (if the store has bias inputs), DARK and MASK into ``outdir``; each
     file holds the products the product table places in it, in table order.
 
-    Every array is computed and written tile by tile in one ``dask.compute``, together with
-    ``also`` (e.g. the statistics), so shared pieces are computed once.  Returns
+    Every array is computed and written tile by tile in one computation, together with
+    ``also`` (e.g. the statistics), so shared pieces are computed once: without ``client``
+    on the local scheduler the caller configured, straight into the files; with a
+    ``distributed`` client through a Zarr group of the products at ``products`` (default
+    :func:`products_location`) that the workers write and this process then streams into the
+    files (:func:`_compute_on_cluster`; the group is kept with ``keep_products``).  Returns
     ``({reftype: path}, computed also)``.  Names are
     ``nrsdark_<det>_<readpatt>_<subarray>_<reftype>_<UTC stamp>[_k].fits``; an existing file
     is never replaced.  Files are written as ``<name>.<host>-<pid>.part`` and renamed once
@@ -275,15 +323,17 @@ def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
     stamp = _stamp()
     owner = f"{socket.gethostname()}-{os.getpid()}"
     history = _history(p, versions or {}, notes)
-    sources, targets, parts = [], [], {}
+    sources, targets, parts, names, dims = [], [], {}, [], []
     try:
         with tempfile.TemporaryDirectory() as tmpdir:
             for reftype, model in _models(p, author, history).items():
                 headers, tables = _template_headers(model, tmpdir)
                 model.close()
                 by_name = {h.get("EXTNAME", "PRIMARY"): h for h in headers}
-                arrays = [(q.extname, p[q.name].data.astype(q.dtype))
-                          for q in file_products(reftype) if q.name in p.arrays]
+                used = [q for q in file_products(reftype) if q.name in p.arrays]
+                arrays = [(q.extname, p[q.name].data.astype(q.dtype)) for q in used]
+                names += [q.name for q in used]
+                dims += [q.dims for q in used]
                 images = []
                 for name, arr in arrays:
                     hdr = by_name.get(name, fits.Header()).copy()
@@ -295,8 +345,13 @@ def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
                 for name, arr in arrays:
                     sources.append(arr)
                     targets.append(regions[name])
-        stored = da.store(sources, targets, lock=False, compute=False)
-        _, computed = dask.compute(stored, also)  # on the scheduler the caller configured
+        if client is None:
+            stored = da.store(sources, targets, lock=False, compute=False)
+            _, computed = dask.compute(stored, also)  # on the scheduler the caller configured
+        else:
+            computed = _compute_on_cluster(client, sources, targets, names, dims, also,
+                                           products or products_location(p.store, stamp),
+                                           keep_products, progress)
         for reftype, part in parts.items():
             validate(part, reftype)
         files = _publish(parts, lambda k: {

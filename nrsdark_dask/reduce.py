@@ -59,7 +59,6 @@ import functools
 import operator
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dask
 import dask.array as da
@@ -71,7 +70,7 @@ from . import instrument as inst
 from . import kernels as K
 from .config import Config
 from .products import BY_NAME, FLAGS, Product
-from .store import StoreBlock, StoreLayout, read_block
+from .store import StoreBlock, StoreLayout, child, read_block
 
 DQ = inst.DQ
 DEFAULT_TASK_MEMORY = 1 << 30
@@ -93,6 +92,7 @@ class Products:
     dates: list = field(default_factory=list)
     arrays: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    store: str = ""  # where the inputs came from (the dataset's ``nrsdark_store``)
 
     def __getitem__(self, name):
         return self.arrays[name]
@@ -344,7 +344,7 @@ def _store_stack(ds: xr.Dataset, var: str, chunks2) -> da.Array:
     tile in one block, each block read by one task straight from the store (``read-VAR``
     tasks): one task and no concatenation per tile, instead of E reads and a rechunk."""
     v = ds[var]
-    path = Path(ds.encoding["nrsdark_store"]) / var
+    path = child(ds.encoding["nrsdark_store"], var)
     name = f"read-{var.replace('_', '-')}-{dask.base.tokenize(v.data.name, chunks2)}"
     ys, xs = np.cumsum((0,) + tuple(chunks2[0])), np.cumsum((0,) + tuple(chunks2[1]))
     middle = (ds.encoding["nrsdark_positions"],) + (slice(None),) * (v.ndim - 3)
@@ -580,7 +580,19 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
         known = da.from_array((_science_rows(mask_in, layout) & DQ["HOT"]) != 0, chunks=chunks2)
         S["n_new_hot"] = (img["hot"] & ~known).sum()
     return Products(layout=layout, plan=plan, exposures=np.asarray(ds.exposure.values).tolist(),
-                    dates=ds.date, arrays=A, stats=S)
+                    dates=ds.date, arrays=A, stats=S, store=ds.encoding.get("nrsdark_store", ""))
+
+
+def task_count(p: Products) -> int:
+    """Tasks of the build's graph (the files' arrays and the statistics, after dask's graph
+    optimization): what the dashboard shows."""
+    from .products import file_products
+
+    arrays = [p[q.name].data for r in ("dark", "mask", "superbias") for q in file_products(r)
+              if q.name in p.arrays]
+    stats = [v for v in p.stats.values() if dask.is_dask_collection(v)]
+    expr = dask.base.collections_to_expr([*arrays, *stats], optimize_graph=True)
+    return len(expr.__dask_graph__())
 
 
 def frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:

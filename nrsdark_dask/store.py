@@ -304,18 +304,50 @@ def file_sha256(path, block: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-def _crc32c(path: Path) -> int:
+def location(path) -> Path | str:
+    """Where a store is: a local ``Path`` (plain paths and ``file://`` URLs) or an fsspec URL
+    string (``s3://bucket/x.zarr``, ...; credentials and endpoints from the usual fsspec /
+    AWS configuration, e.g. ``AWS_ENDPOINT_URL``)."""
+    text = str(path)
+    if text.startswith("file://"):
+        return Path(text[len("file://"):])
+    if "://" in text:
+        return text.rstrip("/")
+    return Path(path)
+
+
+def is_remote(path) -> bool:
+    return isinstance(location(path), str)
+
+
+def child(base, *parts) -> Path | str:
+    """``base/parts...`` for a local path or a URL."""
+    base = location(base)
+    return base.joinpath(*parts) if isinstance(base, Path) else "/".join([base, *parts])
+
+
+def _filesystem(path):
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(location(path)))
+
+
+def _crc32c(data: bytes) -> int:
     import google_crc32c
 
-    return int(google_crc32c.value(path.read_bytes()))
+    return int(google_crc32c.value(data))
 
 
-def _chunk_files(array_dir: Path, index: int) -> dict[str, Path]:
-    """The chunk files of exposure ``index`` of one array, by path below ``c/<index>/``."""
-    root = array_dir / "c" / str(index)
-    if not root.is_dir():
+def _chunk_files(array_dir, index: int) -> dict[str, tuple[str, int]]:
+    """The chunk files of exposure ``index`` of one array: ``{path below c/<index>/: (full
+    path, size)}`` (local or remote, through fsspec)."""
+    fs, root = _filesystem(child(array_dir, "c", str(index)))
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError:
         return {}
-    return {str(f.relative_to(root)): f for f in root.rglob("*") if f.is_file()}
+    return {p[len(root) + 1:]: (p, int(i["size"])) for p, i in found.items()
+            if i["type"] == "file"}
 
 
 def check_chunking(tile, group_chunk=None) -> None:
@@ -397,8 +429,8 @@ def _write_staging(path: Path, name: str, layout: StoreLayout, data: dict) -> Pa
             block = tuple(slice(i, min(i + c, n)) for i, c, n in zip(first, chunks, expected))
             block += (slice(None),)
             arr[(0,) + block] = np.asarray(value[block]).astype(arr.dtype, copy=False)
-    chunks = {var: {rel: [f.stat().st_size, _crc32c(f)]
-                    for rel, f in _chunk_files(path / var, 0).items()}
+    chunks = {var: {rel: [size, _crc32c(Path(f).read_bytes())]
+                    for rel, (f, size) in _chunk_files(path / var, 0).items()}
               for var in layout.variables()}
     (path / "CHUNKS.json").write_text(json.dumps(chunks))
     (path / "COMPLETE").write_text("ok\n")
@@ -410,18 +442,32 @@ class StoreError(RuntimeError):
 
 
 class RampStore:
-    """A calibrated-ramp store on local disk.  Reading: :func:`open_dataset`."""
+    """A calibrated-ramp store.  Reading (:func:`open_dataset`, :meth:`layout`,
+    :meth:`committed`, :meth:`verify`) works at any fsspec URL; writing needs a local (or
+    shared POSIX) filesystem: the commit renames chunk directories and the lock is ``flock``,
+    neither of which an object store has (a clear :class:`StoreError` says so)."""
 
     def __init__(self, path):
-        self.path = Path(path)
+        self.path = location(path)
+
+    def local_path(self, what: str) -> Path:
+        """The store's local path; a StoreError naming ``what`` for a URL."""
+        if isinstance(self.path, str):
+            raise StoreError(
+                f"{what} needs a store on a local or shared POSIX filesystem, not {self.path}: "
+                "commits rename chunk directories and the lock is an OS lock, which object "
+                "stores lack; calibrate into a local store and copy it there (e.g. `aws s3 "
+                "sync`): build and verify read it at the URL")
+        return self.path
 
     # ---- reading --------------------------------------------------------------------------
     def exists(self) -> bool:
-        return (self.path / "zarr.json").exists()
+        fs, root = _filesystem(child(self.path, "zarr.json"))
+        return fs.exists(root)
 
     def layout(self) -> StoreLayout:
         with _quiet_zarr():
-            attrs = zarr.open_group(self.path, mode="r", use_consolidated=True).attrs
+            attrs = zarr.open_group(str(self.path), mode="r", use_consolidated=True).attrs
         if attrs.get("nrsdark_schema") not in READABLE_SCHEMAS:
             raise StoreError(f"{self.path} is not an nrsdark store (schema "
                              f"{attrs.get('nrsdark_schema')!r})")
@@ -429,14 +475,14 @@ class RampStore:
 
     def committed(self) -> list[str]:
         with _quiet_zarr():
-            g = zarr.open_group(self.path, mode="r", use_consolidated=True)
+            g = zarr.open_group(str(self.path), mode="r", use_consolidated=True)
             return [str(s) for s in g["exposure"][:]]
 
     # ---- writing --------------------------------------------------------------------------
     @classmethod
     def create(cls, path, layout: StoreLayout, provenance: dict) -> RampStore:
         """Create an empty store (0 exposures) with all static coordinates."""
-        path = Path(path)
+        path = cls(path).local_path("creating a store")
         if path.exists():
             raise FileExistsError(f"{path} already exists")
         # built beside its final name and renamed when whole: a failure leaves nothing
@@ -497,7 +543,7 @@ class RampStore:
         which dies with its process (no stale lock to take over, no race between two takers);
         the file names the holder (pid, host) for the refusal message.  Repairs the store on
         entry.  On NFS, ``flock`` needs NFSv4 (Linux emulates it with byte-range locks)."""
-        lock = self.path / LOCK
+        lock = self.local_path("writing a store") / LOCK
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         while True:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -547,6 +593,7 @@ class RampStore:
     def check_appendable(self) -> None:
         """Only stores of this schema take new exposures (older ones name exposures by file
         name alone and have no chunk manifests); they are still read and built."""
+        self.local_path("adding exposures to a store")
         with _quiet_zarr():
             schema = zarr.open_group(self.path, mode="r", use_consolidated=True).attrs.get(
                 "nrsdark_schema")
@@ -558,51 +605,58 @@ class RampStore:
     def committed_hashes(self) -> dict[str, str]:
         """``{input SHA-256: exposure}`` of the committed exposures."""
         with _quiet_zarr():
-            g = zarr.open_group(self.path, mode="r", use_consolidated=True)
+            g = zarr.open_group(str(self.path), mode="r", use_consolidated=True)
             if "input_sha256" not in g:
                 return {}
             return {str(h): str(e) for h, e in zip(g["input_sha256"][:], g["exposure"][:])}
+
+    def _manifest(self, index: int) -> dict | None:
+        fs, root = _filesystem(child(self.path, CHUNKS, f"{index}.json"))
+        try:
+            return json.loads(fs.cat_file(root))
+        except FileNotFoundError:
+            return None
 
     def unverifiable(self, exposures=None) -> list[str]:
         """Committed exposures without a chunk manifest (committed by an older nrsdark_dask):
         :meth:`verify` cannot check them."""
         names = self.committed()
         return [names[i] for i in (range(len(names)) if exposures is None else exposures)
-                if not (self.path / CHUNKS / f"{i}.json").exists()]
+                if self._manifest(i) is None]
 
     def verify(self, exposures=None, checksums: bool = False) -> list[str]:
         """Problems with the committed exposures' chunks (an empty list: all there): every
         chunk file the exposure's manifest lists must exist with its size (and, with
         ``checksums``, its CRC32C: a full read of the exposure); no other chunk file may sit
         in its place.  ``exposures``: store indices (default: all).  Cost without checksums:
-        one ``stat`` per chunk (~20 k for 25 full-frame exposures of 88 groups)."""
+        one directory walk per exposure and array (local or at a URL)."""
         names = self.committed()
         layout = self.layout()
+        fs, _ = _filesystem(self.path)
         out = []
         for i in range(len(names)) if exposures is None else exposures:
-            path = self.path / CHUNKS / f"{i}.json"
-            if not path.exists():  # see unverifiable()
+            listed = self._manifest(i)
+            if listed is None:  # see unverifiable()
                 continue
-            listed = json.loads(path.read_text())
             for var in layout.variables():
-                on_disk = _chunk_files(self.path / var, i)
+                on_disk = _chunk_files(child(self.path, var), i)
                 for rel, (size, crc) in listed.get(var, {}).items():
-                    f = on_disk.pop(rel, None)
-                    where = f"{names[i]}: {var} chunk {self.path / var / 'c' / str(i) / rel}"
-                    if f is None:
+                    found = on_disk.pop(rel, None)
+                    where = f"{names[i]}: {var} chunk {child(self.path, var, 'c', str(i), rel)}"
+                    if found is None:
                         out.append(f"{where} is missing")
-                    elif f.stat().st_size != size:
-                        out.append(f"{where} has {f.stat().st_size} bytes, {size} when "
-                                   "committed (truncated or replaced)")
-                    elif checksums and _crc32c(f) != crc:
+                    elif found[1] != size:
+                        out.append(f"{where} has {found[1]} bytes, {size} when committed "
+                                   "(truncated or replaced)")
+                    elif checksums and _crc32c(fs.cat_file(found[0])) != crc:
                         out.append(f"{where} does not match its checksum (corrupt)")
                 out += [f"{names[i]}: {var} chunk {f} was not part of the commit"
-                        for f in on_disk.values()]
+                        for f, _ in on_disk.values()]
         return out
 
     def commit(self, name: str, coords: dict) -> int:
         """Move a staged exposure into the store and publish it; return its index."""
-        staged = self.path / STAGING / name
+        staged = self.local_path("committing") / STAGING / name
         if not (staged / "COMPLETE").exists():
             raise StoreError(f"exposure {name} is not completely staged")
         committed = self.committed()
@@ -659,11 +713,11 @@ def open_dataset(path, **kwargs) -> xr.Dataset:
     ``nrsdark_positions``): the build's ramp pass reads blocks straight from the store
     (:class:`StoreBlock`) while the dataset is unmodified (``nrsdark_ramp``: its ramp's dask
     name)."""
-    path = Path(path)
-    if not (path / "zarr.json").exists():
+    path = location(path)
+    if not RampStore(path).exists():
         raise FileNotFoundError(f"no store at {path}")
     with _quiet_zarr():
-        ds = xr.open_zarr(path, consolidated=True, **kwargs)
+        ds = xr.open_zarr(str(path), consolidated=True, **kwargs)
     dates, names = ds.date.values, [str(e) for e in ds.exposure.values]
     order = sorted(range(ds.sizes["exposure"]), key=lambda i: (dates[i], names[i]))
     if order != sorted(order):
@@ -684,7 +738,7 @@ class StoreBlock:
     index: tuple
 
     def read(self) -> np.ndarray:
-        return read_block(Path(self.path) / self.var, self.index)
+        return read_block(child(self.path, self.var), self.index)
 
 
 chunk_read_hook = None
@@ -702,13 +756,13 @@ def read_block(array_path, index: tuple) -> np.ndarray:
     ``index``: slices, except that the first (exposure) entry may be a sequence of positions,
     read in that order (a build's exposures sorted by date, or a subset).  A chunk file shorter
     or longer than its chunk is an error naming the file, never a silent fill."""
-    array_path = Path(array_path)
+    array_path = location(array_path)
     with _quiet_zarr():
-        arr = zarr.open_array(array_path, mode="r")
+        arr = zarr.open_array(str(array_path), mode="r")
     first, rest = index[0], tuple(index[1:])
     positions = None if isinstance(first, slice) else [int(i) for i in first]
     steps = [sl.step for sl in rest + ((first,) if positions is None else ())]
-    if not _fast(arr) or any(st not in (None, 1) for st in steps):
+    if isinstance(array_path, str) or not _fast(arr) or any(st not in (None, 1) for st in steps):
         return arr[index] if positions is None else arr.oindex[(positions,) + rest]
     if positions is None:
         out = np.empty([len(range(*sl.indices(n))) for sl, n in zip(index, arr.shape)],

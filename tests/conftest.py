@@ -120,3 +120,55 @@ def copy_store(src, dst, group_chunk=None, order=None):
             store.commit(name, {c: one[c].values.item() for c in EXPOSURE_COORDS
                                 if c != "exposure" and c in one.coords})
     return dst
+
+
+class DaskProcesses:
+    """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1 (ports chosen by
+    the OS, found through the scheduler file), each worker single-threaded, without a nanny
+    (so a SIGKILL of its pid really loses it), declaring ``MEMORY`` like a production
+    worker.  Torn down (killed) by :meth:`close`."""
+
+    def __init__(self, tmp_path, n_workers=2, memory="3GB"):
+        import json
+        import subprocess
+        import sys
+        import time
+        from pathlib import Path
+
+        dask_bin = str(Path(sys.executable).parent / "dask")
+        self.dir = tmp_path
+        self.procs = []
+        sched_file = tmp_path / "scheduler.json"
+
+        def start(*args, log):
+            f = open(tmp_path / log, "w")
+            p = subprocess.Popen([dask_bin, *args], stdout=f, stderr=subprocess.STDOUT)
+            self.procs.append(p)
+            return p
+
+        start("scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+              "127.0.0.1:0", "--scheduler-file", str(sched_file), log="scheduler.log")
+        deadline = time.time() + 60
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            if time.time() > deadline or self.procs[0].poll() is not None:
+                self.close()
+                raise RuntimeError("dask scheduler did not start: "
+                                   + (tmp_path / "scheduler.log").read_text()[-2000:])
+            time.sleep(0.1)
+        self.address = json.loads(sched_file.read_text())["address"]
+        mem = int(float(memory.rstrip("GB")) * 1e9)
+        self.workers = [start("worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
+                              "--no-nanny", "--host", "127.0.0.1", "--memory-limit", memory,
+                              "--resources", f"MEMORY={mem}", "--dashboard-address",
+                              "127.0.0.1:0", log=f"worker{i}.log") for i in range(n_workers)]
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as c:
+            c.wait_for_workers(n_workers, timeout=60)
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            p.wait()

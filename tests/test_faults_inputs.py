@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 
+import dask
 import pytest
 from astropy.io import fits
 
@@ -130,8 +131,9 @@ def test_bad_schedulers_fail_before_a_store_exists(cal_manifest, tmp_path, capsy
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = cli.main(["calibrate", str(cal_manifest), "--store", str(tmp_path / "s.zarr"),
-                     "--scheduler", scheduler.format(port=port)])
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = cli.main(["calibrate", str(cal_manifest), "--store", str(tmp_path / "s.zarr"),
+                         "--scheduler", scheduler.format(port=port)])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "s.zarr").exists()
