@@ -188,11 +188,12 @@ def _status_gb(key: str) -> float:
 def child(row_json: str, store: str, out_json: str, profile: bool):
     """One calibrate_exposure call in this (fresh) process; numbers to ``out_json``."""
     import nrsdark_dask.calibrate as C
-    from nrsdark_dask.store import RampStore, StoreLayout
+    from nrsdark_dask.store import RampStore, StoreLayout, exposure_id
     from astropy.io import fits
     from stdatamodels.jwst import datamodels  # noqa: F401 - imports counted in the base
 
     row = json.loads(row_json)
+    row.setdefault("exposure", exposure_id(row["name"], row["sha256"]))
     layout = StoreLayout.from_header(fits.getheader(row["file"], 0), has_bias=False)
     if Path(store).exists():
         shutil.rmtree(store)
