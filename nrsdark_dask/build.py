@@ -31,6 +31,20 @@ from .jwst_recipe import reference_mismatches
 from .reduce import DEFAULT_TASK_MEMORY, BuildError, build_products, check_store
 from .store import RampStore, file_sha256, open_dataset
 
+def cut_to_store(plane: np.ndarray, ystart: int, xstart: int, layout) -> np.ndarray:
+    """The store's region of a reference plane that covers it (a full-frame MASK for a
+    subarray build, as jwst's ``reffile_utils`` cuts reference files for subarray data);
+    ``ystart``/``xstart``: the plane's own 1-based SUBSTRT.  IRS2 planes keep their 3200 raw
+    rows (full frame only)."""
+    if plane.shape == (layout.ny_raw, layout.nx):
+        return plane.copy()
+    y0, x0 = layout.ystart - ystart, layout.xstart - xstart
+    if y0 < 0 or x0 < 0 or y0 + layout.ny > plane.shape[0] or x0 + layout.nx > plane.shape[1]:
+        raise BuildError(f"the reference plane ({plane.shape[0]} x {plane.shape[1]} from row "
+                         f"{ystart}, column {xstart}) does not contain the store's region")
+    return plane[y0:y0 + layout.ny, x0:x0 + layout.nx].copy()
+
+
 def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None,
           author: str = "nrsdark_dask", workers: int | None = None,
           task_memory=None, progress: bool = False, products: str | None = None,
@@ -69,7 +83,8 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
         if bad:
             raise BuildError("--mask-in does not fit the store: " + "; ".join(bad))
         with dm.MaskModel(str(mask_in)) as m:
-            mask = np.asarray(m.dq, np.uint32).copy()
+            mask = cut_to_store(np.asarray(m.dq, np.uint32), m.meta.subarray.ystart or 1,
+                                m.meta.subarray.xstart or 1, layout)
         notes.append(f"Input MASK: {Path(mask_in).name} (SHA-256 {file_sha256(mask_in)})")
     versions = ds.attrs.get("provenance", {}).get("versions", {})
     local = {"scheduler": "sync" if kind == "sync" else "threads",

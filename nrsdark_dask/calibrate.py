@@ -159,7 +159,8 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
             science = np.isfinite(b[0]) & np.isfinite(b[1])
             if layout.family == "IRS2":
                 science &= inst.irs2_normal_rows(layout.detector)[:, None]
-            bias_level = float(np.median((2.0 * b[0] - b[1])[science]))
+            a = inst.bias_weight(inst.get_read_pattern(layout.readpatt), layout.tframe)
+            bias_level = float(np.median(((1 + a) * b[0] - a * b[1])[science]))
         write_staging(store_path, name, layout, data)
         p = res.provenance
         coords = {

@@ -145,7 +145,7 @@ def _build(args) -> int:
     for reftype, path in summary["files"].items():
         print(f"{reftype.upper():9s} {path}")
     s = summary["stats"]
-    counts = ", ".join(f"{f.dq[0]} {s[f.stat]}" for f in FLAGS if f.stat)
+    counts = ", ".join(f"{f.label} {s[f.stat]}" for f in FLAGS if f.stat)
     print(f"{summary['plan']}; {time.time() - t0:.1f} s")
     print(f"inputs {s['n_exposures']}; {counts}" +
           (f"; new hot {s['n_new_hot']}" if "n_new_hot" in s else "") +

@@ -37,6 +37,9 @@ def _check(section) -> None:
         if kind is bool:
             if not isinstance(v, bool):
                 raise ConfigError(f"{where} must be true or false, not {v!r}")
+        elif kind is int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{where} must be an integer, not {v!r}")
         elif kind is float:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ConfigError(f"{where} must be a number, not {v!r}")
@@ -128,6 +131,8 @@ class DarkConfig:
     badref_sigma: float = _num(4.0, **POSITIVE)
     hot_rate: float = _num(1.0, **POSITIVE)  # DN/s
     unreliable_err_sigma: float = _num(3.0, **POSITIVE)
+    # planes of the DARK (one frame each, NFRAMES = 1); 0: as many frames as the inputs span
+    frames: int = _num(0, min=0)
 
     __post_init__ = _check
 

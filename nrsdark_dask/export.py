@@ -35,7 +35,6 @@ from .products import dq_def_names, file_products
 from .reduce import Products
 
 DQ = inst.DQ
-NIRSPEC_EXP_TYPES = "NRS_BRIGHTOBJ|NRS_DARK|NRS_FIXEDSLIT|NRS_IFU|NRS_MSASPEC|"
 ON_DISK = {np.dtype("float32"): (-32, ">f4", 0), np.dtype("uint32"): (32, ">i4", 2**31),
            np.dtype("uint8"): (8, "u1", 0)}
 
@@ -66,6 +65,12 @@ def _dq_def():
 
 
 def _meta(model, p: Products, reftype: str, descrip: str, author: str, history: list[str]):
+    """The file's header keywords (SPEC §9), through the model's schema.  Selection: the
+    detector and region, every NIRSpec exposure type (P_EXP_TY, written by :func:`_presize`),
+    both readout patterns of the family (P_READPA: TRAD serves NRS and NRSRAPID), and for
+    subarray darks the disperser group (P_GRATIN, report Table 5).  A DARK is written one
+    frame per plane (NFRAMES = 1, GROUPGAP = 0, NGROUPS = its planes): stcal's dark_sub
+    averages its frames for any science readout (stcal#120)."""
     lay = p.layout
     dates = sorted(np.asarray(p.dates.values).astype("datetime64[s]").tolist())
     first, last = Time(dates[0]), Time(dates[-1])
@@ -83,15 +88,35 @@ def _meta(model, p: Products, reftype: str, descrip: str, author: str, history: 
     m.subarray.xstart, m.subarray.ystart = lay.xstart, lay.ystart
     m.subarray.xsize, m.subarray.ysize = lay.nx, lay.ny
     m.subarray.fastaxis, m.subarray.slowaxis = inst.fast_slow_axes(lay.detector)
-    m.exposure.type = "NRS_DARK"
-    m.exposure.readpatt = lay.readpatt
-    m.exposure.p_readpatt = f"{lay.readpatt}|"
-    pattern = inst.get_read_pattern(lay.readpatt)
-    m.exposure.ngroups = lay.ngroups
-    m.exposure.nframes = pattern.nframes
-    m.exposure.groupgap = pattern.groupgap
+    m.exposure.readpatt = "ANY"
+    m.exposure.p_readpatt = "|".join(sorted(inst.family_patterns(lay.family))) + "|"
+    gratings = _gratings(p)
+    if reftype == "DARK":
+        m.exposure.type = "ANY"
+        m.exposure.ngroups = int(p["dark_cube"].shape[0])
+        m.exposure.nframes, m.exposure.groupgap = 1, 0
+    if reftype in ("DARK", "SUPERBIAS"):
+        m.instrument.grating = "ANY"
+        if gratings:
+            m.instrument.p_grating = "|".join(gratings) + "|"
     for line in history:
         model.add_history_entry(line)
+
+
+def _gratings(p: Products) -> tuple[str, ...] | None:
+    """The disperser group a subarray build serves (None: every grating)."""
+    groups = {inst.disperser_group(p.layout.subarray, g) for g in p.gratings}
+    if len(groups) > 1:
+        raise ValueError(f"the inputs' gratings ({', '.join(sorted(set(p.gratings)))}) span "
+                         f"several {p.layout.subarray} disperser groups: select splits them")
+    return groups.pop() if groups else None
+
+
+def writes_mask(layout) -> bool:
+    """Full frames deliver a MASK; subarrays do not (report §6: one dark and one bias per
+    subarray; the full-frame mask serves subarray science, cut by jwst): new hot pixels of a
+    subarray build are UNRELIABLE_DARK in its DARK, and counted."""
+    return layout.subarray == "FULL"
 
 
 def _history(p: Products, versions: dict, notes=()) -> list[str]:
@@ -173,9 +198,10 @@ def _presize(path: Path, primary: fits.Header, images: list[tuple[fits.Header, t
     with open(path, "wb") as f:
         h = primary.copy()
         h["SIMPLE"], h["BITPIX"], h["NAXIS"], h["EXTEND"] = True, 8, 0, True
-        # CRDS selection keywords the reference-file schemas do not carry
-        h.setdefault("EXP_TYPE", "NRS_DARK")
-        h["P_EXP_TY"] = NIRSPEC_EXP_TYPES  # exposure types the file applies to
+        # CRDS selection keywords the reference-file schemas do not carry: every NIRSpec
+        # exposure type (a long string: astropy writes CONTINUE cards)
+        h.setdefault("EXP_TYPE", "ANY")
+        h["P_EXP_TY"] = "|".join(inst.NIRSPEC_EXP_TYPES) + "|"
         for k in [k for k in h if k.startswith("NAXIS") and k != "NAXIS"]:
             del h[k]
         f.write(fits.PrimaryHDU(header=h).header.tostring().encode("ascii"))
@@ -224,15 +250,17 @@ def _models(p: Products, author: str, history: list[str]) -> dict:
                                dark_rate=np.zeros((1, 1), np.float32),
                                dark_rate_unc=np.zeros((1, 1), np.float32), dq_def=_dq_def())
     _meta(dark, p, "DARK", "NIRSpec dark: synthesized cube, JWST-STScI-009226", author, history)
-    mask = dm.MaskModel(dq=np.zeros((1, 1), np.uint32), dq_def=_dq_def())
-    _meta(mask, p, "MASK", "NIRSpec bad pixel mask with new hot pixels", author, history)
-    models = {"dark": dark, "mask": mask}
+    models = {"dark": dark}
+    if writes_mask(p.layout):
+        mask = dm.MaskModel(dq=np.zeros((1, 1), np.uint32), dq_def=_dq_def())
+        _meta(mask, p, "MASK", "NIRSpec bad pixel mask with new hot pixels", author, history)
+        models["mask"] = mask
     if "superbias" in p.arrays:
         sb = dm.SuperBiasModel(data=np.zeros((1, 1), np.float32),
                                err=np.zeros((1, 1), np.float32),
                                dq=np.zeros((1, 1), np.uint32), dq_def=_dq_def())
-        _meta(sb, p, "SUPERBIAS", "NIRSpec superbias: 2 g1 - g2, JWST-STScI-009226", author,
-              history)
+        _meta(sb, p, "SUPERBIAS", "NIRSpec superbias: groups 1-2 projected to t = 0, "
+              "JWST-STScI-009226", author, history)
         models["superbias"] = sb
     return models
 

@@ -190,6 +190,68 @@ def group_times(pattern: ReadPattern, tframe: float, ngroups: int) -> np.ndarray
     return ((first + (pattern.nframes + 1) / 2.0) * tframe).astype(np.float64)
 
 
+NIRSPEC_EXP_TYPES = ("NRS_AUTOFLAT", "NRS_AUTOWAVE", "NRS_BRIGHTOBJ", "NRS_CONFIRM", "NRS_DARK",
+                     "NRS_FIXEDSLIT", "NRS_FOCUS", "NRS_IFU", "NRS_IMAGE", "NRS_LAMP",
+                     "NRS_MIMF", "NRS_MSASPEC", "NRS_MSATA", "NRS_TACONFIRM", "NRS_TACQ",
+                     "NRS_TASLIT", "NRS_VERIFY", "NRS_WATA")
+"""Every NIRSpec exposure type: all run calwebb_detector1, with superbias and dark_current, so
+bias and dark reference files apply to all of them (P_EXP_TY).  The NRS_ values of
+stdatamodels' EXP_TYPE enum and of CRDS's ``nirspec_all.tpn`` (tested equal to the schema)."""
+
+
+def family_patterns(family: str) -> tuple[str, ...]:
+    """The readout patterns a bias or dark of a readout family serves (P_READPA): TRAD darks
+    apply to NRS and NRSRAPID, IRS2 darks to NRSIRS2 and NRSIRS2RAPID (report §2, Table 1)."""
+    return tuple(p.name for p in READ_PATTERNS.values() if p.family == family)
+
+
+_MOST = ("G140M", "G140H", "G235M", "G235H", "G395H", "PRISM", "MIRROR")
+DISPERSER_GROUPS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "SUB2048": (("G140M", "PRISM"), ("G140H", "G235M"), ("G235H",), ("G395M",), ("G395H",)),
+    "SUBS200A1": (_MOST, ("G395M",)),
+    "SUBS200A2": (_MOST, ("G395M",)),
+    "SUBS400A1": (_MOST, ("G395M",)),
+    "SUB512": (("G140M", "PRISM"),),
+    "SUB512S": (("G140M", "PRISM"),),
+}
+"""Subarray darks per disperser group (report §6, Table 5): the subarray sits elsewhere on the
+detector for each group of gratings, so a subarray dark serves one group (P_GRATIN).  Full
+frames, ALLSLITS (which encloses the other subarrays) and SUB1024A/B (no delivery since
+Commissioning) serve every grating."""
+
+
+def disperser_group(subarray: str, grating: str) -> tuple[str, ...] | None:
+    """The gratings a dark of ``subarray`` taken with ``grating`` serves; None: all of them.
+    A grating outside the subarray's listed groups is a group of its own."""
+    groups = DISPERSER_GROUPS.get(subarray)
+    if groups is None:
+        return None
+    return next((g for g in groups if grating in g), (grating,))
+
+
+def total_frames(pattern: ReadPattern, ngroups: int) -> int:
+    """Frames a ramp spans: ``ngroups x nframes + (ngroups - 1) x groupgap`` (stcal
+    ``dark_sub``'s count, stcal#120)."""
+    return ngroups * pattern.nframes + (ngroups - 1) * pattern.groupgap
+
+
+def frame_times(tframe: float, nframes: int) -> np.ndarray:
+    """Time of each frame since reset: frame k (0-based) at ``(k + 1) x tframe``.  A DARK
+    reference file is one frame per group (NFRAMES = 1, GROUPGAP = 0, stcal#120): plane k is
+    the dark at frame k, and stcal ``dark_sub`` averages planes to match the science
+    readout."""
+    return ((np.arange(nframes) + 1.0) * tframe).astype(np.float64)
+
+
+def bias_weight(pattern: ReadPattern, tframe: float) -> float:
+    """``a`` of the superbias ``(1 + a) g1 - a g2``: groups 1 and 2 projected linearly back
+    to time 0 (report §4.1.1), ``a = t1 / (t2 - t1)`` with the groups' mean frame times.  One
+    frame per group (NRSRAPID, NRSIRS2RAPID): a = 1, the report's ``2 g1 - g2``; NRS (4 frames
+    averaged, 1 skipped): 0.5; NRSIRS2 (5 averaged): 0.6."""
+    t1, t2 = group_times(pattern, tframe, 2)
+    return float(t1 / (t2 - t1))
+
+
 def fast_slow_axes(detector: str) -> tuple[int, int]:
     """FASTAXIS, SLOWAXIS keywords (DMS): NRS1 reads along +y then +x; NRS2 along -y, -x."""
     return (2, 1) if detector == "NRS1" else (-2, -1)

@@ -38,21 +38,25 @@ class Flag:
     stat: str | None  # statistic counting it (None: not counted)
     long_name: str
 
+    @property
+    def label(self) -> str:
+        """How a count of it is printed: its DQ bit name (HOT for the hot pixels)."""
+        return self.dq[0] if self.dq else self.name.upper()
 
-G3, YX, RAW = ("group", "y", "x"), ("y", "x"), ("y_raw", "x")
+
+G3, F3, YX, RAW = ("group", "y", "x"), ("frame", "y", "x"), ("y", "x"), ("y_raw", "x")
 
 PRODUCTS: tuple[Product, ...] = (
     # DARK (DarkNirspecModel), report §4.1.3-§4.1.4
-    Product("dark_cube", G3, "float32", "DN", "synthesized dark cube", 0.0, None, "dark", "SCI"),
-    Product("dark_err", G3, "float32", "DN", "per-group std of the surviving counts", 0.0, None,
-            "dark", "ERR"),
+    Product("dark_cube", F3, "float32", "DN", "synthesized dark cube, one frame per plane",
+            0.0, None, "dark", "SCI"),
+    Product("dark_err", F3, "float32", "DN", "per-group std of the surviving counts, at the "
+            "frame times", 0.0, None, "dark", "ERR"),
     Product("dark_dq", YX, "uint32", "", "dark pixel DQ", None, None, "dark", "DQ"),
     Product("dark_rate", YX, "float32", "DN/s", "mean dark rate (DRK)", 0.0, "UNRELIABLE_DARK",
             "dark", "DRK"),
     Product("dark_rate_unc", YX, "float32", "DN/s", "standard error of DRK (UNC)", 0.0,
             "UNRELIABLE_DARK", "dark", "UNC"),
-    Product("dark_groupdq", G3, "uint8", "", "DO_NOT_USE where fewer than 2 inputs survive",
-            None, None, "dark", "GROUPDQ"),
     # MASK
     Product("mask", RAW, "uint32", "", "input mask OR HOT|DO_NOT_USE on hot pixels", None, None,
             "mask", "DQ"),
@@ -64,6 +68,8 @@ PRODUCTS: tuple[Product, ...] = (
     Product("superbias_dq", RAW, "uint32", "", "superbias DQ", None, None, "superbias", "DQ"),
     # QA only
     Product("average_ramp", G3, "float32", "DN", "3-sigma clipped average dark ramp"),
+    Product("average_ramp_count", G3, "int16", "", "inputs surviving the clip, per group "
+            "(below 2: no std)"),
 )
 
 FLAGS: tuple[Flag, ...] = (
@@ -72,7 +78,9 @@ FLAGS: tuple[Flag, ...] = (
          "bad reference pixel (report §4.1.3)"),
     Flag("telegraph", ("TELEGRAPH",), False, "n_telegraph",
          "random telegraph pixel, not hot (report §4.1.3)"),
-    Flag("hot", ("HOT",), True, "n_hot", "mean dark rate > hot_rate (report §4.1.4)"),
+    # HOT reaches science through the MASK (jwst ORs the DARK's DQ into PIXELDQ too, so a HOT
+    # bit here would only repeat it); the report's DARK marks hot pixels UNRELIABLE_DARK
+    Flag("hot", (), True, "n_hot", "mean dark rate > hot_rate (report §4.1.4)"),
     Flag("flagged_everywhere", (), True, None,
          "flagged in the pixel DQ of every input (REFERENCE_PIXEL ignored)"),
     Flag("high_unc", (), True, None, "rate uncertainty > mean + 3 sigma"),

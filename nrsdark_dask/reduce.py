@@ -44,13 +44,27 @@ Decisions (the report is silent or ambiguous; SPEC.md asks to document them):
 * a neighbour lit only by IPC (< 2 % of the candidate's excess) does not veto an RC candidate;
 * RC: one of groups 2-3 JUMP_DET or unusable suffices (``rc_next_groups="any"``; "all" is the
   stricter reading, see ``kernels.flags.rc_candidates``);
-* reference pixels take the average dark ramp in the cube (they have no dark current; the bad
-  ones are DO_NOT_USE anyway), so the cube never waits for the reference statistics;
+* the average dark ramp, not the rate, fills the cube (report §4.1.4) for DO_NOT_USE pixels -
+  RC pixels, reference pixels (the bad ones are DO_NOT_USE; all of them take it, so the cube
+  never waits for the reference statistics, and they have no dark current), and pixels
+  DO_NOT_USE in the PIXELDQ of every input (dead or otherwise bad in the input mask) - and
+  for the 4-neighbours of HOT and RC pixels (IPC);
+* the DARK is written one frame per plane (NFRAMES = 1, GROUPGAP = 0, the jwst convention,
+  stcal#120), ``[dark] frames`` planes (default: the frames the inputs span): rate x frame
+  time for most pixels, the average ramp resampled at the frame times for the pixels above
+  (linear between groups, past the last group with the slope of its last quarter);
+* the superbias projects groups 1 and 2 to time 0 with their mean frame times,
+  ``(1 + a) g1 - a g2``, a = t1 / (t2 - t1): the report's ``2 g1 - g2`` for one frame per
+  group, 1.5 g1 - 0.5 g2 for NRS (4 frames averaged, 1 skipped), 1.6 g1 - 0.6 g2 for NRSIRS2,
+  so bias and cube agree at every frame whatever readout the inputs used;
 * "flagged in the pixel DQ of every input" ignores REFERENCE_PIXEL (always set by the mask);
 * pixels whose DRK or UNC is unknown get UNRELIABLE_DARK (and 0 in the file): the product
   table's fill policy;
-* the dark's group DQ plane (extension GROUPDQ) marks DO_NOT_USE where fewer than two inputs
-  survive at that group.
+* no GROUPDQ extension in the DARK (jwst's DarkNirspecModel has none, so no consumer reads it,
+  and at one byte per frame and pixel it is the size of the cube): the inputs surviving the
+  clip per group are the QA product ``average_ramp_count``; and no HOT bit in the DARK's DQ
+  (the MASK carries it; jwst ORs both into the science PIXELDQ): hot pixels are
+  UNRELIABLE_DARK there, as the report lists.
 """
 
 from __future__ import annotations
@@ -93,6 +107,7 @@ class Products:
     arrays: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     store: str = ""  # where the inputs came from (the dataset's ``nrsdark_store``)
+    gratings: tuple = ()  # the inputs' GRATING values
 
     def __getitem__(self, name):
         return self.arrays[name]
@@ -232,9 +247,10 @@ def _images(ds: xr.Dataset, layout: StoreLayout, cfg: Config, chunks2,
     ipc = da.map_overlap(K.neighbours, hot | rc, depth=1, boundary="none", dtype=bool)
     pix = stack("pixeldq")
     everywhere = ((pix & np.uint32(~np.uint32(DQ["REFERENCE_PIXEL"]))) != 0).all(axis=0)
+    dnu = ((pix & np.uint32(DQ["DO_NOT_USE"])) != 0).all(axis=0)
     return {
         "ref": ref, "refpix": refpix, "active": active, "mean_rate": mean_rate, "unc": unc,
-        "hot": hot, "rc": rc, "telegraph": telegraph, "use_ramp": refpix | rc | ipc,
+        "hot": hot, "rc": rc, "telegraph": telegraph, "use_ramp": refpix | rc | dnu | ipc,
         "flagged_everywhere": everywhere,
         "high_unc": unc > S["unc_mean"] + cfg.dark.unreliable_err_sigma * S["unc_std"],
         "first_jump": stack("first_jump") if "first_jump" in ds else None,
@@ -309,15 +325,15 @@ def _rtn_flags(neg: da.Array, layout, cfg: Config, S: dict) -> da.Array:
 
 
 # ---- stage 2: the ramp pass ---------------------------------------------------------------
-RAMP_OUTPUTS = ("dark_cube", "dark_err", "dark_groupdq", "ref_sums")
-QA_OUTPUTS = ("average_ramp",)
+RAMP_OUTPUTS = ("mean", "std", "ref_sums")
+QA_OUTPUTS = ("average_ramp", "average_ramp_count")
 
 
-def _ramp_block(ramp, gdq, first_jump, mean_rate, use_ramp, frame_rate, *, g0, times, sigma,
-                maxiters, outputs):
-    """One ramp-pass task: read (if given store blocks), clip, synthesize.  Returns a dict of
-    the block's ``outputs`` (:data:`RAMP_OUTPUTS`: cube, ERR, group DQ and ``ref_sums``
-    (1, 4, ty, tx), the sums behind the bad-reference rule; or :data:`QA_OUTPUTS`)."""
+def _ramp_block(ramp, gdq, first_jump, *, g0, sigma, maxiters, outputs):
+    """One ramp-pass task: read (if given store blocks) and clip one group block of every
+    exposure of a tile.  Returns a dict of the block's ``outputs``: :data:`RAMP_OUTPUTS` (the
+    clipped mean and std, and ``ref_sums`` (1, 4, ty, tx), the sums behind the bad-reference
+    rule), or :data:`QA_OUTPUTS` (the average ramp and the surviving inputs per group)."""
     if isinstance(ramp, StoreBlock):
         ramp, gdq = ramp.read(), gdq.read()
     jumped = None if g0 == 0 or first_jump is None else first_jump <= g0 - 1
@@ -326,17 +342,23 @@ def _ramp_block(ramp, gdq, first_jump, mean_rate, use_ramp, frame_rate, *, g0, t
                                       sigma=sigma, maxiters=maxiters)
     del ramp, gdq
     if outputs == QA_OUTPUTS:
-        return {"average_ramp": mean}
-    fr = float(np.asarray(frame_rate).ravel()[0])
+        return {"average_ramp": mean, "average_ramp_count": count}
     ok_m, ok_s = np.isfinite(mean), np.isfinite(std)
     sums = np.stack([np.where(ok_m, mean, 0).sum(axis=0, dtype=np.float64), ok_m.sum(axis=0),
                      np.where(ok_s, std, 0).sum(axis=0, dtype=np.float64), ok_s.sum(axis=0)])
-    return {
-        "dark_cube": K.synthesize_dark_cube(mean_rate, mean, times, fr, use_ramp),
-        "dark_err": np.where(ok_s, std, np.float32(0)),
-        "dark_groupdq": np.where(count < 2, np.uint8(DQ["DO_NOT_USE"]), np.uint8(0)),
-        "ref_sums": sums[None],
-    }
+    return {"mean": mean, "std": std, "ref_sums": sums[None]}
+
+
+def _dark_tile(means, stds, mean_rate, use_ramp, frame_rate, *, group_times, frame_times):
+    """One tile of the DARK (``synthesize-dark`` tasks): the cube and ERR in the one-frame-per-group
+    form of DARK files, from the tile's clipped mean and std of every group block
+    (report §4.1.4; :func:`~nrsdark_dask.kernels.synthesize_dark_cube`).  ERR is the per-group
+    std resampled at the frame times, held past the last group."""
+    mean, std = np.concatenate(means, axis=0), np.concatenate(stds, axis=0)
+    fr = float(np.asarray(frame_rate).ravel()[0])
+    cube = K.synthesize_dark_cube(mean_rate, mean, group_times, frame_times, fr, use_ramp)
+    err = K.resample_ramp(std, group_times, frame_times, extend="hold").astype(np.float32)
+    return {"dark_cube": cube, "dark_err": err}
 
 
 def _store_stack(ds: xr.Dataset, var: str, chunks2) -> da.Array:
@@ -367,9 +389,9 @@ def _is_pristine(ds: xr.Dataset) -> bool:
 def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
                cfg: Config, outputs=RAMP_OUTPUTS) -> dict:
     """One task per (group block, tile): see the module docstring.  Returns a lazy array per
-    name of ``outputs``; ``ref_sums`` is (group blocks, 4, y, x).  The QA outputs (the
-    average ramp) are a graph of their own, run only if asked for: the build's tasks never
-    hold them."""
+    name of ``outputs`` ((group, y, x) blocks; ``ref_sums`` is (group blocks, 4, y, x)).  The
+    QA outputs (the average ramp) are a graph of their own, run only if asked for: the build's
+    tasks never hold them."""
     ramp = ds.ramp.data
     G = layout.ngroups
     ych, xch = ramp.chunks[2], ramp.chunks[3]
@@ -378,12 +400,9 @@ def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
     g_starts = np.cumsum((0,) + gch)[:-1]
     y_starts, x_starts = np.cumsum((0,) + ych)[:-1], np.cumsum((0,) + xch)[:-1]
     token = dask.base.tokenize(ramp.name, ds.groupdq.data.name, plan, cfg.dark, outputs,
-                               img["mean_rate"].name, img["use_ramp"].name)
+                               ds.encoding.get("nrsdark_positions"))
     name = f"ramp-pass-{token}"
-    mean_rate = img["mean_rate"].rechunk((ych, xch))
-    use_ramp = img["use_ramp"].rechunk((ych, xch))
-    frame_rate = da.asarray(img["stats"]["frame_rate"]).reshape(1)
-    deps = [mean_rate, use_ramp, frame_rate]
+    deps = []
     fj = img["first_jump"]
     if fj is not None and gb < G:
         fj = fj.rechunk({1: ych, 2: xch})
@@ -396,12 +415,11 @@ def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
         q = ds.groupdq.data.rechunk({0: -1, 1: gch})
         deps += [r, q]
     path = ds.encoding.get("nrsdark_store")
-    times = layout.group_times()
     dsk = {}
     for gi, g0 in enumerate(g_starts):
         g1 = int(g0 + gch[gi])
-        fn = functools.partial(_ramp_block, g0=int(g0), times=times[g0:g1],
-                               sigma=cfg.dark.clip_sigma, maxiters=5, outputs=outputs)
+        fn = functools.partial(_ramp_block, g0=int(g0), sigma=cfg.dark.clip_sigma, maxiters=5,
+                               outputs=outputs)
         for yi, y0 in enumerate(y_starts):
             for xi, x0 in enumerate(x_starts):
                 if pristine:
@@ -413,21 +431,53 @@ def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
                 else:
                     rk, qk = (r.name, 0, gi, yi, xi), (q.name, 0, gi, yi, xi)
                 fk = (fj.name, 0, yi, xi) if fj is not None else None
-                dsk[(name, gi, yi, xi)] = (fn, rk, qk, fk, (mean_rate.name, yi, xi),
-                                           (use_ramp.name, yi, xi), (frame_rate.name, 0))
+                dsk[(name, gi, yi, xi)] = (fn, rk, qk, fk)
     hlg = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
-    out = {}
-    specs = {k: ((gch, ych, xch), BY_NAME[k].dtype) for k in outputs if k != "ref_sums"}
+    dtypes = {"mean": "float32", "std": "float32", "average_ramp": "float32",
+              "average_ramp_count": "int16"}
+    specs = {k: ((gch, ych, xch), dtypes[k]) for k in outputs if k != "ref_sums"}
     if "ref_sums" in outputs:
         specs["ref_sums"] = (((1,) * len(gch), (4,), ych, xch), "float64")
+    return _getitems(hlg, name, dsk, specs, token, extra_axis="ref_sums")
+
+
+def _getitems(hlg, name, dsk, specs: dict, token: str, extra_axis=None) -> dict:
+    """One dask array per key of the dicts the tasks ``dsk`` of layer ``name`` return."""
+    out = {}
     for key, (chunks, dtype) in specs.items():
         oname = f"{key.replace('_', '-')}-{token}"
-        layer = {(oname,) + k[1:2] + ((0,) if key == "ref_sums" else ()) + k[2:]:
+        layer = {(oname,) + k[1:2] + ((0,) if key == extra_axis else ()) + k[2:]:
                  (operator.getitem, k, key) for k in dsk}
-        g = HighLevelGraph({**hlg.layers, oname: layer},
-                           {**hlg.dependencies, oname: {name}})
+        g = HighLevelGraph({**hlg.layers, oname: layer}, {**hlg.dependencies, oname: {name}})
         out[key] = da.Array(g, oname, chunks=chunks, dtype=dtype)
     return out
+
+
+def _dark(rp: dict, img: dict, layout: StoreLayout, frame_times: np.ndarray) -> dict:
+    """The DARK's cube and ERR, (frames, y, x): one ``synthesize-dark`` task per tile on the ramp
+    pass's clipped mean and std of that tile (all its group blocks)."""
+    mean, std = rp["mean"], rp["std"]
+    ych, xch = mean.chunks[1], mean.chunks[2]
+    mean_rate = img["mean_rate"].rechunk((ych, xch))
+    use_ramp = img["use_ramp"].rechunk((ych, xch))
+    frame_rate = da.asarray(img["stats"]["frame_rate"]).reshape(1)
+    token = dask.base.tokenize(mean.name, std.name, mean_rate.name, use_ramp.name,
+                               frame_rate.name, frame_times)
+    name = f"synthesize-dark-{token}"
+    fn = functools.partial(_dark_tile, group_times=layout.group_times(),
+                           frame_times=frame_times)
+    nb = len(mean.chunks[0])
+    dsk = {(name, 0, yi, xi): (fn, [(mean.name, gi, yi, xi) for gi in range(nb)],
+                               [(std.name, gi, yi, xi) for gi in range(nb)],
+                               (mean_rate.name, yi, xi), (use_ramp.name, yi, xi),
+                               (frame_rate.name, 0))
+           for yi in range(len(ych)) for xi in range(len(xch))}
+    hlg = HighLevelGraph.from_collections(name, dsk,
+                                          dependencies=[mean, std, mean_rate, use_ramp,
+                                                        frame_rate])
+    chunks = ((len(frame_times),), ych, xch)
+    return _getitems(hlg, name, dsk, {"dark_cube": (chunks, "float32"),
+                                      "dark_err": (chunks, "float32")}, token)
 
 
 # ---- stage 3: reference pixels, DQ --------------------------------------------------------
@@ -491,10 +541,12 @@ def _bias(ds: xr.Dataset, layout: StoreLayout, cfg: Config, given: dict) -> dict
     """SUPERBIAS (report §4.1.1) from the ingest's bias groups, with its DQ and level."""
     bg = (_store_stack(ds, "bias_groups", ds.bias_groups.data.chunks[2:]) if _is_pristine(ds)
           else ds.bias_groups.data.rechunk({0: -1}))
-    levels = ds.bias_level.data.rechunk(-1).reshape((-1, 1, 1, 1))
+    levels = da.asarray(ds.bias_level.data).rechunk(-1).reshape((-1, 1, 1, 1))
+
+    a = inst.bias_weight(inst.get_read_pattern(layout.readpatt), layout.tframe)
 
     def block(b, lv):
-        bias, err, n = K.bias_from_groups(b[:, 0], b[:, 1], lv.ravel())
+        bias, err, n = K.bias_from_groups(b[:, 0], b[:, 1], lv.ravel(), weight=a)
         return np.stack([bias, err, n.astype(np.float32)])
 
     stack = da.map_blocks(block, bg, levels, dtype=np.float32, chunks=((3,),) + bg.chunks[2:],
@@ -544,10 +596,10 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
              "bad_reference": _bad_reference(rp["ref_sums"], img, cfg),
              "flagged_everywhere": img["flagged_everywhere"], "high_unc": img["high_unc"]}
     values = {"dark_rate": img["mean_rate"], "dark_rate_unc": img["unc"]}
+    times = dark_frame_times(layout, cfg)
     lazy = {
-        "dark_cube": rp["dark_cube"], "dark_err": rp["dark_err"],
-        "dark_groupdq": rp["dark_groupdq"],
-        "average_ramp": _ramp_pass(ds, layout, plan, img, cfg, QA_OUTPUTS)["average_ramp"],
+        **_dark(rp, img, layout, times),
+        **_ramp_pass(ds, layout, plan, img, cfg, QA_OUTPUTS),
         "dark_dq": _dark_dq(flags, _fill_flags(values, "dark")), **values,
         "mask": _mask(img["hot"], mask_in, layout, _raw_rows(layout)),
     }
@@ -556,13 +608,16 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
         S.update(bias.pop("stats"))
         lazy.update(bias)
 
-    dims = {"group": ds.group, "y": ds.y, "x": ds.x, "y_raw": ds.y_raw}
+    frame = xr.DataArray(np.arange(1, times.size + 1, dtype="int32"), dims="frame")
+    dims = {"group": ds.group, "frame": frame, "y": ds.y, "x": ds.x, "y_raw": ds.y_raw}
     A = {}
     for name, arr in lazy.items():
         p = BY_NAME[name]
         coords = {d: dims[d] for d in p.dims}
         if "group" in p.dims:
             coords["group_time"] = ds.group_time
+        if "frame" in p.dims:
+            coords["frame_time"] = ("frame", times, {"units": "s"})
         A[name] = xr.DataArray(_fill(arr, p), dims=p.dims, coords=coords,
                                attrs={"units": p.units, "long_name": p.long_name})
     for name, arr in flags.items():
@@ -580,7 +635,17 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
         known = da.from_array((_science_rows(mask_in, layout) & DQ["HOT"]) != 0, chunks=chunks2)
         S["n_new_hot"] = (img["hot"] & ~known).sum()
     return Products(layout=layout, plan=plan, exposures=np.asarray(ds.exposure.values).tolist(),
-                    dates=ds.date, arrays=A, stats=S, store=ds.encoding.get("nrsdark_store", ""))
+                    dates=ds.date, arrays=A, stats=S, store=ds.encoding.get("nrsdark_store", ""),
+                    gratings=tuple(str(g) for g in ds.grating.values))
+
+
+def dark_frame_times(layout: StoreLayout, cfg: Config) -> np.ndarray:
+    """Times of the DARK's planes (one frame per plane, report §4.1.4 written in the jwst
+    convention NFRAMES = 1, GROUPGAP = 0): ``[dark] frames`` of them, default (0) as many as
+    the inputs' ramps span (their groups x frames per group + gaps)."""
+    n = cfg.dark.frames or inst.total_frames(inst.get_read_pattern(layout.readpatt),
+                                             layout.ngroups)
+    return inst.frame_times(layout.tframe, n)
 
 
 def task_count(p: Products) -> int:

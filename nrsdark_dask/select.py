@@ -19,9 +19,10 @@ Rules, each giving a human-readable reason (all that apply are joined with "; ")
   (:func:`nrsdark_dask.store.exposure_id`), so two different files of one name are both
   kept and the same file found twice is taken once.
 
-Every readable input gets a ``group``: ``DETECTOR_FAMILY_SUBARRAY_READPATT_G<ngroups>``.  One
-store (and one reference file) takes one group; inputs that differ in detector, readout family,
-subarray, readout pattern or number of groups are split, never merged.
+Every readable input gets a ``group`` (:func:`group_key`):
+``DETECTOR_FAMILY_SUBARRAY_READPATT_G<ngroups>``, for subarrays with their placement and
+disperser group.  One store (and one reference file) takes one group; inputs that differ in
+any of these are split, never merged.
 
 Yield table (report §9 Table 5): requested (user-given), observed (readable darks of the group),
 T-filtered (observed with telemetry and dT within the threshold) as % of requested, GOOD
@@ -160,9 +161,23 @@ def _header_row(path: Path) -> tuple[dict, list[str]]:
         else:
             reasons.append(f"no matching rate file {rate.name}")
     if row["family"]:
-        row["group"] = (f"{row['detector']}_{row['family']}_{row['subarray']}_"
-                        f"{row['readpatt']}_G{row['ngroups']}")
+        row["group"] = group_key(row, h)
     return row, reasons
+
+
+def group_key(row: dict, header) -> str:
+    """``DETECTOR_FAMILY_SUBARRAY_READPATT_G<ngroups>``, and for a subarray its placement and
+    disperser group (``_X<substrt1>Y<substrt2>_<gratings>``): a subarray sits elsewhere on the
+    detector for each group of gratings and a dark serves one (report §6, Table 5;
+    :func:`nrsdark_dask.instrument.disperser_group`), so such inputs are split, not refused."""
+    key = (f"{row['detector']}_{row['family']}_{row['subarray']}_{row['readpatt']}_"
+           f"G{row['ngroups']}")
+    if row["subarray"] != "FULL":
+        key += f"_X{header.get('SUBSTRT1', 1)}Y{header.get('SUBSTRT2', 1)}"
+        gratings = inst.disperser_group(row["subarray"], row["grating"])
+        if gratings:
+            key += "_" + "+".join(gratings)
+    return key
 
 
 def truncation(path) -> str:

@@ -23,7 +23,7 @@ Schema (``xr.open_zarr(path)`` shows exactly this)::
                                                        for stores of already-calibrated inputs
     coords: exposure (input file name), date, grating, asic_dt, g1_mean, g1_std (clipped
             frame statistics of calibrated group 1), diff_sigma (CDS scatter), bias_level
-            (median of 2 g1 - g2), detector, readpatt, subarray, ngroups,
+            (median of the superbias combination of groups 1-2), detector, readpatt, subarray, ngroups,
             input_kind, input_file, jwst_version, crds_context, references (per exposure);
             group (1-based), group_time (s since reset); y, x (0-based full-frame
             DMS pixel indices, so subarrays sit where they are on the detector); y_raw (raw
@@ -183,7 +183,8 @@ EXPOSURE_COORDS = {
                             "group 1 over the exposure's non-reference pixels (RC threshold)"}),
     "g1_std": ("float64", {"units": "DN", "long_name": "3-sigma clipped standard deviation of "
                            "calibrated group 1 (RC threshold)"}),
-    "bias_level": ("float64", {"units": "DN", "long_name": "median of 2 g1 - g2 over the "
+    "bias_level": ("float64", {"units": "DN", "long_name": "median of (1 + a) g1 - a g2 (the "
+                               "superbias combination, a = t1 / (t2 - t1)) over the "
                                "science pixels (the exposure's bias level; NaN without bias "
                                "inputs)"}),
     "diff_sigma": ("float64", {"units": "DN", "long_name": "robust sigma of group-to-group "
@@ -718,6 +719,9 @@ def open_dataset(path, **kwargs) -> xr.Dataset:
         raise FileNotFoundError(f"no store at {path}")
     with _quiet_zarr():
         ds = xr.open_zarr(str(path), consolidated=True, **kwargs)
+    # the per-exposure coordinates are a few values each: numpy, not dask, so that reading
+    # them (a file's HISTORY, a grating check) never computes anything
+    ds = ds.assign_coords({c: ds[c].compute() for c in EXPOSURE_COORDS if c in ds.coords})
     dates, names = ds.date.values, [str(e) for e in ds.exposure.values]
     order = sorted(range(ds.sizes["exposure"]), key=lambda i: (dates[i], names[i]))
     if order != sorted(order):

@@ -20,7 +20,7 @@ def built(sci, tmp_path_factory):
 
 def test_files_validate_and_carry_crds_keywords(built, sci):
     files = built["files"]
-    assert set(files) == {"dark", "mask", "superbias"}
+    assert set(files) == {"dark", "superbias"}  # a subarray build: no MASK (report §6)
     exps = sci["truth"]["exposures"][:-1]  # the store's inputs
     first, last = min(exps["start"])[:10], max(exps["start"])[:10]
     for reftype, path in files.items():
@@ -41,8 +41,9 @@ def test_files_validate_and_carry_crds_keywords(built, sci):
     with dm.DarkNirspecModel(files["dark"]) as d:
         assert d.data.shape == (60, 128, 2048) and d.dark_rate.shape == (128, 2048)
         assert d.meta.exposure.ngroups == 60 and d.meta.exposure.nframes == 1
+        assert d.meta.exposure.groupgap == 0
     with fits.open(files["dark"]) as hdul:
-        assert hdul["GROUPDQ"].data.shape == (60, 128, 2048)
+        assert "GROUPDQ" not in hdul  # not in the DarkNirspecModel schema: nobody reads it
     s = built["stats"]
     print(f"\nbuild: hot {s['n_hot']} (new {s['n_new_hot']}), RC {s['n_rc']}, TELEGRAPH "
           f"{s['n_telegraph']} ({100 * s['telegraph_fraction']:.2f} %), negative rates "
@@ -63,7 +64,7 @@ def test_jwst_consumes_our_files(built, sci, tmp_path, no_network):
     files, kit = built["files"], R.refkit_files(sci["dir"] / "refkit")
     truth = sci["truth"]
     m = dm.RampModel(str(sci["held_out"]))
-    m = DQInitStep.call(m, override_mask=files["mask"])
+    m = DQInitStep.call(m, override_mask=kit["mask"])  # a subarray build writes no MASK
     m = SaturationStep.call(m, override_saturation=kit["saturation"],
                             override_superbias=files["superbias"])
     m = SuperBiasStep.call(m, override_superbias=files["superbias"])
@@ -104,14 +105,16 @@ def test_jwst_consumes_our_files(built, sci, tmp_path, no_network):
     quiet = clean & ~truth["hot"] & ~truth["rc"] & ~truth["refpix"] & ~truth["ipc_neighbour"]
     print(f"other pixels: median residual slope {np.median(s_after[quiet]):+.5f} DN/s")
     assert abs(np.median(s_after[quiet])) < 0.02  # within the pedestal noise of one exposure
-    # our flags reach the science pixel DQ
+    # our flags reach the science pixel DQ; new hot pixels (not in the input mask) as
+    # UNRELIABLE_DARK, through the DARK
     pdq = m.pixeldq
-    for name in ("RC", "TELEGRAPH", "HOT", "UNRELIABLE_DARK"):
+    for name in ("RC", "TELEGRAPH", "UNRELIABLE_DARK"):
         ours = (dark_dq & DQ[name]) != 0
-        with dm.MaskModel(files["mask"]) as mk:
-            ours |= (mk.dq & DQ[name]) != 0
         assert ours.any(), name
         assert ((pdq & DQ[name]) != 0)[ours].all(), name
+    with dm.MaskModel(kit["mask"]) as mk:
+        new_hot = truth["hot"] & ((mk.dq & DQ["HOT"]) == 0) & ~truth["refpix"]
+    assert new_hot.sum() > 50 and ((pdq & DQ["UNRELIABLE_DARK"]) != 0)[new_hot].mean() > 0.99
 
 
 def test_cli_build(sci, tmp_path, capsys):

@@ -61,7 +61,7 @@ def test_calibrate_and_build_through_a_scheduler_address(cluster, cal_manifest, 
     files = {p.name.split("_")[4]: p for p in (tmp_path / "out").glob("*.fits")}
     assert_same_files(files, threaded["files"])
     kept = xr.open_zarr(products, consolidated=False)  # the products, as xarray
-    assert kept.dark_cube.dims == ("group", "y", "x") and kept.dark_cube.shape == (10, 64, 2048)
+    assert kept.dark_cube.dims == ("frame", "y", "x") and kept.dark_cube.shape == (10, 64, 2048)
     with fits.open(files["dark"]) as h:
         np.testing.assert_array_equal(kept.dark_cube.values, h["SCI"].data)
 

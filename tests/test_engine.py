@@ -92,7 +92,7 @@ def test_group_blocks_give_the_same_products(cal_store, blocked):
     whole = R.build_products(open_dataset(cal_store["path"]))
     small = R.build_products(open_dataset(blocked), task_memory=1)
     assert whole.plan.group_block == 10 and small.plan.group_block == 3
-    names = ("dark_cube", "dark_err", "dark_groupdq", "dark_dq", "average_ramp", "mask",
+    names = ("dark_cube", "dark_err", "average_ramp_count", "dark_dq", "average_ramp", "mask",
              "superbias", "superbias_dq")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -149,6 +149,11 @@ def test_bias_combination_and_uncertainty():
     b2, e2, _ = K.bias_from_groups(g1 + lv[:, None, None], g2 + lv[:, None, None], lv)
     np.testing.assert_allclose(b2, bias + lv.mean(), rtol=1e-6)
     np.testing.assert_allclose(e2, err, rtol=1e-4)
+    # groups of several frames: g1, g2 at t1, t2 project to time 0 with a = t1 / (t2 - t1)
+    b3, e3, _ = K.bias_from_groups(g1, g2, weight=0.5)
+    x3 = 1.5 * g1 - 0.5 * g2
+    np.testing.assert_allclose(b3, x3.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(e3, x3.std(axis=0, ddof=1) / np.sqrt(12), rtol=1e-5)
     single = K.bias_from_groups(g1[:1], g2[:1])
     assert np.isnan(single[1]).all()  # no spread from one input: unknown, flagged
     assert K.unreliable_bias(single[1], 1.0, 0.1).all()
@@ -160,11 +165,41 @@ def test_dark_cube_synthesis_rules():
     rate = np.array([[0.01, -0.02, 5.0, np.nan]])
     ramp = np.arange(12, dtype=np.float32).reshape(3, 1, 4)
     use_ramp = np.array([[False, False, True, False]])
-    cube = K.synthesize_dark_cube(rate, ramp, t, frame_rate=0.008, use_ramp=use_ramp)
+    cube = K.synthesize_dark_cube(rate, ramp, t, t, frame_rate=0.008, use_ramp=use_ramp)
     np.testing.assert_allclose(cube[:, 0, 0], 0.01 * t)
     np.testing.assert_allclose(cube[:, 0, 1], 0.008 * t)  # negative -> frame rate
     np.testing.assert_allclose(cube[:, 0, 2], ramp[:, 0, 2])  # average ramp
     np.testing.assert_allclose(cube[:, 0, 3], 0.008 * t)  # unknown -> frame rate
+    # multi-frame inputs (groups at 2.5, 7.5, 12.5 frame times), written one frame per plane
+    # for 16 frames: rates project exactly, the average ramp is resampled
+    tg, tf = np.array([2.5, 7.5, 12.5]), np.arange(1.0, 17.0)
+    line = (3.0 + 2.0 * tg)[:, None, None] * np.ones((3, 1, 4))
+    cube = K.synthesize_dark_cube(rate, line, tg, tf, frame_rate=0.008, use_ramp=use_ramp)
+    assert cube.shape == (16, 1, 4)
+    np.testing.assert_allclose(cube[:, 0, 0], 0.01 * tf, rtol=1e-6)
+    np.testing.assert_allclose(cube[:, 0, 2], 3.0 + 2.0 * tf, rtol=1e-6)  # a line stays one
+
+
+def test_resampling_a_ramp_against_numpy_interp():
+    rng = np.random.default_rng(3)
+    tg = np.array([2.5, 7.5, 12.5, 17.5, 22.5, 27.5, 32.5, 37.5])
+    y = np.cumsum(rng.normal(1, 0.3, (8, 5)), axis=0)
+    tf = np.arange(1.0, 60.0)
+    got = K.resample_ramp(y, tg, tf)
+    inside = tf <= tg[-1]
+    for p in range(5):
+        want = np.interp(tf[inside], tg, y[:, p])
+        before = tf[inside] < tg[0]  # np.interp holds; we continue the first segment
+        slope0 = (y[1, p] - y[0, p]) / (tg[1] - tg[0])
+        want[before] = y[0, p] + slope0 * (tf[inside][before] - tg[0])
+        np.testing.assert_allclose(got[inside, p], want, rtol=1e-12)
+        a, b = np.polyfit(tg[-2:], y[-2:, p], 1)  # 25 % of 8 groups = the last 2
+        np.testing.assert_allclose(got[~inside, p], y[-1, p] + a * (tf[~inside] - tg[-1]))
+    np.testing.assert_array_equal(K.resample_ramp(y, tg, tg), y)
+    held = K.resample_ramp(y, tg, tf, extend="hold")
+    np.testing.assert_array_equal(held[~inside], np.broadcast_to(y[-1], held[~inside].shape))
+    y[3, 0] = np.nan
+    assert np.isnan(K.resample_ramp(y, tg, tf)[(tf > tg[2]) & (tf < tg[4]), 0]).all()
 
 
 def test_dark_dq_from_the_flag_table():
@@ -181,7 +216,7 @@ def test_dark_dq_from_the_flag_table():
     dq = R._dark_dq({n: da.from_array(p) for n, p in planes.items()}, []).compute()
     U = DQ["UNRELIABLE_DARK"]
     want = {"rc": DQ["RC"] | DNU | U, "telegraph": DQ["TELEGRAPH"],
-            "bad_reference": DQ["BAD_REF_PIXEL"] | DNU | U, "hot": DQ["HOT"] | U,
+            "bad_reference": DQ["BAD_REF_PIXEL"] | DNU | U, "hot": U,  # HOT: the MASK's
             "flagged_everywhere": U, "high_unc": U}
     assert {n: int(dq[0, i]) for i, n in enumerate(names)} == want
     assert K.dq_from_flags([planes["rc"], planes["rc"]], [1, 4])[0, 0] == 5
