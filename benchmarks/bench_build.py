@@ -389,7 +389,8 @@ def synthetic_exposure(layout, rate, e: int, seed: int):
 
     from nrsdark_dask import instrument as inst
     from nrsdark_dask.calibrate import NEG_JUMP_SIGMA, group1_statistics
-    from nrsdark_dask.kernels import difference_scatter, first_jump_index, rc_next_flags
+    from nrsdark_dask.kernels import (difference_scatter, first_jump_index, jump_counts,
+                                      rc_next_flags)
     from nrsdark_dask.store import NO_JUMP, date_seconds
 
     rng = np.random.default_rng([seed, e])
@@ -428,7 +429,8 @@ def synthetic_exposure(layout, rate, e: int, seed: int):
     data = {"ramp": ramp, "groupdq": gdq, "pixeldq": pixeldq, "rate": slope,
             "rate_err": rate_err, "neg_jumps": neg, "group1": ramp[0].copy(),
             "rc_next": rc_next_flags(gdq, inst.RC_NEXT_FLAGS),
-            "first_jump": first_jump_index(gdq, inst.DQ["JUMP_DET"], NO_JUMP)}
+            "first_jump": first_jump_index(gdq, inst.DQ["JUMP_DET"], NO_JUMP),
+            "jump_counts": jump_counts(gdq, inst.DQ["JUMP_DET"])}
     g1_mean, g1_std = group1_statistics(data["group1"], layout)
     coords = {"date": date_seconds("2024-01-01T00:00:00") + 86400.0 * e, "grating": "MIRROR",
               "asic_dt": 0.01, "g1_mean": g1_mean, "g1_std": g1_std, "diff_sigma": diff_sigma,

@@ -25,7 +25,7 @@ import dask
 import numpy as np
 
 from .cluster import dask_client, local_progress, parse_scheduler
-from .config import Config, parse_bytes
+from .config import Config, ingest_settings, parse_bytes, settings_history, store_ingest
 from .export import write_reference_files
 from .jwst_recipe import reference_mismatches
 from .reduce import DEFAULT_TASK_MEMORY, BuildError, build_products, check_store
@@ -77,7 +77,12 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     if damaged := RampStore(store).verify(used):
         raise BuildError(f"the store is damaged ({len(damaged)} problem(s); `nrsdark verify` "
                          "lists them all):\n  " + "\n  ".join(damaged[:10]))
-    mask, notes = None, []
+    used, asked = store_ingest(ds.attrs.get("provenance", {})), ingest_settings(cfg)
+    if used != asked:
+        raise BuildError(f"the configuration asks {asked}, but {store} was calibrated with "
+                         f"{used}: those settings act at ingest (calibrate --config, into a new "
+                         "store)")
+    mask, notes = None, settings_history(cfg)
     if mask_in:
         bad = reference_mismatches(mask_in, "mask", layout)
         if bad:

@@ -36,8 +36,9 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from . import instrument as inst
-from .config import Config, DarkConfig
-from .kernels import difference_scatter, first_jump_index, negative_jump_counts, rc_next_flags
+from .config import Config, DarkConfig, ingest_settings, store_ingest
+from .kernels import (difference_scatter, first_jump_index, jump_counts, negative_jump_counts,
+                      rc_next_flags)
 
 from . import jwst_recipe as recipe
 from .cluster import check_task_fits, dask_client, map_unordered, parse_scheduler
@@ -52,7 +53,7 @@ MEMORY_BASE_BYTES = 0.6e9
 MEMORY_PER_RAW_PIXEL_GROUP = 26.0
 MEMORY_FLOOR_BYTES = 1.8e9
 MEMORY_MARGIN = 1.2
-NEG_JUMP_SIGMA = DarkConfig().neg_jump_sigma
+NEG_JUMP_SIGMA = DarkConfig().neg_jump_sigma  # the default; a store records the one it used
 
 
 def task_memory(layout: StoreLayout) -> int:
@@ -101,7 +102,8 @@ def group1_statistics(group1: np.ndarray, layout: StoreLayout) -> tuple[float, f
 
 
 def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: dict | None,
-                       workdir: str, verbose: bool = False) -> dict:
+                       workdir: str, verbose: bool = False,
+                       neg_jump_sigma: float = NEG_JUMP_SIGMA) -> dict:
     """The Dask task for one exposure: calibrate (or read) it and stage it in the store.
 
     Never raises: returns ``{"status": "ok", "name", "coords", "seconds", "peak_rss_gb"}`` or
@@ -146,10 +148,13 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
         diff_sigma = difference_scatter(ramp)
         data = {"ramp": ramp, "groupdq": gdq,
                 "pixeldq": res.ramp.pixeldq, "rate": res.rate.data, "rate_err": res.rate.err,
-                "neg_jumps": negative_jump_counts(ramp, gdq, NEG_JUMP_SIGMA * diff_sigma,
-                                                  jump_bit=inst.DQ["JUMP_DET"])}
+                "neg_jumps": negative_jump_counts(ramp, gdq, neg_jump_sigma * diff_sigma,
+                                                  jump_bit=inst.DQ["JUMP_DET"]),
+                "jump_counts": jump_counts(gdq, inst.DQ["JUMP_DET"])}
         data["group1"] = np.asarray(ramp[0])
-        data["rc_next"] = rc_next_flags(gdq, inst.RC_NEXT_FLAGS)
+        data["rc_next"] = rc_next_flags(gdq, inst.RC_NEXT_FLAGS, ramp, layout.group_times(),
+                                        jump_bit=inst.DQ["JUMP_DET"],
+                                        saturated_bit=inst.DQ["SATURATED"])
         data["first_jump"] = first_jump_index(gdq, inst.DQ["JUMP_DET"], NO_JUMP)
         g1_mean, g1_std = group1_statistics(data["group1"], layout)
         bias_level = float("nan")
@@ -268,7 +273,8 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     Returns a summary: committed, skipped (already there), failed [(exposure, reason)], store.
     ``progress(event: dict)`` is called for every finished exposure.
     """
-    scheduler = scheduler or Config.from_toml(config).run.scheduler or "local"
+    cfg = Config.from_toml(config)
+    scheduler = scheduler or cfg.run.scheduler or "local"
     parse_scheduler(scheduler)
     manifest = read_manifest(manifest_path)
     group, rows = _rows_for(manifest, group)
@@ -293,11 +299,16 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                if (bad := layout.mismatches(_layout_of(r, tile, codec)))]
     if refused:
         raise StoreError("inputs disagree with each other:\n  " + "\n  ".join(refused))
+    ingest = ingest_settings(cfg)
     if store.exists():
         bad = store.layout().mismatches(layout)
         if bad:
             raise StoreError(f"inputs disagree with the store {store_path}: {'; '.join(bad)}")
         layout = store.layout()
+        used = store_ingest(store.provenance())
+        if used != ingest:
+            raise StoreError(f"{store_path} was calibrated with {used}, the configuration asks "
+                             f"{ingest}: a store holds one setting (use a new store)")
     refs = recipe.refkit_files(refkit) if refkit else None
     if refs and layout.has_bias:
         recipe.check_reference_kit(refs, layout)
@@ -315,7 +326,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                 "steps": list(recipe.DETECTOR1_STEPS),
                 "step_parameters": recipe.STEP_PARAMETERS,
                 "refkit": str(Path(refkit).resolve()) if refkit else "CRDS",
-                "versions": software_versions(),
+                "versions": software_versions(), "ingest": ingest,
             })
         with store.writer():
             there = store.committed_hashes()
@@ -323,7 +334,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
             summary["skipped"] = [there[r["sha256"]] for r in rows if r.get("sha256") in there]
             store.log(event="start", group=group, todo=len(todo),
                       skipped=len(summary["skipped"]), scheduler=scheduler)
-            args = (str(store_path), layout, refs, workdir, verbose)
+            args = (str(store_path), layout, refs, workdir, verbose, ingest["neg_jump_sigma"])
             for result in map_unordered(calibrate_exposure, todo, args, scheduler, client,
                                         task_bytes=task_memory(layout),
                                         key=lambda r: f"calibrate-{r['exposure']}"):

@@ -153,6 +153,8 @@ def _build(args) -> int:
           f"{100 * s['negative_rate_fraction']:.2f} %; frame rate {s['frame_rate']:.5f} DN/s; "
           f"median rate {s['median_rate']:.5f} DN/s" +
           (f"; bias level {s['bias_level']:.1f} DN" if "bias_level" in s else ""))
+    verdict = "deliverable" if s["deliverable"] else "NOT deliverable"
+    print(f"SNR {s['snr']:.2f} (required {s['snr_required']}): {verdict}")
     return 0
 
 
@@ -249,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "as CRDS-format FITS validated with stdatamodels.")
     s.add_argument("--store", required=True)
     s.add_argument("--outdir", required=True)
-    s.add_argument("--mask-in", help="input MASK reference file (new hot pixels are added)")
+    s.add_argument("--mask-in", help="input MASK reference file, full frame or covering the "
+                   "store (cut to it); full-frame builds add the new hot pixels to it, "
+                   "subarray builds count them")
     s.add_argument("--scheduler",
                    help="threads[:N] | local[:N] | tcp://HOST:PORT | sync (default: [run] "
                    "scheduler of --config, else threads)")

@@ -206,3 +206,24 @@ class Config:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def ingest_settings(cfg: Config) -> dict:
+    """The settings ``calibrate`` applies at ingest (the negative-jump counts of the RTN rule
+    are made there), recorded in a store's provenance (``ingest``): a build of that store
+    cannot change them."""
+    return {"neg_jump_sigma": cfg.dark.neg_jump_sigma}
+
+
+def store_ingest(provenance: dict) -> dict:
+    """A store's ingest settings (stores from before the record used the defaults)."""
+    return dict(provenance.get("ingest") or ingest_settings(Config()))
+
+
+def settings_history(cfg: Config) -> list[str]:
+    """One HISTORY line per science section: every threshold the build used."""
+    out = []
+    for section in (cfg.bias, cfg.dark, cfg.delivery):
+        values = ", ".join(f"{f.name}={getattr(section, f.name)}" for f in fields(section))
+        out.append(f"Settings [{section.SECTION}]: {values}")
+    return out

@@ -207,6 +207,24 @@ def _clipped_stats_lazy(x: da.Array, valid: da.Array, sigma=3.0, iters=5):
     return out[0], out[1]
 
 
+def _clipped_median(x: np.ndarray, valid: np.ndarray, sigma: float, iters: int = 5):
+    """Median of ``x[valid]`` after sigma clipping about the median (astropy ``sigma_clip``
+    semantics: median centre, std, ``iters`` rounds or until nothing changes)."""
+    keep = valid & np.isfinite(x)
+    for _ in range(iters):
+        v = x[keep]
+        if v.size == 0:
+            return np.array([np.nan])
+        med, std = np.median(v), v.std()
+        with np.errstate(invalid="ignore"):
+            new = keep & (np.abs(x - med) <= sigma * std)
+        if new.sum() == keep.sum():
+            break
+        keep = new
+    v = x[keep]
+    return np.array([np.median(v) if v.size else np.nan])
+
+
 def _median_robust_sigma(values: np.ndarray):
     v = values[np.isfinite(values)]
     if v.size == 0:
@@ -243,7 +261,8 @@ def _images(ds: xr.Dataset, layout: StoreLayout, cfg: Config, chunks2,
     S = _thresholds(ds, neg, mean_rate, unc, hot, active, cfg)
     S.update(given or {})
     rc = _rc_flags(ds, stack, S, layout, cfg) & active
-    telegraph = _rtn_flags(neg, layout, cfg, S) & active & ~hot
+    jumps = stack("jump_counts") if "jump_counts" in ds else None
+    telegraph = _rtn_flags(neg, jumps, layout, cfg, S) & active & ~hot
     ipc = da.map_overlap(K.neighbours, hot | rc, depth=1, boundary="none", dtype=bool)
     pix = stack("pixeldq")
     everywhere = ((pix & np.uint32(~np.uint32(DQ["REFERENCE_PIXEL"]))) != 0).all(axis=0)
@@ -314,14 +333,16 @@ def _rc_flags(ds, stack, S, layout, cfg: Config) -> da.Array:
     return cand.sum(axis=0) > g1.shape[0] / 2
 
 
-def _rtn_flags(neg: da.Array, layout, cfg: Config, S: dict) -> da.Array:
-    """RTN (report §4.1.3): ST rule (candidate in more than one input) or the ESA rule."""
+def _rtn_flags(neg: da.Array, jumps, layout, cfg: Config, S: dict) -> da.Array:
+    """RTN (report §4.1.3): ST rule (negative jumps; candidate in more than one input) or the
+    ESA rule (all jumps, averaged over the inputs)."""
     if cfg.dark.rtn_rule == "esa":
-        return da.map_blocks(K.rtn_candidates_esa, neg, layout.ngroups, dtype=bool,
+        if jumps is None:
+            raise BuildError("the ESA RTN rule counts every jump, and this store (made before "
+                             "schema 4) holds only negative-jump counts: recalibrate it")
+        return da.map_blocks(K.rtn_candidates_esa, jumps, layout.ngroups, dtype=bool,
                              drop_axis=0)
-    if cfg.dark.rtn_rule == "st":
-        return (neg > _per_exposure(S["rtn_threshold"])).sum(axis=0) > 1
-    raise BuildError(f"unknown RTN rule {cfg.dark.rtn_rule!r}; use 'st' or 'esa'")
+    return (neg > _per_exposure(S["rtn_threshold"])).sum(axis=0) > 1  # "st" (config checks)
 
 
 # ---- stage 2: the ramp pass ---------------------------------------------------------------
@@ -634,9 +655,25 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
     if mask_in is not None:
         known = da.from_array((_science_rows(mask_in, layout) & DQ["HOT"]) != 0, chunks=chunks2)
         S["n_new_hot"] = (img["hot"] & ~known).sum()
+    S.update(_delivery(img, layout, cfg))
     return Products(layout=layout, plan=plan, exposures=np.asarray(ds.exposure.values).tolist(),
                     dates=ds.date, arrays=A, stats=S, store=ds.encoding.get("nrsdark_store", ""),
                     gratings=tuple(str(g) for g in ds.grating.values))
+
+
+def _delivery(img: dict, layout: StoreLayout, cfg: Config) -> dict:
+    """The delivery criterion (report §4.2, SPEC §8): SNR = the 3-sigma clipped median over
+    the active pixels of DRK / UNC; deliverable when it reaches 2.5 (TRAD and subarrays) or
+    5.0 (IRS2) (``[delivery]``).  One task on the gathered ratio image."""
+    d = cfg.delivery
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = img["mean_rate"] / img["unc"]
+    ok = img["active"] & (img["unc"] > 0)
+    snr = da.map_blocks(lambda a, b: _clipped_median(a, b, d.snr_clip_sigma), ratio.rechunk(-1),
+                        ok.rechunk(-1), drop_axis=[0, 1], new_axis=0, chunks=((1,),),
+                        dtype=np.float64, token="delivery-snr")[0]
+    required = d.snr_irs2 if layout.family == "IRS2" else d.snr_trad
+    return {"snr": snr, "snr_required": required, "deliverable": snr >= required}
 
 
 def dark_frame_times(layout: StoreLayout, cfg: Config) -> np.ndarray:

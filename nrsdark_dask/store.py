@@ -14,9 +14,12 @@ Schema (``xr.open_zarr(path)`` shows exactly this)::
                                                        groups dropping by > 3 x diff_sigma
     group1      (exposure, y, x)              float32  calibrated group 1 (RC input)
     rc_next     (exposure, y, x)              uint8    bits 0/1: group 2/3 JUMP_DET, DO_NOT_USE
-                                                       or SATURATED (RC input)
+                                                       or SATURATED; bit 2: linear until it
+                                                       saturates, a very hot pixel (RC input)
     first_jump  (exposure, y, x)              int16    index of the first JUMP_DET group (32767:
                                                        none)
+    jump_counts (exposure, y, x)              int16    JUMP_DET groups per pixel (the ESA RTN
+                                                       rule's input)
     bias_groups (exposure, bias_group, y_raw, x) float32 uncalibrated groups 1 and 2 after the
                                                        reference-pixel correction, the group-1
                                                        mean level added back (SPEC §3); absent
@@ -97,9 +100,10 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from . import __version__
 from . import instrument as inst
 
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)  # 1: no group chunking, no group1/rc_next/first_jump;
-# 2: exposures named by file name, no chunk manifests (read and built, not appended to)
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (1, 2, 3, 4)  # 1: no group chunking, no group1/rc_next/first_jump;
+# 2: exposures named by file name, no chunk manifests; 3: no jump_counts, rc_next without the
+# very-hot bit (all read and built, not appended to)
 STAGING = "_staging"
 CHUNKS = "nrsdark_chunks"  # <index>.json per committed exposure: its chunk files, sizes, CRC32C
 LOCK = ".nrsdark.lock"
@@ -162,10 +166,13 @@ VARIABLES = {
                {"units": "DN", "long_name": "calibrated group 1 (RC input, report §4.1.3)"}),
     "rc_next": (("exposure", "y", "x"), "uint8", 0,
                 {"long_name": "bit 0: group 2, bit 1: group 3 flagged JUMP_DET, DO_NOT_USE or "
-                 "SATURATED (RC input, report §4.1.3)"}),
+                 "SATURATED; bit 2: groups 1-2 on a line from time 0 and no jump before "
+                 "saturation, a very hot pixel, not RC (RC input, report §4.1.3)"}),
     "first_jump": (("exposure", "y", "x"), "int16", NO_JUMP,
                    {"long_name": "0-based index of the first JUMP_DET group (32767: none); "
                     "lets a group block of the average ramp start past group 1"}),
+    "jump_counts": (("exposure", "y", "x"), "int16", 0,
+                    {"long_name": "number of JUMP_DET groups (ESA RTN rule, report §4.1.3)"}),
     "bias_groups": (("exposure", "bias_group", "y_raw", "x"), "float32", np.nan,
                     {"units": "DN", "long_name": "uncalibrated groups 1-2, reference-pixel "
                      "corrected, group-1 mean level kept (bias input, SPEC §3)"}),
@@ -260,9 +267,9 @@ class StoreLayout:
         return out
 
     def variables(self) -> list[str]:
-        summaries = ("group1", "rc_next", "first_jump")
+        since = {"group1": 2, "rc_next": 2, "first_jump": 2, "jump_counts": 4}
         return [v for v in VARIABLES if (v != "bias_groups" or self.has_bias)
-                and (self.schema >= 2 or v not in summaries)]
+                and self.schema >= since.get(v, 1)]
 
     @property
     def groups_per_chunk(self) -> int:
@@ -473,6 +480,11 @@ class RampStore:
             raise StoreError(f"{self.path} is not an nrsdark store (schema "
                              f"{attrs.get('nrsdark_schema')!r})")
         return StoreLayout(**attrs["layout"])
+
+    def provenance(self) -> dict:
+        with _quiet_zarr():
+            return dict(zarr.open_group(str(self.path), mode="r",
+                                        use_consolidated=True).attrs.get("provenance", {}))
 
     def committed(self) -> list[str]:
         with _quiet_zarr():

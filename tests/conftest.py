@@ -172,3 +172,50 @@ class DaskProcesses:
                 p.kill()
         for p in self.procs:
             p.wait()
+
+
+def synthetic_store(path, h: dict, n_exp: int, seed: int = 0, hot=()):
+    """A store written through the store API without jwst (like ``calibrate`` writes one):
+    ``h`` the primary-header keywords ``StoreLayout.from_header`` reads; per exposure white
+    noise (9 DN) on a 0.01 DN/s dark, and pixels ``hot`` ((y, x) pairs) at 50 DN/s; the ingest
+    summaries made with the same kernels as ``calibrate``."""
+    import numpy as np
+
+    from nrsdark_dask import instrument as inst
+    from nrsdark_dask import kernels as K
+    from nrsdark_dask.calibrate import group1_statistics
+    from nrsdark_dask.store import NO_JUMP, RampStore, StoreLayout, write_staging
+
+    layout = StoreLayout.from_header(h, has_bias=True)
+    store = RampStore.create(path, layout, provenance={"ingest": {"neg_jump_sigma": 3.0}})
+    rng = np.random.default_rng(seed)
+    t = layout.group_times().astype(np.float32)[:, None, None]
+    rate = np.full((layout.ny, layout.nx), 0.01, np.float32)
+    for y, x in hot:
+        rate[y, x] = 50.0
+    with store.writer():
+        for e in range(n_exp):
+            ramp = rate * t + rng.normal(0, 9, (layout.ngroups, layout.ny, layout.nx)).astype(
+                np.float32)
+            gdq = np.zeros(ramp.shape, np.uint8)
+            g1 = ramp[0].copy()
+            bias = 12000 + rng.normal(0, 5, (2, layout.ny_raw, layout.nx)).astype(np.float32)
+            data = {"ramp": ramp, "groupdq": gdq, "pixeldq": np.zeros(rate.shape, np.uint32),
+                    "rate": (rate + rng.normal(0, 0.05, rate.shape)).astype(np.float32),
+                    "rate_err": np.full(rate.shape, 0.05, np.float32),
+                    "neg_jumps": np.zeros(rate.shape, np.int16), "group1": g1,
+                    "rc_next": K.rc_next_flags(gdq, inst.RC_NEXT_FLAGS),
+                    "first_jump": np.full(rate.shape, NO_JUMP, np.int16),
+                    "jump_counts": np.zeros(rate.shape, np.int16), "bias_groups": bias}
+            name = f"synthetic_{e}_uncal.fits@{e:012d}"
+            write_staging(path, name, layout, data)
+            m, s = group1_statistics(g1, layout)
+            store.commit(name, {"date": 1.7e9 + 86400 * e, "grating": "G140H", "asic_dt": 0.01,
+                                "g1_mean": m, "g1_std": s, "diff_sigma": 12.7,
+                                "bias_level": 12000.0, "detector": layout.detector,
+                                "readpatt": layout.readpatt, "subarray": layout.subarray,
+                                "ngroups": layout.ngroups, "input_kind": "uncal",
+                                "input_file": name, "input_sha256": f"{e:064d}",
+                                "jwst_version": "synthetic", "crds_context": "",
+                                "references": "{}"})
+    return path

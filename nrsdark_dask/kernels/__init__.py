@@ -12,14 +12,14 @@ from .flags import (bad_reference_pixels, hot_pixels, neighbours, rc_candidates,
                     rtn_candidates_esa, rtn_candidates_st)
 from .products import (bias_from_groups, dq_from_flags, resample_ramp, synthesize_dark_cube,
                        unreliable_bias)
-from .ramps import (difference_scatter, first_jump_index, good_groups, negative_jump_counts,
-                    rc_next_flags)
+from .ramps import (difference_scatter, first_jump_index, good_groups, jump_counts,
+                    negative_jump_counts, rc_next_flags)
 
 __all__ = [
     "bad_reference_pixels", "bias_from_groups", "clipped_mean_std", "clipped_ramp",
     "dq_from_flags",
     "difference_scatter", "first_jump_index", "rc_next_flags",
-    "good_groups", "hot_pixels", "negative_jump_counts", "neighbours", "rc_candidates",
+    "good_groups", "hot_pixels", "jump_counts", "negative_jump_counts", "neighbours", "rc_candidates",
     "resample_ramp",
     "rtn_candidates_esa", "rtn_candidates_st", "synthesize_dark_cube", "unreliable_bias",
 ]

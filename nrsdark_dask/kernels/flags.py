@@ -43,7 +43,9 @@ def rc_candidates(group1: np.ndarray, next_flags: np.ndarray, mean: np.ndarray,
     the median difference).  Refinement (documented): a neighbour whose excess is below
     ``ipc_fraction`` of the candidate's is lit by inter-pixel capacitance, not by a shared
     cosmic ray, and does not drop the candidate (``ipc_fraction=0`` gives the report's rule
-    literally).  Returns bool (E, y, x).  Needs a 1-pixel halo when tiled.
+    literally); a pixel whose bit 2 is set (a linear ramp until saturation flags groups 2-3,
+    :func:`~nrsdark_dask.kernels.rc_next_flags`) is a very hot pixel, not an RC candidate.
+    Returns bool (E, y, x).  Needs a 1-pixel halo when tiled.
     """
     m = np.asarray(mean, np.float64)[:, None, None]
     thr = np.asarray(threshold, np.float64)[:, None, None]
@@ -58,7 +60,8 @@ def rc_candidates(group1: np.ndarray, next_flags: np.ndarray, mean: np.ndarray,
         nxt = (next_flags & 3) == 3
     else:
         raise ValueError(f"next_groups must be 'any' or 'all', not {next_groups!r}")
-    return above & ~shared & nxt
+    very_hot = (next_flags & 4) != 0  # linear until it saturates: HOT, not RC
+    return above & ~shared & nxt & ~very_hot
 
 
 def rtn_candidates_st(neg_jumps: np.ndarray, threshold: np.ndarray) -> np.ndarray:
@@ -67,10 +70,11 @@ def rtn_candidates_st(neg_jumps: np.ndarray, threshold: np.ndarray) -> np.ndarra
     return neg_jumps > np.asarray(threshold)[:, None, None]
 
 
-def rtn_candidates_esa(neg_jumps: np.ndarray, ngroups: int) -> np.ndarray:
-    """ESA rule: mean number of negative jumps over inputs > (1 - 0.9973) (Ngroups - 1) 4.
+def rtn_candidates_esa(jumps: np.ndarray, ngroups: int) -> np.ndarray:
+    """ESA rule (report §4.1.3): the number of jumps, positive and negative, averaged over the
+    inputs > (1 - 0.9973) (Ngroups - 1) 4.  ``jumps`` (E, y, x) JUMP_DET groups per input.
     Returns bool (y, x) (already the final flag: no "more than one input" step)."""
-    return np.mean(neg_jumps, axis=0) > (1 - 0.9973) * (ngroups - 1) * 4
+    return np.mean(jumps, axis=0) > (1 - 0.9973) * (ngroups - 1) * 4
 
 
 def bad_reference_pixels(mean_counts: np.ndarray, mean_err: np.ndarray, refpix: np.ndarray,

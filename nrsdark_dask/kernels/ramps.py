@@ -69,14 +69,40 @@ def negative_jump_counts(ramp: np.ndarray, groupdq: np.ndarray, min_drop: float 
     return out
 
 
-def rc_next_flags(groupdq: np.ndarray, bad_bits: int) -> np.ndarray:
+def rc_next_flags(groupdq: np.ndarray, bad_bits: int, ramp=None, times=None, *,
+                  jump_bit: int = 0, saturated_bit: int = 0,
+                  tolerance: float = 0.1) -> np.ndarray:
     """RC input of one exposure (report §4.1.3), packed: bit 0 set where group 2 has any of
-    ``bad_bits`` (JUMP_DET | DO_NOT_USE | SATURATED), bit 1 for group 3.  ``groupdq`` (G, y, x);
-    returns uint8 (y, x) (0 where the ramp has fewer groups)."""
+    ``bad_bits`` (JUMP_DET | DO_NOT_USE | SATURATED), bit 1 for group 3, and (with ``ramp``
+    and the groups' ``times``) bit 2 where the pixel is a very hot pixel, not an RC pixel: no
+    JUMP_DET in groups 1-3, groups 1 and 2 unsaturated, and group 2 on the line from time 0
+    through group 1 (``g2 / g1`` within ``tolerance`` of ``t2 / t1``), so what flags group 3
+    is saturation of a linear ramp, not the decaying excess of an RC pixel.  (A hot pixel that
+    saturates already in group 2 cannot be told apart from one point: it stays a candidate.)
+    ``groupdq``/``ramp`` (G, y, x), read plane by plane; returns uint8 (y, x)."""
     out = np.zeros(groupdq.shape[1:], np.uint8)
     for bit, g in ((0, 1), (1, 2)):
         if g < groupdq.shape[0]:
             out |= ((groupdq[g] & bad_bits) != 0).astype(np.uint8) << bit
+    if ramp is None or groupdq.shape[0] < 3:
+        return out
+    q = [np.asarray(groupdq[g]) for g in range(3)]
+    calm = ((q[0] | q[1] | q[2]) & jump_bit) == 0
+    calm &= ((q[0] | q[1]) & saturated_bit) == 0
+    g1, g2 = np.asarray(ramp[0], np.float64), np.asarray(ramp[1], np.float64)
+    expected = times[1] / times[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        linear = np.abs(g2 / g1 - expected) <= tolerance * expected
+    out |= (calm & linear & (g1 > 0)).astype(np.uint8) << 2
+    return out
+
+
+def jump_counts(groupdq: np.ndarray, jump_bit: int) -> np.ndarray:
+    """Number of JUMP_DET groups per pixel of one exposure, positive and negative (the ESA RTN
+    rule's count); ``groupdq`` (G, y, x) read plane by plane -> int16 (y, x)."""
+    out = np.zeros(groupdq.shape[1:], np.int16)
+    for g in range(groupdq.shape[0]):
+        out += (np.asarray(groupdq[g]) & jump_bit) != 0
     return out
 
 

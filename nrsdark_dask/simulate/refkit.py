@@ -62,8 +62,9 @@ def _meta(model, truth: DetectorTruth, reftype: str, descrip: str, shape):
 def _dq_def():
     names = ["DO_NOT_USE", "SATURATED", "HOT", "WARM", "RC", "TELEGRAPH", "BAD_REF_PIXEL",
              "NO_LIN_CORR", "NO_SAT_CHECK", "UNRELIABLE_BIAS", "REFERENCE_PIXEL"]
-    return [(i, DQ[n], n, n.replace("_", " ").lower()) for i, n in enumerate(
-        sorted(names, key=lambda n: DQ[n]))]
+    # BIT is the bit number, log2(VALUE) (the DQ_DEF convention), not the row number
+    return [(int(DQ[n]).bit_length() - 1, DQ[n], n, n.replace("_", " ").lower())
+            for n in sorted(names, key=lambda n: DQ[n])]
 
 
 def write_refkit(truth: DetectorTruth, outdir: Path) -> dict[str, str]:
@@ -145,5 +146,6 @@ def irs2_refpix_model(truth: DetectorTruth) -> dm.IRS2Model:
                                   np.array([0], np.uint32)], names=["OUTPUT", "ODD_EVEN", "MASK"])
     m = dm.IRS2Model(irs2_table=table, dq_table=dq_table)
     _meta(m, truth, "refpix", "Simulated IRS2 table: low-pass reference output", None)
-    m.meta.exposure.readpatt = "NRSIRS2RAPID"
+    m.meta.exposure.readpatt = "ANY"  # the table serves both IRS2 patterns
+    m.meta.exposure.p_readpatt = "NRSIRS2|NRSIRS2RAPID|"
     return m
