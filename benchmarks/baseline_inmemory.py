@@ -160,9 +160,17 @@ def run(store_path) -> dict[str, np.ndarray]:
             shared = nb > RC_IPC_FRACTION * excess
             bad = DQ["JUMP_DET"] | DQ["DO_NOT_USE"] | DQ["SATURATED"]
             nxt = ((gdq[:, 1:3] & bad) != 0).any(axis=1)         # "any" of groups 2-3
-            cand = above & ~shared & nxt
+            # a very hot pixel, not RC: no jump in groups 1-3, groups 1-2 unsaturated and on a
+            # line from time 0 (so what flags group 3 is saturation of a linear ramp)
+            t = d["group_time"]
+            calm = ((gdq[:, :3] & DQ["JUMP_DET"]) == 0).all(axis=1) \
+                & ((gdq[:, :2] & DQ["SATURATED"]) == 0).all(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = ramp[:, 1].astype(np.float64) / ramp[:, 0]
+            very_hot = calm & (ramp[:, 0] > 0) & (np.abs(ratio - t[1] / t[0]) <= 0.1 * t[1] / t[0])
+            cand = above & ~shared & nxt & ~very_hot
             rc = (cand.sum(axis=0) > n_exp / 2) & active
-            del g1, excess, above, nb, shared, nxt, cand
+            del g1, excess, above, nb, shared, nxt, cand, calm, ratio, very_hot
         else:
             rc = np.zeros(ref.shape, bool)
         del ramp, gdq, d["ramp"], d["gdq"]   # the ramps are not needed any more
@@ -198,10 +206,12 @@ def run(store_path) -> dict[str, np.ndarray]:
         frame_rate = float(frame_rate)
 
         # ---- dark cube (§4.1.4) ---------------------------------------------------------
-        # rate x t (negative or unknown rates: the frame rate); reference pixels, RC and
-        # the 4-neighbours of HOT or RC pixels take the average ramp (where unknown, the
-        # frame rate x t).  float64 products cast to float32, one group at a time.
-        use_ramp = ref | rc | _neighbours(hot | rc)
+        # rate x t (negative or unknown rates: the frame rate); DO_NOT_USE pixels (reference
+        # pixels, RC, DO_NOT_USE in every input) and the 4-neighbours of HOT or RC pixels take
+        # the average ramp (where unknown, the frame rate x t).  float64 products cast to
+        # float32, one group at a time.  (One frame per group: the inputs' groups are frames.)
+        dnu = ((d["pixeldq"] & np.uint32(DQ["DO_NOT_USE"])) != 0).all(axis=0)
+        use_ramp = ref | rc | dnu | _neighbours(hot | rc)
         r = np.where(np.isfinite(drk) & (drk >= 0), drk, frame_rate)
         cube = np.empty(avg_ramp.shape, np.float32)
         for g, t in enumerate(d["group_time"]):
@@ -217,14 +227,12 @@ def run(store_path) -> dict[str, np.ndarray]:
         dq[rc] |= DQ["RC"] | DQ["DO_NOT_USE"]
         dq[badref] |= DQ["BAD_REF_PIXEL"] | DQ["DO_NOT_USE"]
         dq[telegraph] |= DQ["TELEGRAPH"]
-        dq[hot] |= DQ["HOT"]
         dq[everywhere | hot | rc | badref | unknown | high_unc] |= DQ["UNRELIABLE_DARK"]
 
         out.update(
             average_ramp=avg_ramp,
             dark_err=np.where(np.isfinite(err), err, 0).astype(np.float32),
             dark_count=count.astype(np.int16),
-            dark_groupdq=np.where(count < 2, DQ["DO_NOT_USE"], 0).astype(np.uint8),
             dark_cube=cube,
             dark_rate=np.where(np.isfinite(drk), drk, 0).astype(np.float32),
             dark_rate_unc=np.where(np.isfinite(unc), unc, 0).astype(np.float32),
@@ -233,10 +241,14 @@ def run(store_path) -> dict[str, np.ndarray]:
             rtn_threshold=rtn_thr,
         )
 
-        # ---- superbias (§4.1.1): 2 <g1> - <g2>, error about each input's own level ------
+        # ---- superbias (§4.1.1): groups 1-2 projected to t = 0, (1 + a) <g1> - a <g2> with
+        # a = t1 / (t2 - t1) (2 <g1> - <g2> for one frame per group); error about each
+        # input's own level
         if "bias_groups" in d:
             bg = d.pop("bias_groups")
-            x = 2.0 * bg[:, 0].astype(np.float64) - bg[:, 1]  # NaN where g1 or g2 unknown
+            t1, t2 = d["group_time"][:2]
+            a = t1 / (t2 - t1)
+            x = (1 + a) * bg[:, 0].astype(np.float64) - a * bg[:, 1]  # NaN where unknown
             del bg
             n = np.isfinite(x).sum(axis=0)
             bias = np.nanmean(x, axis=0)
@@ -297,9 +309,6 @@ def compare(baseline: dict, dark_fits, superbias_fits=None) -> dict:
         for ext, key in (("DRK", "dark_rate"), ("UNC", "dark_rate_unc"), ("SCI", "dark_cube"),
                          ("ERR", "dark_err")):
             res["arrays"][ext] = _diff(baseline[key], h[ext].data)
-        if "GROUPDQ" in h and "dark_groupdq" in baseline:
-            res["dark_groupdq_differ"] = int((np.asarray(h["GROUPDQ"].data)
-                                              != baseline["dark_groupdq"]).sum())
     if superbias_fits is not None and "superbias" in baseline:
         with fits.open(superbias_fits) as h:
             res["arrays"]["SUPERBIAS SCI"] = _diff(baseline["superbias"], h["SCI"].data)
