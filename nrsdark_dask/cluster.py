@@ -44,17 +44,13 @@ def parse_scheduler(scheduler: str) -> tuple[str, int | str | None]:
     text = str(scheduler).strip()
     if text == "sync":
         return text, None
-    if text == "threads" or text.startswith("threads:"):
-        n = text.partition(":")[2] or str(os.cpu_count() or 1)
-        if not n.isdigit() or int(n) < 1:
-            raise ValueError(f"bad scheduler {scheduler!r}: threads:N needs a thread count "
-                             "N >= 1")
-        return "threads", int(n)
-    if text == "local" or text.startswith("local:"):
-        n = text.partition(":")[2] or str(os.cpu_count() or 1)
-        if not n.isdigit() or int(n) < 1:
-            raise ValueError(f"bad scheduler {scheduler!r}: local:N needs a worker count N >= 1")
-        return "local", int(n)
+    for kind, unit in (("threads", "thread"), ("local", "worker")):
+        if text == kind or text.startswith(kind + ":"):
+            n = text.partition(":")[2] or str(os.cpu_count() or 1)
+            if not n.isdigit() or int(n) < 1:
+                raise ValueError(f"bad scheduler {scheduler!r}: {kind}:N needs a {unit} count "
+                                 "N >= 1")
+            return kind, int(n)
     if text.startswith(("tcp://", "tls://", "ucx://")):
         host, _, port = text.split("://", 1)[1].rpartition(":")
         if not host or not port.isdigit():
