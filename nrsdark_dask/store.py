@@ -733,11 +733,12 @@ def open_dataset(path, **kwargs) -> xr.Dataset:
     with _quiet_zarr():
         ds = xr.open_zarr(str(path), consolidated=True, **kwargs)
     # the per-exposure coordinates are a few values each: numpy, not dask, so that reading
-    # them (a file's HISTORY, a grating check) never computes anything; one compute for all,
-    # in this thread (a compute per coordinate cost ~0.3 s each)
+    # them (a file's HISTORY, a grating check) never computes anything; read without dask
+    # (chunks=None: xarray's own lazy arrays, decoded), all at once
+    with _quiet_zarr():
+        plain = xr.open_zarr(str(path), consolidated=True, chunks=None, **kwargs)
     lazy = [c for c in EXPOSURE_COORDS if c in ds.coords and dask.is_dask_collection(ds[c].data)]
-    values = dask.compute(*[ds[c].data for c in lazy], scheduler="sync")
-    ds = ds.assign_coords({c: (ds[c].dims, v, ds[c].attrs) for c, v in zip(lazy, values)})
+    ds = ds.assign_coords({c: (ds[c].dims, plain[c].values, ds[c].attrs) for c in lazy})
     dates, names = ds.date.values, [str(e) for e in ds.exposure.values]
     order = sorted(range(ds.sizes["exposure"]), key=lambda i: (dates[i], names[i]))
     if order != sorted(order):
