@@ -323,6 +323,9 @@ def _compute_on_cluster(client, sources, targets, names, dims, also, products: s
         if not keep:
             fs, root = fsspec.core.url_to_fs(products)
             fs.rm(root, recursive=True)
+            parent = Path(root).parent
+            if "file" in fs.protocol and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()  # the local products folder, once empty (never a bucket)
     return computed
 
 

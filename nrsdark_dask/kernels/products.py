@@ -50,19 +50,21 @@ def unreliable_bias(err: np.ndarray, mean_err: float, std_err: float,
 
 def resample_ramp(values: np.ndarray, group_times: np.ndarray, frame_times: np.ndarray,
                   tail_fraction: float = 0.25, extend: str = "slope") -> np.ndarray:
-    """A ramp known at its groups' mean times, at other times: (G, ...) -> (F, ...) float64.
+    """A ramp known at its groups' mean times, at other times: (G, ...) -> (F, ...) (float64
+    when resampled).
 
     Between groups and before the first, linear interpolation (before group 1: the line
     through groups 1 and 2); past the last group, ``extend="slope"`` continues the last
     group's value with the least-squares slope of the last ``tail_fraction`` of the groups
     (at least 2: the noise of one difference is not amplified, jwst#10333), ``"hold"`` keeps
     the last value (for errors).  A NaN group makes the segments it touches NaN.  Times equal
-    to the groups' give the values themselves (one frame per group, no extension)."""
-    y = np.asarray(values, np.float64)
+    to the groups' give the values themselves, unconverted and uncopied (one frame per group,
+    no extension: the common case costs nothing)."""
     tg = np.asarray(group_times, np.float64)
     tf = np.asarray(frame_times, np.float64)
     if tf.shape == tg.shape and np.array_equal(tf, tg):
-        return y.copy()
+        return np.asarray(values)
+    y = np.asarray(values, np.float64)
     if tg.size < 2:
         raise ValueError("a ramp of one group cannot be resampled")
     out = np.empty((tf.size,) + y.shape[1:])
