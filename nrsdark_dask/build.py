@@ -70,11 +70,11 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     budget = parse_bytes(task_memory or cfg.run.task_memory or DEFAULT_TASK_MEMORY)
     ds = open_dataset(store)
     layout = check_store(ds)
-    used = ds.encoding["nrsdark_positions"]
-    if unchecked := RampStore(store).unverifiable(used):
+    positions, rs = ds.encoding["nrsdark_positions"], RampStore(store)
+    if unchecked := rs.unverifiable(positions):
         warnings.warn(f"{len(unchecked)} exposure(s) of {store} predate chunk manifests; "
                       "their chunks cannot be checked", stacklevel=2)
-    if damaged := RampStore(store).verify(used):
+    if damaged := rs.verify(positions):
         raise BuildError(f"the store is damaged ({len(damaged)} problem(s); `nrsdark verify` "
                          "lists them all):\n  " + "\n  ".join(damaged[:10]))
     used, asked = store_ingest(ds.attrs.get("provenance", {})), ingest_settings(cfg)

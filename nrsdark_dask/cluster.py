@@ -107,8 +107,9 @@ def map_unordered(fn, items: list, args: tuple, scheduler: str, client=None,
     other (``sync``), on a thread pool of this process (``threads[:N]``: as many at once as
     the threads and, with ``task_bytes``, the machine's memory allow), or as one task each on
     the ``client``'s cluster (tasks named ``key(item)``; with ``task_bytes`` each asks for that
-    much of the workers' ``MEMORY`` resource: :func:`check_task_fits`).  The caller handles
-    each result before the next is waited for."""
+    much of the workers' ``MEMORY`` resource; the caller refuses a cluster too small for one
+    before any work, :func:`check_task_fits`).  The caller handles each result before the
+    next is waited for."""
     kind, n = parse_scheduler(scheduler)
     if client is None and kind == "sync":
         for item in items:
@@ -125,7 +126,6 @@ def map_unordered(fn, items: list, args: tuple, scheduler: str, client=None,
         return
     from distributed import as_completed
 
-    check_task_fits(client, task_bytes)
     resources = {MEMORY: task_bytes} if task_bytes and worker_memory(client) else None
     futures = [client.submit(fn, item, *args, key=key(item) if key else None,
                              resources=resources, pure=False) for item in items]

@@ -185,17 +185,27 @@ def _fill(arr: da.Array, product: Product) -> da.Array:
     return out.astype(product.dtype)
 
 
-def _clipped_mean_std(x: np.ndarray, valid: np.ndarray, sigma: float, iters: int):
-    """Mean and std of ``x[valid]`` after ``iters`` rounds of sigma clipping about the mean."""
+def _clip_survivors(x: np.ndarray, valid: np.ndarray, sigma: float, iters: int,
+                    centre) -> np.ndarray:
+    """The values of ``x[valid]`` (finite) that survive ``iters`` rounds of sigma clipping
+    about ``centre`` (``np.mean`` or ``np.median``) with the std: astropy ``sigma_clip``
+    semantics (a round that rejects nothing ends it)."""
     keep = valid & np.isfinite(x)
     for _ in range(iters):
         v = x[keep]
         if v.size == 0:
             break
-        mean, std = v.mean(), v.std()
         with np.errstate(invalid="ignore"):
-            keep &= np.abs(x - mean) <= sigma * std
-    v = x[keep]
+            new = keep & (np.abs(x - centre(v)) <= sigma * v.std())
+        if new.sum() == keep.sum():
+            break
+        keep = new
+    return x[keep]
+
+
+def _clipped_mean_std(x: np.ndarray, valid: np.ndarray, sigma: float, iters: int):
+    """Mean and std of ``x[valid]`` after ``iters`` rounds of sigma clipping about the mean."""
+    v = _clip_survivors(x, valid, sigma, iters, np.mean)
     return np.array([v.mean(), v.std()] if v.size else [np.nan, np.nan])
 
 
@@ -210,20 +220,8 @@ def _clipped_stats_lazy(x: da.Array, valid: da.Array, sigma=3.0, iters=5):
 
 
 def _clipped_median(x: np.ndarray, valid: np.ndarray, sigma: float, iters: int = 5):
-    """Median of ``x[valid]`` after sigma clipping about the median (astropy ``sigma_clip``
-    semantics: median centre, std, ``iters`` rounds or until nothing changes)."""
-    keep = valid & np.isfinite(x)
-    for _ in range(iters):
-        v = x[keep]
-        if v.size == 0:
-            return np.array([np.nan])
-        med, std = np.median(v), v.std()
-        with np.errstate(invalid="ignore"):
-            new = keep & (np.abs(x - med) <= sigma * std)
-        if new.sum() == keep.sum():
-            break
-        keep = new
-    v = x[keep]
+    """Median of ``x[valid]`` after sigma clipping about the median (the SNR of report §4.2)."""
+    v = _clip_survivors(x, valid, sigma, iters, np.median)
     return np.array([np.median(v) if v.size else np.nan])
 
 

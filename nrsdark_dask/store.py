@@ -411,10 +411,32 @@ def write_staging(store_path, name: str, layout: StoreLayout, data: dict) -> Pat
     except OSError as exc:
         free = shutil.disk_usage(store_path).free
         if exc.errno == errno.ENOSPC or free < 64 << 20:
+            _settle_zarr_writes()
             shutil.rmtree(path, ignore_errors=True)
             raise OSError(errno.ENOSPC, f"no space left on the store's disk ({free / 1e6:.0f} MB "
                           f"free in {store_path}) while writing {name}") from None
         raise
+
+
+def _settle_zarr_writes(timeout: float = 60.0) -> None:
+    """Wait for chunk writes still in flight on zarr's event loop.
+
+    zarr gathers a block's chunk writes with ``asyncio.gather``, which does not cancel the
+    siblings of a write that failed: after a full disk raised, those keep running in their
+    threads and re-create directories we are about to delete (seen in CI: ``_staging`` left
+    behind after a failed exposure).  Waiting on every other task of that loop (other
+    exposures' writes included; they only delay this) makes the removal final."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def wait_others():
+        me = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not me]
+        if others:
+            await asyncio.wait(others, timeout=timeout)
+
+    sync(wait_others())
 
 
 def _write_staging(path: Path, name: str, layout: StoreLayout, data: dict) -> Path:
