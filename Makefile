@@ -34,11 +34,14 @@ demo: venv clean-demo
 	    --exclude $(DEMO)/sim/exclusions.ecsv --requested 14 -o $(DEMO)/manifest.ecsv
 	$(BIN)/nrsdark calibrate $(DEMO)/manifest.ecsv --store stores/demo.zarr \
 	    --refkit $(DEMO)/sim/refkit --scheduler local:2
+	$(BIN)/nrsdark cull --store stores/demo.zarr -o $(DEMO)/culled.ecsv
 	$(BIN)/nrsdark build --store stores/demo.zarr --outdir $(DEMO)/reffiles \
+	    --cull $(DEMO)/culled.ecsv \
 	    --mask-in $(DEMO)/sim/refkit/nrsdark_sim_nrs1_allslits_trad_mask.fits
 
 clean-demo:
-	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/manifest.ecsv $(DEMO)/reffiles stores/demo.zarr
+	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/manifest.ecsv $(DEMO)/culled.ecsv \
+	    $(DEMO)/culled_png $(DEMO)/reffiles stores/demo.zarr
 
 # Benchmarks (issue 9; not part of `make test`): clipping kernel vs astropy, build vs the
 # in-memory script on the 503 MB ALLSLITS store (made once, cached in benchmarks/data/; the

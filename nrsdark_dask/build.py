@@ -26,6 +26,7 @@ import numpy as np
 
 from .cluster import dask_client, local_progress, parse_scheduler
 from .config import Config, ingest_settings, parse_bytes, settings_history, store_ingest
+from .cull import cull_note, read_culled
 from .export import write_reference_files
 from .jwst_recipe import reference_mismatches
 from .reduce import DEFAULT_TASK_MEMORY, BuildError, build_products, check_store
@@ -48,7 +49,7 @@ def cut_to_store(plane: np.ndarray, ystart: int, xstart: int, layout) -> np.ndar
 def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None,
           author: str = "nrsdark_dask", workers: int | None = None,
           task_memory=None, progress: bool = False, products: str | None = None,
-          keep_products: bool = False) -> dict:
+          keep_products: bool = False, cull=None) -> dict:
     """Write the reference files; return ``{"files": {reftype: path}, "stats": {...},
     "plan": str}``.
 
@@ -59,7 +60,9 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     products into a Zarr group ``products`` (default beside the store, see
     ``export.products_location``; kept with ``keep_products``) that this process then streams
     into the files.  The two paths give bit-identical files.  ``progress``: progress on
-    stderr and the dashboard link."""
+    stderr and the dashboard link.  ``cull``: a cull table (``nrsdark cull``); the exposures
+    it marks culled are left out (selected from the store, nothing copied) and HISTORY says
+    so."""
     from stdatamodels.jwst import datamodels as dm
 
     cfg = Config.from_toml(config)
@@ -68,7 +71,8 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     budget = parse_bytes(task_memory or cfg.run.task_memory or DEFAULT_TASK_MEMORY)
-    ds = open_dataset(store)
+    culled = read_culled(cull) if cull else {}
+    ds = open_dataset(store, exclude=culled)
     layout = check_store(ds)
     positions, rs = ds.encoding["nrsdark_positions"], RampStore(store)
     if unchecked := rs.unverifiable(positions):
@@ -83,6 +87,8 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
                          f"{used}: those settings act at ingest (calibrate --config, into a new "
                          "store)")
     mask, notes = None, settings_history(cfg)
+    if cull:
+        notes.append(cull_note(cull, len(culled)))
     if mask_in:
         bad = reference_mismatches(mask_in, "mask", layout)
         if bad:

@@ -1,6 +1,7 @@
 """The ``nrsdark`` command.  Argument parsing only: each subcommand calls one library function.
 
-Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``build``, ``verify``.  Planned (see README):
+Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``cull``, ``build``, ``verify``.  Planned
+(see README):
 analyze, periods, plan, run, demo.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
 from . import instrument as inst
@@ -94,7 +96,7 @@ def _select(args) -> int:
         cfg = replace(cfg, **overrides,
                       accept_without_telemetry=args.accept_no_telemetry or cfg.accept_without_telemetry)
     tab = select_inputs(args.inputs, telemetry=args.telemetry, exclude=args.exclude, cfg=cfg,
-                        start=args.start, end=args.end)
+                        start=args.start, end=args.end, cull=args.cull)
     write_manifest(tab, args.output)
     n_acc = int(tab["accepted"].sum())
     print(f"{args.output}: {len(tab)} inputs, {n_acc} accepted, {len(tab) - n_acc} rejected")
@@ -141,7 +143,7 @@ def _build(args) -> int:
     summary = build(args.store, args.outdir, mask_in=args.mask_in, scheduler=args.scheduler,
                     config=args.config, author=args.author, workers=args.workers,
                     task_memory=args.task_memory, progress=True, products=args.products,
-                    keep_products=args.keep_products)
+                    keep_products=args.keep_products, cull=args.cull)
     for reftype, path in summary["files"].items():
         print(f"{reftype.upper():9s} {path}")
     s = summary["stats"]
@@ -155,6 +157,28 @@ def _build(args) -> int:
           (f"; bias level {s['bias_level']:.1f} DN" if "bias_level" in s else ""))
     verdict = "deliverable" if s["deliverable"] else "NOT deliverable"
     print(f"SNR {s['snr']:.2f} (required {s['snr_required']}): {verdict}")
+    return 0
+
+
+def _cull(args) -> int:
+    from .cull import cull, pictures, write_table
+
+    store = Path(args.store)
+    output = Path(args.output or store.with_name(store.name.removesuffix(".zarr")
+                                                 + "_culled.ecsv"))
+    if output.suffix != ".ecsv":
+        raise ValueError(f"--output {output} must end in .ecsv")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"folder {output.parent} of --output does not exist")
+    tab, previews = cull(args.store, cfg=args.config, scheduler=args.scheduler, progress=True)
+    write_table(tab, output)
+    folder = Path(args.pictures or output.with_name(output.stem + "_png"))
+    pngs = pictures(tab, previews, folder, only_culled=not args.all_pictures)
+    n = int(tab["culled"].sum())
+    print(f"{output}: {len(tab)} exposures, {n} culled" +
+          (f"; pictures in {folder}" if pngs else ""))
+    for row in tab[tab["culled"]]:
+        print(f"  culled {row['exposure']}: {row['reason']}")
     return 0
 
 
@@ -213,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--telemetry", help="ASIC temperature table (ECSV/CSV: time, asic_temp[, "
                    "detector])")
     s.add_argument("--exclude", help="exclusion list (ECSV/CSV with file[, reason], or text)")
+    s.add_argument("--cull", help="cull table of `nrsdark cull` (its culled exposures are "
+                   "rejected, beside --exclude)")
     s.add_argument("-o", "--output", required=True, help="manifest to write (ECSV)")
     s.add_argument("--requested", type=_count, help="number of darks requested (yield table)")
     s.add_argument("--start", type=_date, help="first date to accept (ISO)")
@@ -267,9 +293,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "the store)")
     s.add_argument("--keep-products", action="store_true",
                    help="keep a cluster build's products group (xarray opens it)")
+    s.add_argument("--cull", help="cull table of `nrsdark cull`: the exposures it marks "
+                   "culled are left out")
     s.add_argument("--config", help="TOML file overriding thresholds")
     s.add_argument("--author", default="nrsdark_dask")
     s.set_defaults(func=_build)
+
+    s = sub.add_parser("cull", help="score every exposure of a store for artifacts "
+                       "(mode switch, MSA glow, persistence) and list those to leave out",
+                       description="Residual images (an exposure minus the median of the "
+                       "others) scored in units of the noise; thresholds in [cull] of --config. "
+                       "Writes one row per exposure (exposure, artifact, score, culled, reason) "
+                       "and a PNG of each culled exposure's residuals.  Overrule by editing the "
+                       "'culled' column; build --cull and select --cull read it.")
+    s.add_argument("--store", required=True)
+    s.add_argument("-o", "--output", help="cull table to write (ECSV; default "
+                   "STORE_culled.ecsv beside the store)")
+    s.add_argument("--pictures", help="folder of the PNGs (default: OUTPUT without .ecsv, "
+                   "plus _png)")
+    s.add_argument("--all-pictures", action="store_true",
+                   help="a PNG of every exposure, not only the culled ones")
+    s.add_argument("--scheduler", help="threads[:N] | local[:N] | tcp://HOST:PORT | sync")
+    s.add_argument("--config", help="TOML file ([cull] thresholds)")
+    s.set_defaults(func=_cull)
 
     s = sub.add_parser("verify", help="check a store's committed chunks against their manifests",
                        description="Every chunk file each committed exposure's manifest lists "

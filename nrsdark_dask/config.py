@@ -149,6 +149,23 @@ class DeliveryConfig:
     __post_init__ = _check
 
 
+@dataclass(frozen=True)
+class CullConfig:
+    """Automatic artifact culling (``nrsdark cull``; report §3, :mod:`nrsdark_dask.cull`).
+    Scores are in units of the noise; the limits were set on simulated sets so that at most
+    2 % of clean exposures are culled (README, "Automatic culling")."""
+
+    SECTION: typing.ClassVar[str] = "cull"
+    mode_switch_sigma: float = _num(8.0, **POSITIVE)  # mean-frame large-scale structure
+    glow_sigma: float = _num(9.0, **POSITIVE)  # diagonal-stripe matched-filter SNR
+    persistence_sigma: float = _num(12.0, **POSITIVE)  # SNR of an extended positive region
+    frame_scale_px: float = _num(60.0, **POSITIVE)  # e-folding of the picture frame
+    persistence_min_area: int = _num(40, min=1)  # pixels of a persistence region
+    min_exposures: int = _num(5, min=3)  # fewer: nothing to compare with, no verdict
+
+    __post_init__ = _check
+
+
 def _scheduler(text: str) -> None:
     from .cluster import parse_scheduler
 
@@ -174,6 +191,7 @@ class Config:
     bias: BiasConfig = field(default_factory=BiasConfig)
     dark: DarkConfig = field(default_factory=DarkConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    cull: CullConfig = field(default_factory=CullConfig)
 
     @classmethod
     def from_toml(cls, path: str | Path | None) -> Config:

@@ -11,6 +11,9 @@ Rules, each giving a human-readable reason (all that apply are joined with "; ")
   rejected as "no ASIC telemetry" (flagged, not guessed; ``accept_without_telemetry`` changes
   that);
 * listed in the user's exclusion file -> rejected with the reason given there;
+* marked ``culled`` in a cull table of ``nrsdark cull`` (``cull=``) -> rejected as "culled
+  automatically" with the cull's reason (a scientist overrules the cull by editing its
+  ``culled`` column, and adds to it with the exclusion file);
 * outside the ``start``/``end`` date window -> rejected;
 * already-calibrated inputs (``*_ramp.fits`` / ``*_jump.fits``) need their ``*_rate.fits``;
 * a file shorter than its headers say -> rejected (truncated);
@@ -201,12 +204,21 @@ def truncation(path) -> str:
 
 
 def select_inputs(inputs, telemetry=None, exclude=None, cfg: SelectConfig | None = None,
-                  start: str | None = None, end: str | None = None) -> Table:
-    """Build the manifest (an astropy Table, one row per input; see module docstring)."""
+                  start: str | None = None, end: str | None = None, cull=None) -> Table:
+    """Build the manifest (an astropy Table, one row per input; see module docstring).
+    ``cull``: a cull table of ``nrsdark cull``; its culled exposures are rejected like the
+    hand-made ``exclude`` list's (matched by file name and, where the table has it, content
+    hash), with the cull's reason."""
+    from .cull import read_culled
+
     cfg = cfg or SelectConfig()
     files = discover(inputs)
     tel = read_telemetry(telemetry)
     excl = read_exclusions(exclude)
+    culled = {}
+    for ident, why in (read_culled(cull) if cull else {}).items():
+        name, _, digest = ident.partition("@")
+        culled[Path(name).name] = (digest, why)
     t_start = Time(start).mjd if start else -np.inf
     t_end = Time(end).mjd + 1 if end else np.inf  # an end date includes that whole day
     pad = cfg.telemetry_pad_s / 86400.0
@@ -242,6 +254,9 @@ def select_inputs(inputs, telemetry=None, exclude=None, cfg: SelectConfig | None
             reasons.append(f"excluded by user: {excl[row['name']]}")
         if row["group"]:  # readable: its content is its identity (see store.exposure_id)
             row["sha256"] = file_sha256(path)
+            digest, why = culled.get(row["name"], (None, ""))
+            if digest is not None and row["sha256"].startswith(digest):
+                reasons.append(f"culled automatically: {why}")
             if row["sha256"] in first_of:
                 reasons.append(f"same content as {first_of[row['sha256']]} (a duplicate; "
                                "taken once)")
@@ -257,6 +272,7 @@ def select_inputs(inputs, telemetry=None, exclude=None, cfg: SelectConfig | None
         software=f"nrsdark_dask {__version__}",
         telemetry=str(telemetry) if telemetry else "",
         exclusions=str(exclude) if exclude else "",
+        cull=str(cull) if cull else "",
         date_window=[start or "", end or ""],
         select_config=asdict(cfg),
     )

@@ -741,10 +741,12 @@ def _remove_chunks_from(array_dir: Path, n: int):
                 shutil.rmtree(d) if d.is_dir() else d.unlink()
 
 
-def open_dataset(path, **kwargs) -> xr.Dataset:
+def open_dataset(path, exclude=(), **kwargs) -> xr.Dataset:
     """The store as a lazy xarray Dataset (dask arrays chunked like the store), its exposures
     sorted by date and then identity: the same inputs give the same dataset, and so
-    bit-identical products, whatever order they were committed in.  The store path and the
+    bit-identical products, whatever order they were committed in.  ``exclude``: exposures
+    left out (identities ``name@hash``, or plain file names, as in a cull table); naming one
+    the store does not hold is an error (a list made for another store).  The store path and the
     exposures' positions in the store are kept in ``ds.encoding`` (``nrsdark_store``,
     ``nrsdark_positions``): the build's ramp pass reads blocks straight from the store
     (:class:`StoreBlock`) while the dataset is unmodified (``nrsdark_ramp``: its ramp's dask
@@ -763,7 +765,17 @@ def open_dataset(path, **kwargs) -> xr.Dataset:
     ds = ds.assign_coords({c: (ds[c].dims, plain[c].values, ds[c].attrs) for c in lazy})
     dates, names = ds.date.values, [str(e) for e in ds.exposure.values]
     order = sorted(range(ds.sizes["exposure"]), key=lambda i: (dates[i], names[i]))
-    if order != sorted(order):
+    if exclude:
+        exclude = {str(e) for e in exclude}
+        known = set(names) | {n.split("@")[0] for n in names}
+        if unknown := sorted(exclude - known):
+            raise StoreError(f"{len(unknown)} exposure(s) to leave out are not in {path}: "
+                             + ", ".join(unknown[:5]))
+        order = [i for i in order if names[i] not in exclude
+                 and names[i].split("@")[0] not in exclude]
+        if not order:
+            raise StoreError(f"every exposure of {path} is left out")
+    if order != list(range(ds.sizes["exposure"])):
         ds = ds.isel(exposure=order)
     ds.encoding.update(nrsdark_store=str(path), nrsdark_positions=tuple(order),
                        nrsdark_ramp=ds.ramp.data.name)

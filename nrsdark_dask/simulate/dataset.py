@@ -56,6 +56,10 @@ class SimConfig:
     artifacts: bool = False
     mode_switch_fraction: float = 0.25  # with artifacts: exposures after a mode switch (>= 1)
     persistence_fraction: float = 0.15  # with artifacts: exposures with persistence (>= 1)
+    # artifact sizes (for detection-limit studies): 0 keeps the report's random range
+    switch_dt: float = 0.0  # K, ASIC excursion of every mode-switch exposure
+    glow_rate: float = 0.006  # DN/s, MSA-glow stripe crest
+    persistence_scale: float = 1.0  # x the report-like 0.05-0.5 DN/s persistence rates
     readpatt: str | None = None  # default: NRSRAPID / NRSIRS2RAPID
     refkit: bool = True
 
@@ -77,6 +81,9 @@ class SimConfig:
         c.ngroups = DEFAULT_GROUPS[fam] if c.ngroups is None else int(c.ngroups)
         if not 2 <= c.ngroups <= 1000:
             raise ValueError(f"ngroups must be between 2 and 1000, got {c.ngroups}")
+        for name in ("switch_dt", "glow_rate", "persistence_scale"):
+            if not getattr(c, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
         if not 1 <= c.nexp <= 10000:
             raise ValueError(f"nexp must be between 1 and 10000, got {c.nexp}")
         bad = [g for g in c.gratings if g.upper() not in GRATINGS]
@@ -126,6 +133,8 @@ def plan_exposures(cfg: SimConfig) -> list[ExposurePlan]:
             d_temp = float(rng.uniform(0.05, 0.14) if full else rng.uniform(0.08, 0.20))
         else:
             d_temp = float(rng.choice([0.01, 0.02]))
+        if switch[i] and cfg.switch_dt > 0:
+            d_temp = cfg.switch_dt
         start = Time(mjd[i], format="mjd", scale="utc").isot
         det = cfg.detector.lower()
         fname = f"jw90001{i // 10 + 1:03d}001_02101_{i % 10 + 1:05d}_{det}_uncal.fits"
@@ -134,7 +143,9 @@ def plan_exposures(cfg: SimConfig) -> list[ExposurePlan]:
             readpatt=cfg.readpatt, ngroups=cfg.ngroups, d_temp=round(d_temp, 3),
             mode_switch=bool(switch[i]),
             glow=bool(cfg.artifacts and gratings[i] == "PRISM"),
-            persistence=bool(persist[i]), seed=cfg.seed))
+            persistence=bool(persist[i]), seed=cfg.seed,
+            glow_rate=cfg.glow_rate if cfg.artifacts and gratings[i] == "PRISM" else 0.0,
+            persistence_scale=cfg.persistence_scale if persist[i] else 1.0))
     return plans
 
 

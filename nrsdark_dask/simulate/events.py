@@ -116,17 +116,18 @@ def bias_drift(t: np.ndarray | float, tau: float = 600.0):
     return np.exp(-np.asarray(t) / tau)
 
 
-def msa_glow_rate(sub: inst.Subarray, rng) -> np.ndarray:
+def msa_glow_rate(sub: inst.Subarray, rng, peak: float = 0.006) -> np.ndarray:
     """MSA-glow / light-leak diagonal stripes (report §3, Figure 2), DN/s.
 
-    Stripes of period 150 px at 45 degrees, 0.006 DN/s peak (comparable to the dark rate),
+    Stripes of period 150 px at 45 degrees, ``peak`` DN/s at the crest (default 0.006:
+    comparable to the dark rate),
     confined to a band along one MSA quadrant edge (x within 500 px of 1024).
     """
     y, x = _full_frame_coords(sub)
     phase = rng.uniform(0, 2 * np.pi)
     stripes = 0.5 * (1 + np.sin(2 * np.pi * (x + y) / 150.0 + phase))
     band = np.exp(-(((x - 1024.0) / 500.0) ** 2))
-    return (0.006 * stripes * band).astype(np.float32)
+    return (peak * stripes * band).astype(np.float32)
 
 
 def persistence_rate0(sub: inst.Subarray, rng) -> np.ndarray:

@@ -39,6 +39,8 @@ class ExposurePlan:
     glow: bool = False
     persistence: bool = False
     seed: int = 0
+    glow_rate: float = 0.0  # peak MSA-glow rate, DN/s (with glow)
+    persistence_scale: float = 1.0  # multiplies the persistence rates (with persistence)
     # filled by the simulation
     n_cosmic_rays: int = 0
     n_snowballs: int = 0
@@ -148,8 +150,9 @@ class RampSimulator:
         plan.n_cosmic_rays = sum(e["kind"] == "cr" for e in self.hits.events)
         plan.n_snowballs = sum(e["kind"] == "snowball" for e in self.hits.events)
         sub = truth.subarray
-        self.glow = ev.msa_glow_rate(sub, self.rng) if plan.glow else None
-        self.persist = ev.persistence_rate0(sub, self.rng) if plan.persistence else None
+        self.glow = ev.msa_glow_rate(sub, self.rng, plan.glow_rate) if plan.glow else None
+        self.persist = (ev.persistence_rate0(sub, self.rng) * np.float32(plan.persistence_scale)
+                        if plan.persistence else None)
         self.switch = ev.mode_switch_pattern(sub, plan.d_temp) if plan.mode_switch else None
 
     def groups(self):

@@ -1,0 +1,352 @@
+"""``nrsdark cull``: find the exposures the report's authors removed by eye (report §3).
+
+From what a store holds, each exposure gets three scores in units of the noise
+(:mod:`nrsdark_dask.kernels.artifacts`), on *residual images*: the exposure minus the
+per-pixel median of the other exposures.
+
+=============  =========================================================  ====================
+artifact       score                                                      image
+=============  =========================================================  ====================
+mode_switch    large-scale structure (variance of 32 x 32 block medians,  mean-frame residual
+               column medians removed; tree rings, picture frame along    (DN)
+               rows) as a ratio to the other exposures', minus 1, over
+               that ratio's scatter; the picture-frame amplitude in DN
+               at the detector edges is reported beside it
+glow           stripes near 45 / 135 degrees, periods 60-200 px:          rate residual /
+               matched-filter SNR from a directional periodogram whose    rate_err
+               every cell is normalised by the same cell in the others
+persistence    SNR of the most significant extended positive region       rate residual /
+               (>= 40 pixels, smoothed over 3 rows x 15 columns)          rate_err
+=============  =========================================================  ====================
+
+The mean frame (the mean of an exposure's calibrated groups) is where the mode-switch bias
+offset shows at full size (12 DN per 0.1 K; it decays with tau ~ 600 s, so the slope sees only
+its derivative); glow and persistence add charge at a rate, so they show in the rate.  An
+exposure is culled when a score passes its limit (``[cull]`` of the configuration);
+``artifact`` names the kind furthest over its limit.
+
+Passes: the medians and the noise references are first taken over all exposures, then over
+the exposures not culled (the clipped median of the others: an artifact in the reference
+prints its negative into everyone's residual), until the culled set stops changing.
+
+Graph and memory: the mean frames are made once, one task per ramp chunk (reading the ramps
+is the cost of a cull, about a build's read), into a scratch Zarr array; the residuals are
+made tile by tile (one tile of every exposure: ``E x tile`` float64 values, x 5); one task per
+exposure scores its whole frame (three frame-sized images, the projections: ~0.3 GB for a
+full frame).  Each pass after the first reads only per-exposure images.
+
+The table (``culled.ecsv``) is for people as much as for programs: ``build --cull`` and
+``select --cull`` read its ``exposure`` and ``culled`` columns only, so a scientist overrules
+the machine by editing ``culled`` (True/False) in the file, or adds exposures to ``select``'s
+hand-made exclusion list as before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+from astropy.table import Table
+
+from . import __version__
+from .config import Config, CullConfig
+from .instrument import DQ
+from .kernels import artifacts as art
+from .store import file_sha256, open_dataset
+
+KINDS = ("mode_switch", "glow", "persistence")
+WORDS = {"mode_switch": "bias structure after a readout-mode switch",
+         "glow": "diagonal stripes (MSA glow)",
+         "persistence": "extended positive region (persistence)"}
+
+
+class CullError(ValueError):
+    pass
+
+
+def _rate_stats(rate_res, err, min_area):
+    """One exposure's stripe spectrum, persistence statistic and rate thumbnail (one task)."""
+    rate_res, err = rate_res[0], err[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        power, period, angle, profiles = art.stripe_spectra(rate_res, err)
+        pers, area, level = art.extended_positive(rate_res, err, min_area)
+        return {"stripe_power": power, "stripe_period": period, "stripe_angle": angle,
+                "stripe_profiles": profiles,
+                "persistence": pers, "persistence_area": area, "persistence_rate": level,
+                "rate_preview": art.preview(rate_res - np.nanmedian(rate_res, axis=0))}
+
+
+def _frame_stats(mean_res, y, x, scale):
+    """One exposure's picture-frame statistic and mean-frame thumbnail (one task)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        amp, _ = art.picture_frame(mean_res[0], y, x, scale)
+        return {"frame_dn": amp, "structure": art.large_scale_structure(mean_res[0]),
+                "mean_preview": art.preview(mean_res[0])}
+
+
+def _merge(a: dict, b: dict) -> dict:
+    return {**a, **b}
+
+
+def check_enough(n: int, cfg: CullConfig) -> None:
+    if n < cfg.min_exposures:
+        raise CullError(f"{n} exposure(s) in the store: a cull compares each exposure with the "
+                        f"others and needs at least {cfg.min_exposures} ([cull] min_exposures)")
+
+
+def mean_frames(ds):
+    """Lazy mean of each exposure's calibrated groups, (exposure, y, x) float32, chunked like
+    the rate images: one task per ramp chunk (task name ``cull-mean-frame``)."""
+    mean = ds.ramp.data.mean(axis=1, dtype=np.float32)
+    return mean.rechunk(ds.rate.data.chunksize)
+
+
+def diagnose(ds, frames, cfg: CullConfig | None = None, reference=None) -> list:
+    """Lazy: one ``dask.delayed`` per exposure of ``ds`` (a store's dataset) giving its raw
+    statistics.  ``frames``: its mean frames (:func:`mean_frames`, best read back from a
+    scratch copy so that the passes read the ramps once); ``reference``: the exposures that
+    make the per-pixel medians (default all).  Task names: ``cull-residual``,
+    ``cull-frame-residual``, ``cull-rate-stats``, ``cull-frame-stats``, ``cull-stats``."""
+    cfg = cfg or CullConfig()
+    n = ds.sizes["exposure"]
+    check_enough(n, cfg)
+    usable = (ds.pixeldq.data & np.uint32(DQ["DO_NOT_USE"])) == 0
+    ty, tx = ds.rate.data.chunksize[1:]
+    tiles = (n, ty, tx)
+    whole = (1,) + ds.rate.shape[1:]
+    ref = None if reference is None else np.asarray(reference, bool)
+    tag = "" if ref is None else "-" + dask.base.tokenize(ref.tobytes())[:8]
+
+    def resid(img, name):
+        return da.map_blocks(art.residuals, img.rechunk(tiles), usable.rechunk(tiles), ref,
+                             dtype=np.float32, name=name + tag).rechunk(whole)
+
+    rate_res = resid(ds.rate.data, "cull-residual").to_delayed().ravel()
+    mean_res = resid(frames, "cull-frame-residual").to_delayed().ravel()
+    err = ds.rate_err.data.rechunk(whole).to_delayed().ravel()
+    y, x = ds.y.values, ds.x.values
+    rate_task = dask.delayed(_rate_stats, pure=True)
+    frame_task = dask.delayed(_frame_stats, pure=True)
+    merge = dask.delayed(_merge, pure=True)
+    return [merge(rate_task(r, e, cfg.persistence_min_area,
+                            dask_key_name=f"cull-rate-stats{tag}-{i}"),
+                  frame_task(m, y, x, cfg.frame_scale_px,
+                             dask_key_name=f"cull-frame-stats{tag}-{i}"),
+                  dask_key_name=f"cull-stats{tag}-{i}")
+            for i, (r, m, e) in enumerate(zip(rate_res, mean_res, err))]
+
+
+def decide(ds, raw: list[dict], cfg: CullConfig | None = None, reference=None) -> Table:
+    """The cull table from the per-exposure statistics: one row per exposure (the dataset's
+    order) with ``exposure``, ``artifact``, ``score``, ``culled``, ``reason`` and every
+    kind's score (``score_<kind>``) and measured size.  ``reference``: the exposures the
+    picture-frame centre and scatter, and the stripe noise, are taken from (default all)."""
+    cfg = cfg or CullConfig()
+    n = len(raw)
+    ref = np.ones(n, bool) if reference is None else np.asarray(reference, bool)
+    amp = np.array([r["frame_dn"] for r in raw], float)
+    centre = float(np.nanmedian(amp[ref])) if np.isfinite(amp[ref]).any() else 0.0
+    structure = np.array([r["structure"] for r in raw], float)
+    usual = structure[ref & np.isfinite(structure)]
+    if usual.size:  # ratio to the reference exposures' median, over its scatter
+        ratio = structure / np.median(usual)
+        scatter = max(art.robust_sigma(ratio[ref]), 0.05)
+    else:
+        ratio, scatter = np.full(n, np.nan), np.nan
+    glow, cell = art.stripe_scores(np.stack([r["stripe_power"] for r in raw]), ref)
+    periods, angles = raw[0]["stripe_period"], raw[0]["stripe_angle"]
+    limits = {"mode_switch": cfg.mode_switch_sigma, "glow": cfg.glow_sigma,
+              "persistence": cfg.persistence_sigma}
+    rows = []
+    for i, r in enumerate(raw):
+        scores = {"mode_switch": (ratio[i] - 1.0) / scatter,
+                  "glow": float(glow[i]), "persistence": r["persistence"]}
+        over = {k: s / limits[k] for k, s in scores.items() if np.isfinite(s) and s > limits[k]}
+        kind = max(over, key=over.get) if over else ""
+        size = {"mode_switch": f"large-scale structure {ratio[i]:.1f} x the others', picture "
+                               f"frame {r['frame_dn'] - centre:+.1f} DN at the detector edges",
+                "glow": f"period {periods[cell[i]]:.0f} px at {angles[cell[i]]:.0f} deg",
+                "persistence": f"{r['persistence_area']} px at {r['persistence_rate']:+.3f} DN/s"}
+        if kind:
+            reason = "; ".join(f"{WORDS[k]}: {size[k]}, {scores[k]:.1f} sigma > {limits[k]:g}"
+                               for k in sorted(over, key=over.get, reverse=True))
+        else:
+            best = max((k for k in scores if np.isfinite(scores[k])),
+                       key=lambda k: scores[k] / limits[k], default=None)
+            reason = (f"clean (highest: {best} {scores[best]:.1f} sigma of {limits[best]:g})"
+                      if best else "no statistic could be measured")
+        finite = [v for v in scores.values() if np.isfinite(v)]
+        rows.append({
+            "exposure": str(ds.exposure.values[i]), "artifact": kind,
+            "score": float(scores[kind]) if kind else float(max(finite, default=np.nan)),
+            "culled": bool(kind), "reason": reason,
+            **{f"score_{k}": float(scores[k]) for k in KINDS},
+            "structure": float(ratio[i]),
+            "frame_dn": float(r["frame_dn"] - centre), "glow_period": float(periods[cell[i]]),
+            "glow_angle": float(angles[cell[i]]), "persistence_area": int(r["persistence_area"]),
+            "persistence_rate": float(r["persistence_rate"]),
+        })
+    tab = Table(rows=rows)
+    tab["frame_dn"].unit = "DN"
+    tab["persistence_rate"].unit = "DN/s"
+    tab["glow_period"].unit = "pix"
+    tab["glow_angle"].unit = "deg"
+    return tab
+
+
+MAX_PASSES = 4
+
+
+def cull(store, cfg=None, scheduler: str | None = None, progress: bool = False,
+         scratch=None):
+    """Diagnose every exposure of ``store``; return ``(table, previews)`` where previews maps
+    exposure to its two residual thumbnails and their extent.  ``cfg``: a :class:`Config`, a
+    TOML path or ``None``.  ``scheduler`` as for ``build`` (:mod:`nrsdark_dask.cluster`).
+
+    Passes (the clipped median of the others): the mean frames are computed once, from one
+    read of the ramps, into a scratch Zarr array (``scratch``: a folder every worker can
+    write; default a temporary folder beside the store, removed at the end); then the
+    statistics are computed against the median of all exposures, the exposures found culled
+    are left out of the medians and of the noise references, and the statistics computed
+    again, until the culled set no longer changes (at most 4 passes; each reads only the
+    per-exposure images)."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    from .cluster import dask_client, local_progress, parse_scheduler
+
+    conf = cfg if isinstance(cfg, Config) else Config.from_toml(cfg)
+    scheduler = scheduler or conf.run.scheduler or "threads"
+    kind, threads = parse_scheduler(scheduler)
+    ds = open_dataset(store)
+    for var in ("rate", "rate_err", "ramp", "pixeldq"):
+        if var not in ds:
+            raise CullError(f"{store} has no {var!r} array (not a calibrated-ramp store)")
+    n = ds.sizes["exposure"]
+    check_enough(n, conf.cull)
+    local = {"scheduler": "sync" if kind == "sync" else "threads", "num_workers": threads}
+    parent = Path(store).parent if Path(store).parent.is_dir() else None
+    tmp = Path(tempfile.mkdtemp(prefix=".nrsdark-cull-", dir=scratch or parent))
+    try:
+        with dask_client(scheduler, quiet=not progress) as client, \
+                dask.config.set(local if client is None else {}):
+            shown = local_progress("cull") if progress and client is None \
+                else contextlib.nullcontext()
+            with shown:
+                da.to_zarr(mean_frames(ds), str(tmp / "mean_frames.zarr"), compute=True)
+                frames = da.from_zarr(str(tmp / "mean_frames.zarr"))
+                reference = np.ones(n, bool)
+                for passes in range(1, MAX_PASSES + 1):
+                    raw = list(dask.compute(*diagnose(ds, frames, conf.cull, reference)))
+                    tab = decide(ds, raw, conf.cull, reference)
+                    keep = ~np.asarray(tab["culled"], bool)
+                    if (keep == reference).all() or keep.sum() < conf.cull.min_exposures - 1:
+                        break
+                    reference = keep
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tab.meta.update(store=str(store), created=dt.datetime.now(dt.timezone.utc).isoformat(
+        timespec="seconds"), software=f"nrsdark_dask {__version__}", passes=passes,
+        reference=[str(e) for e, r in zip(ds.exposure.values, reference) if r],
+        cull_config=conf.as_dict()["cull"],
+        description="nrsdark cull: one row per exposure of the store; edit 'culled' to "
+                    "overrule (build --cull and select --cull read exposure and culled)")
+    extent = (float(ds.x[0]) - 0.5, float(ds.x[-1]) + 0.5, float(ds.y[0]) - 0.5,
+              float(ds.y[-1]) + 0.5)
+    previews = {row["exposure"]: (r["rate_preview"], r["mean_preview"], extent,
+                                  r["stripe_profiles"][row["glow_angle"]])
+                for row, r in zip(tab, raw)}
+    return tab, previews
+
+
+def write_table(tab: Table, path) -> Path:
+    """Write the cull table (ECSV), atomically (a ``.part`` renamed when whole)."""
+    path = Path(path)
+    part = path.with_name(path.name + ".part")
+    tab.write(part, format="ascii.ecsv", overwrite=True)
+    part.replace(path)
+    return path
+
+
+def read_culled(path) -> dict[str, str]:
+    """``{exposure: reason}`` of the exposures (``name@hash`` or plain file names) marked
+    ``culled`` in a cull table."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cull table {path} does not exist")
+    try:
+        tab = Table.read(path, format="ascii.ecsv")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+        raise CullError(f"{path} is not a cull table (ECSV): {exc}") from None
+    missing = {"exposure", "culled"} - set(tab.colnames)
+    if missing:
+        raise CullError(f"{path} is not a cull table: no {', '.join(sorted(missing))} column")
+    culled = [str(v).strip().lower() in ("true", "1", "yes") for v in tab["culled"]]
+    reasons = tab["reason"] if "reason" in tab.colnames else ["culled"] * len(tab)
+    return {str(e): str(r) for e, c, r in zip(tab["exposure"], culled, reasons) if c}
+
+
+def cull_note(path, n: int) -> str:
+    """The HISTORY line of a build that left out ``n`` culled exposures."""
+    return f"Culled: {n} exposure(s) left out by {Path(path).name} (SHA-256 {file_sha256(path)})"
+
+
+def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> list[Path]:
+    """One PNG per (culled) exposure: its rate and mean-frame residuals with the scores, so a
+    cull can be confirmed at a glance.  Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for row in tab:
+        if only_culled and not row["culled"]:
+            continue
+        rate, mean, extent, profile = previews[row["exposure"]]
+        stripes = row["artifact"] == "glow" or "MSA glow" in row["reason"]
+        n_ax = 3 if stripes else 2
+        fig, axes = plt.subplots(n_ax, 1, figsize=(10, 1.5 + n_ax * max(
+            1.6, 8 * rate.shape[0] / rate.shape[1])), squeeze=True)
+        for ax, img, what, unit, note in (
+                (axes[0], rate, "rate residual", "DN/s", ", column medians removed"),
+                (axes[1], mean, "mean-frame residual", "DN", "")):
+            finite = img[np.isfinite(img)]
+            lim = 4 * art.robust_sigma(finite) if finite.size else 1.0
+            im = ax.imshow(img, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                           aspect="auto", interpolation="nearest", extent=extent)
+            ax.set_title(f"{what} ({unit}, block medians{note})", fontsize=9)
+            ax.set_ylabel("y (DMS row)", fontsize=8)
+            fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
+        axes[1].set_xlabel("x (DMS column)", fontsize=8)
+        if stripes:  # the stripes as a wave: the residual averaged along the found angle
+            ax = axes[2]
+            k = max(int(row["glow_period"] / 8), 1)
+            smooth = np.convolve(profile, np.ones(k) / k, mode="same")
+            ax.plot(profile, lw=0.4, color="0.6")
+            ax.plot(smooth, lw=1.2, color="C3")
+            lim = 4 * art.robust_sigma(smooth) or 1.0
+            ax.set_ylim(-lim, lim)
+            ax.set_xlim(0, profile.size)
+            ax.set_title(f"rate residual averaged along lines at {row['glow_angle']:.0f} deg "
+                         f"(DN/s; stripes of period {row['glow_period']:.0f} px are a wave)",
+                         fontsize=9)
+            ax.set_xlabel("position across the lines (pixels)", fontsize=8)
+        scores = ", ".join(f"{k} {row[f'score_{k}']:.1f}" for k in KINDS)
+        fig.suptitle(f"{row['exposure']}\n{row['artifact'] or 'clean'} (score {row['score']:.1f}"
+                     f"; {scores})", fontsize=9)
+        fig.tight_layout()
+        name = folder / f"{row['exposure'].replace('@', '_')}.png"
+        fig.savefig(name, dpi=80)
+        plt.close(fig)
+        out.append(name)
+    return out
