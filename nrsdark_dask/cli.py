@@ -170,7 +170,8 @@ def _cull(args) -> int:
         raise ValueError(f"--output {output} must end in .ecsv")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"folder {output.parent} of --output does not exist")
-    tab, previews = cull(args.store, cfg=args.config, scheduler=args.scheduler, progress=True)
+    tab, previews = cull(args.store, cfg=args.config, scheduler=args.scheduler, progress=True,
+                         scratch=args.scratch)
     write_table(tab, output)
     folder = Path(args.pictures or output.with_name(output.stem + "_png"))
     pngs = pictures(tab, previews, folder, only_culled=not args.all_pictures)
@@ -315,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a PNG of every exposure, not only the culled ones")
     s.add_argument("--scheduler", help="threads[:N] | local[:N] | tcp://HOST:PORT | sync")
     s.add_argument("--config", help="TOML file ([cull] thresholds)")
+    s.add_argument("--scratch", help="folder for the mean frames between passes, writable by "
+                   "every worker (default: a temporary folder beside a local store, else the "
+                   "system's temporary folder; on a multi-machine cluster give a shared one)")
     s.set_defaults(func=_cull)
 
     s = sub.add_parser("verify", help="check a store's committed chunks against their manifests",

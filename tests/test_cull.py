@@ -203,3 +203,13 @@ def test_cull_refuses_what_it_cannot_judge(artifact_store, tmp_path, capsys):
     assert cli.main(["cull", "--store", str(store), "-o", str(tmp_path / "y.ecsv"),
                      "--config", str(cfg)]) == 2
     assert "needs at least 50" in capsys.readouterr().err
+
+
+def test_cull_on_a_local_cluster_equals_the_threaded_run(artifact_store, tmp_path):
+    from nrsdark_dask.cull import KINDS, cull
+
+    threaded, _ = cull(artifact_store["store"], scheduler="threads")
+    cluster, _ = cull(artifact_store["store"], scheduler="local:2", scratch=tmp_path)
+    for col in ("exposure", "artifact", "culled", *[f"score_{k}" for k in KINDS]):
+        assert list(cluster[col]) == list(threaded[col]), col
+    assert list(tmp_path.iterdir()) == []  # the scratch copy of the mean frames is gone
