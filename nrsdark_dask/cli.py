@@ -1,8 +1,7 @@
 """The ``nrsdark`` command.  Argument parsing only: each subcommand calls one library function.
 
-Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``cull``, ``build``, ``verify``.  Planned
-(see README):
-analyze, periods, plan, run, demo.
+Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``cull``, ``build``, ``plan``,
+``verify``.  Planned (see README): analyze, periods, run.
 """
 
 from __future__ import annotations
@@ -23,6 +22,16 @@ def _tile(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not ROWSxCOLUMNS with two positive "
                                          "integers (e.g. 256x256)")
     return int(parts[0]), int(parts[1])
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return v
 
 
 def _positive_int(text: str) -> int:
@@ -183,6 +192,43 @@ def _cull(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    import json
+
+    from .plan import exposure_seconds, measured_per_file_snr, plan
+
+    measured = {}
+    if args.store:
+        measured = measured_per_file_snr(args.store, args.config)
+    per_file = args.per_file_snr if args.per_file_snr is not None else \
+        measured.get("per_file_snr")
+    if per_file is None:
+        raise ValueError("give --per-file-snr or --store (to measure it)")
+    readpatt = args.readpatt or measured.get("readpatt")
+    ngroups = args.ngroups or measured.get("ngroups")
+    duration = exposure_seconds(readpatt, ngroups, args.subarray or measured.get(
+        "subarray", "FULL")) if readpatt and ngroups else None
+    out = plan(per_file, args.target_snr, args.usable_fraction, args.epochs, duration,
+               args.overhead)
+    out.update({k: v for k, v in measured.items() if k != "per_file_snr"})
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    if measured:
+        print(f"{args.store}: {measured['store_inputs']} inputs give SNR "
+              f"{measured['store_snr']:.2f}, so one file gives {per_file:.3f}")
+    print(f"SNR {args.target_snr:g} from files of SNR {per_file:.3f}: {out['clean_per_epoch']} "
+          f"clean files an epoch (SNR {out['expected_snr']:.2f})")
+    print(f"at {100 * args.usable_fraction:.0f} % usable: request {out['request_per_epoch']} "
+          f"an epoch, {out['request_total']} over {args.epochs} epoch(s)")
+    if duration:
+        print(f"{readpatt} x {ngroups} groups: {duration:.0f} s an exposure; "
+              f"{out['science_hours_per_epoch']:.2f} h of science, "
+              f"{out['charged_hours_per_epoch']:.2f} h charged an epoch "
+              f"({out['charged_hours_total']:.1f} h in all, overhead x{out['overhead']:.3f})")
+    return 0
+
+
 def _verify(args) -> int:
     from .store import RampStore, StoreError
 
@@ -320,6 +366,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "every worker (default: a temporary folder beside a local store, else the "
                    "system's temporary folder; on a multi-machine cluster give a shared one)")
     s.set_defaults(func=_cull)
+
+    s = sub.add_parser("plan", help="dark files to request per epoch for a target SNR",
+                       description="SNR grows as sqrt(N): clean files for the target SNR, "
+                       "files to request at the usable fraction, per epoch and in total, and "
+                       "their science and charged time (report §9.3-9.4).")
+    s.add_argument("--per-file-snr", type=_positive_float,
+                   help="SNR of a dark from one input file (or measure it with --store)")
+    s.add_argument("--target-snr", type=_positive_float, required=True)
+    s.add_argument("--usable-fraction", type=_positive_float, required=True,
+                   help="fraction of observed files that survive the filters and culls (0-1]")
+    s.add_argument("--epochs", type=_positive_int, default=1)
+    s.add_argument("--store", help="measure the per-file SNR (and the readout) from a store")
+    s.add_argument("--readpatt", type=str.upper, choices=list(inst.READ_PATTERNS),
+                   help="readout of the darks, for the time (default: the store's)")
+    s.add_argument("--ngroups", type=_positive_int, help="groups per dark (default: the store's)")
+    s.add_argument("--subarray", type=str.upper, choices=list(inst.SUBARRAYS))
+    s.add_argument("--overhead", type=_positive_float, default=92.0 / 72.1,
+                   help="charged / science time (default 1.276: the report's Cycle 4 program)")
+    s.add_argument("--config", help="TOML file ([delivery] SNR clipping, with --store)")
+    s.add_argument("--json", action="store_true", help="print one flat JSON object")
+    s.set_defaults(func=_plan)
 
     s = sub.add_parser("verify", help="check a store's committed chunks against their manifests",
                        description="Every chunk file each committed exposure's manifest lists "

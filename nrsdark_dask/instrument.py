@@ -235,6 +235,12 @@ def total_frames(pattern: ReadPattern, ngroups: int) -> int:
     return ngroups * pattern.nframes + (ngroups - 1) * pattern.groupgap
 
 
+def exposure_duration(pattern: ReadPattern, tframe: float, ngroups: int) -> float:
+    """Seconds from the reset to the end of the last frame of the last group (one reset
+    frame, then the groups' frames and gaps)."""
+    return (total_frames(pattern, ngroups) + 1) * tframe
+
+
 def frame_times(tframe: float, nframes: int) -> np.ndarray:
     """Time of each frame since reset: frame k (0-based) at ``(k + 1) x tframe``.  A DARK
     reference file is one frame per group (NFRAMES = 1, GROUPGAP = 0, stcal#120): plane k is

@@ -237,6 +237,22 @@ def _per_exposure(values: da.Array) -> da.Array:
     return da.asarray(values).reshape((-1, 1, 1)).rechunk(-1)
 
 
+def rate_snr(ds: xr.Dataset, cfg: Config | None = None) -> dict:
+    """The delivery SNR of a build of every exposure of ``ds``, from its rate images alone
+    (DRK = their mean, UNC = their standard error, as the build makes them): lazy ``snr``,
+    ``snr_required``, ``deliverable`` and ``n``.  Reads only (E, y, x) rate tiles; what
+    ``nrsdark plan --store`` and period predictions use before building anything."""
+    cfg = cfg or Config()
+    layout = check_store(ds)
+    rate = ds.rate.data.rechunk({0: -1})
+    n = da.isfinite(rate).sum(axis=0)
+    mean_rate = da.nanmean(rate, axis=0)
+    unc = da.nanstd(rate, axis=0, ddof=1) / da.sqrt(n)
+    ref = inst.reference_pixel_mask(layout.geometry())
+    active = ~da.from_array(ref, chunks=mean_rate.chunks)
+    return {**delivery(mean_rate, unc, active, layout, cfg), "n": ds.sizes["exposure"]}
+
+
 # ---- stage 1: small images ----------------------------------------------------------------
 def _images(ds: xr.Dataset, layout: StoreLayout, cfg: Config, chunks2,
             given: dict | None = None) -> dict:
@@ -679,20 +695,20 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
     if mask_in is not None:
         known = da.from_array((_science_rows(mask_in, layout) & DQ["HOT"]) != 0, chunks=chunks2)
         S["n_new_hot"] = (img["hot"] & ~known).sum()
-    S.update(_delivery(img, layout, cfg))
+    S.update(delivery(img["mean_rate"], img["unc"], img["active"], layout, cfg))
     return Products(layout=layout, plan=plan, exposures=np.asarray(ds.exposure.values).tolist(),
                     dates=ds.date, arrays=A, stats=S, store=ds.encoding.get("nrsdark_store", ""),
                     gratings=tuple(str(g) for g in ds.grating.values))
 
 
-def _delivery(img: dict, layout: StoreLayout, cfg: Config) -> dict:
+def delivery(mean_rate, unc, active, layout: StoreLayout, cfg: Config) -> dict:
     """The delivery criterion (report §4.2, SPEC §8): SNR = the 3-sigma clipped median over
     the active pixels of DRK / UNC; deliverable when it reaches 2.5 (TRAD and subarrays) or
-    5.0 (IRS2) (``[delivery]``).  One task on the gathered ratio image."""
+    5.0 (IRS2) (``[delivery]``).  Lazy; one task on the gathered ratio image."""
     d = cfg.delivery
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = img["mean_rate"] / img["unc"]
-    ok = img["active"] & (img["unc"] > 0)
+        ratio = mean_rate / unc
+    ok = active & (unc > 0)
     snr = da.map_blocks(lambda a, b: _clipped_median(a, b, d.snr_clip_sigma), ratio.rechunk(-1),
                         ok.rechunk(-1), drop_axis=[0, 1], new_axis=0, chunks=((1,),),
                         dtype=np.float64, token="delivery-snr")[0]

@@ -57,10 +57,8 @@ def timing(truth: DetectorTruth, plan: ExposurePlan) -> dict:
     tframe = truth.subarray.frame_time(truth.family)
     tgroup = inst.group_time(pattern, tframe)
     times = inst.group_times(pattern, tframe, plan.ngroups)
-    # exposure runs from reset to the end of the last frame of the last group
-    nframes_total = plan.ngroups * (pattern.nframes + pattern.groupgap) - pattern.groupgap
     return dict(pattern=pattern, tframe=tframe, tgroup=tgroup, times=times,
-                duration=(nframes_total + 1) * tframe,
+                duration=inst.exposure_duration(pattern, tframe, plan.ngroups),
                 effinttm=(plan.ngroups - 1) * tgroup)
 
 
