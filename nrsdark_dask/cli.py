@@ -1,7 +1,7 @@
 """The ``nrsdark`` command.  Argument parsing only: each subcommand calls one library function.
 
-Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``cull``, ``build``, ``plan``,
-``verify``.  Planned (see README): analyze, periods, run.
+Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``cull``, ``build``, ``analyze``,
+``plan``, ``verify``.  Planned (see README): periods, run.
 """
 
 from __future__ import annotations
@@ -192,6 +192,23 @@ def _cull(args) -> int:
     return 0
 
 
+def _analyze(args) -> int:
+    from .analyze import analyze
+
+    s = analyze(args.outdir, compare=args.compare, config=args.config, report_dir=args.report)
+    print(f"{s['html']}  ({s['json']})")
+    print(f"{s['detector']} {s['readpatt']} {s['subarray']}: {s['n_inputs']} inputs; HOT "
+          f"{s['n_hot']}, RC {s['n_rc']}, TELEGRAPH {s['n_telegraph']}, BAD_REF_PIXEL "
+          f"{s['n_bad_reference']}" + (f", new hot {s['n_new_hot']}" if "n_new_hot" in s else "")
+          + f"; median rate {s['median_rate']:.5f} DN/s; negative {100 * s['negative_rate_fraction']:.2f} %"
+          + (f"; bias level {s['bias_level']:.1f} DN" if "bias_level" in s else ""))
+    for w in s["warnings"]:
+        print(f"  warning: {w}")
+    verdict = "deliverable" if s["deliverable"] else "NOT deliverable"
+    print(f"SNR {s['snr']:.2f} (required {s['snr_required']:g}): {verdict}")
+    return 0 if s["deliverable"] else 1
+
+
 def _plan(args) -> int:
     import json
 
@@ -366,6 +383,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "every worker (default: a temporary folder beside a local store, else the "
                    "system's temporary folder; on a multi-machine cluster give a shared one)")
     s.set_defaults(func=_cull)
+
+    s = sub.add_parser("analyze", help="QA report and delivery verdict of a build's files",
+                       description="Statistics of SPEC §8, the SNR verdict, figures, one "
+                       "self-contained HTML report and a JSON of every number (default in "
+                       "OUTDIR/qa).  Exit status: 0 deliverable, 1 not deliverable, 2 error.")
+    s.add_argument("outdir", help="folder of reference files (the newest of each type) or files")
+    s.add_argument("--compare", nargs="+", help="previous reference files (folder or files): "
+                   "new hot pixels, DRK difference")
+    s.add_argument("--report", help="folder for report.html, report.json (default OUTDIR/qa)")
+    s.add_argument("--config", help="TOML file ([delivery], [dark] hot_rate)")
+    s.set_defaults(func=_analyze)
 
     s = sub.add_parser("plan", help="dark files to request per epoch for a target SNR",
                        description="SNR grows as sqrt(N): clean files for the target SNR, "

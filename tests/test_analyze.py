@@ -1,0 +1,101 @@
+"""``nrsdark analyze`` (issue 14 part 1): the build's numbers from its files, both verdicts,
+the comparison, and the report rendered by a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from nrsdark_dask import cli
+
+
+@pytest.fixture(scope="module")
+def built(cal_store, tmp_path_factory):
+    from nrsdark_dask.build import build
+
+    out = tmp_path_factory.mktemp("analyze") / "ref"
+    res = build(cal_store["path"], out, scheduler="sync")
+    return {"dir": out, "stats": res["stats"], "files": res["files"]}
+
+
+def test_analyze_repeats_the_builds_numbers_from_the_files(built, capsys):
+    from nrsdark_dask.analyze import analyze
+
+    s = analyze(built["dir"])
+    b = built["stats"]
+    for key in ("n_rc", "n_telegraph", "n_bad_reference", "n_hot"):
+        assert s[key] == b[key], key
+    for key in ("snr", "median_rate", "negative_rate_fraction", "telegraph_fraction",
+                "bias_level", "frame_rate"):
+        assert s[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
+    assert s["deliverable"] == b["deliverable"] and s["snr_required"] == b["snr_required"]
+    assert s["n_inputs"] == b["n_exposures"] and s["family"] == "TRAD"
+    assert "NRSRAPID" in s["readpatt"].split("|")  # the DARK serves NRS and NRSRAPID
+    numbers = json.loads(open(s["json"]).read())
+    assert numbers["snr"] == pytest.approx(b["snr"]) and "warnings" in numbers
+    assert set(s["figures"]) >= {"superbias", "drk", "drk_histogram", "unc",
+                                 "cube_last_plane", "flags"}
+
+
+def test_the_exit_status_is_the_verdict(built, tmp_path, capsys):
+    snr = built["stats"]["snr"]
+    for required, code, word in ((snr / 2, 0, "DELIVERABLE"), (snr * 2, 1, "NOT DELIVERABLE")):
+        cfg = tmp_path / f"c{code}.toml"
+        cfg.write_text(f"[delivery]\nsnr_trad = {required}\n")
+        report = tmp_path / f"qa{code}"
+        assert cli.main(["analyze", str(built["dir"]), "--config", str(cfg),
+                         "--report", str(report)]) == code
+        printed = capsys.readouterr().out
+        assert ("NOT deliverable" in printed) == bool(code)
+        page = (report / "report.html").read_text()
+        assert f">{word}: SNR" in page
+    assert cli.main(["analyze", str(tmp_path)]) == 2  # no DARK there
+    assert "no DARK reference file" in capsys.readouterr().err
+
+
+def test_comparison_counts_new_hot_pixels_and_the_difference(built, tmp_path):
+    from nrsdark_dask.analyze import analyze
+
+    same = analyze(built["dir"], compare=[built["dir"]], report_dir=tmp_path / "a")
+    assert same["n_new_hot"] == 0 and same["difference_median"] == 0.0
+    assert {"difference", "difference_profiles"} <= set(same["figures"])
+    # a previous DARK in which every pixel was below the HOT limit: all HOT pixels are new
+    prev = tmp_path / "prev"
+    prev.mkdir()
+    dark = prev / "old_dark.fits"
+    shutil.copy(built["files"]["dark"], dark)
+    with fits.open(dark, mode="update") as h:
+        h["DRK"].data[:] = np.minimum(h["DRK"].data, 0.5)
+    new = analyze(built["dir"], compare=[dark], report_dir=tmp_path / "b")
+    assert new["n_new_hot"] == built["stats"]["n_hot"] > 0
+    assert new["difference_median"] >= 0
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (make "
+                    "test installs Debian's chromium where it runs as root)")
+def test_the_report_renders_every_image_in_headless_chromium(built, tmp_path):
+    from nrsdark_dask.analyze import analyze
+
+    s = analyze(built["dir"], compare=[built["dir"]], report_dir=tmp_path / "qa")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-background-networking", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([_chromium(), *flags, "--dump-dom", f"file://{s['html']}"],
+                         capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'id="render-check">rendered (\d+) of (\d+)<', dom)
+    assert found, dom[-2000:]
+    assert int(found[1]) == int(found[2]) == len(s["figures"]) >= 8
+    shot = tmp_path / "shot.png"
+    subprocess.run([_chromium(), *flags, "--window-size=1100,3000", f"--screenshot={shot}",
+                    f"file://{s['html']}"], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
