@@ -378,7 +378,7 @@ def analyze(where, compare=None, config=None, report_dir=None) -> dict:
     """Statistics, figures and the report of the newest reference files in ``where`` (a
     folder or files); ``compare``: a previous set (folder or files).  Returns the numbers
     plus ``html`` and ``json`` paths."""
-    cfg = config if isinstance(config, Config) else Config.from_toml(config)
+    cfg = Config.from_toml(config)
     files = find_files(where)
     prev = find_files(compare) if compare else None
     s = statistics(files, cfg, prev)

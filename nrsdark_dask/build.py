@@ -49,7 +49,7 @@ def cut_to_store(plane: np.ndarray, ystart: int, xstart: int, layout) -> np.ndar
 def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None,
           author: str = "nrsdark_dask", workers: int | None = None,
           task_memory=None, progress: bool = False, products: str | None = None,
-          keep_products: bool = False, cull=None) -> dict:
+          keep_products: bool = False, cull=None, exclude=(), notes=()) -> dict:
     """Write the reference files; return ``{"files": {reftype: path}, "stats": {...},
     "plan": str}``.
 
@@ -62,7 +62,7 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     into the files.  The two paths give bit-identical files.  ``progress``: progress on
     stderr and the dashboard link.  ``cull``: a cull table (``nrsdark cull``); the exposures
     it marks culled are left out (selected from the store, nothing copied) and HISTORY says
-    so."""
+    so.  ``exclude``: more exposures to leave out (``periods``); ``notes``: more HISTORY."""
     from stdatamodels.jwst import datamodels as dm
 
     cfg = Config.from_toml(config)
@@ -72,7 +72,7 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
         raise ValueError(f"workers must be at least 1, not {workers}")
     budget = parse_bytes(task_memory or cfg.run.task_memory or DEFAULT_TASK_MEMORY)
     culled = read_culled(cull) if cull else {}
-    ds = open_dataset(store, exclude=culled)
+    ds = open_dataset(store, exclude=set(culled) | set(exclude))
     layout = check_store(ds)
     positions, rs = ds.encoding["nrsdark_positions"], RampStore(store)
     if unchecked := rs.unverifiable(positions):
@@ -86,7 +86,7 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
         raise BuildError(f"the configuration asks {asked}, but {store} was calibrated with "
                          f"{used}: those settings act at ingest (calibrate --config, into a new "
                          "store)")
-    mask, notes = None, settings_history(cfg)
+    mask, notes = None, settings_history(cfg) + list(notes)
     if cull:
         notes.append(cull_note(cull, len(culled)))
     if mask_in:

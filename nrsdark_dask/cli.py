@@ -1,7 +1,7 @@
 """The ``nrsdark`` command.  Argument parsing only: each subcommand calls one library function.
 
 Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``cull``, ``build``, ``analyze``,
-``plan``, ``verify``.  Planned (see README): periods, run.
+``periods``, ``plan``, ``verify``.  Planned (see README): run.
 """
 
 from __future__ import annotations
@@ -209,6 +209,18 @@ def _analyze(args) -> int:
     return 0 if s["deliverable"] else 1
 
 
+def _periods(args) -> int:
+    from .periods import periods
+
+    tab = periods(args.store, args.outdir, config=args.config, cull=args.cull,
+                  mask_in=args.mask_in, scheduler=args.scheduler,
+                  progress=lambda text: print(text, file=sys.stderr))
+    tab["label", "start", "end", "months", "snr_predicted", "snr", "inputs", "median_rate",
+        "new_hot", "deliverable"].pprint(max_width=-1, max_lines=-1)
+    print(f"{args.outdir}/periods.ecsv; files in {args.outdir}/<label>/")
+    return 0
+
+
 def _plan(args) -> int:
     import json
 
@@ -394,6 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report", help="folder for report.html, report.json (default OUTDIR/qa)")
     s.add_argument("--config", help="TOML file ([delivery], [dark] hot_rate)")
     s.set_defaults(func=_analyze)
+
+    s = sub.add_parser("periods", help="temporal darks: the shortest date windows that reach "
+                       "the SNR, each built, plus a master for comparison",
+                       description="Predicts the inputs a period needs from the per-file SNR "
+                       "(SNR ~ sqrt(N)), cuts the dates into windows, confirms each window's SNR "
+                       "from its rates, builds each into OUTDIR/<label>/ and a master over all "
+                       "inputs (comparison only); OUTDIR/periods.ecsv is the table.")
+    s.add_argument("--store", required=True)
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--cull", help="cull table: its culled exposures are in no period")
+    s.add_argument("--mask-in", help="comparison MASK (new hot pixels per period)")
+    s.add_argument("--scheduler", help="as for build")
+    s.add_argument("--config", help="TOML file ([delivery] SNR and the build's settings)")
+    s.set_defaults(func=_periods)
 
     s = sub.add_parser("plan", help="dark files to request per epoch for a target SNR",
                        description="SNR grows as sqrt(N): clean files for the target SNR, "

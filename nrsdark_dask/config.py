@@ -194,9 +194,11 @@ class Config:
     cull: CullConfig = field(default_factory=CullConfig)
 
     @classmethod
-    def from_toml(cls, path: str | Path | None) -> Config:
+    def from_toml(cls, path: str | Path | Config | None) -> Config:
         if path is None:
             return cls()
+        if isinstance(path, Config):  # already read
+            return path
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"configuration file {path} does not exist")

@@ -222,7 +222,7 @@ def cull(store, cfg=None, scheduler: str | None = None, progress: bool = False,
 
     from .cluster import dask_client, local_progress, parse_scheduler
 
-    conf = cfg if isinstance(cfg, Config) else Config.from_toml(cfg)
+    conf = Config.from_toml(cfg)
     scheduler = scheduler or conf.run.scheduler or "threads"
     kind, threads = parse_scheduler(scheduler)
     ds = open_dataset(store)

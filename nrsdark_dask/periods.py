@@ -1,0 +1,127 @@
+"""``nrsdark periods``: the report's temporal darks T0, T1, ... (report §5, SPEC §10).
+
+From the dates of a store's (not culled) exposures, the shortest windows whose inputs reach
+the delivery SNR:
+
+1. **predict**: the per-file SNR ``x`` is the delivery SNR of all the store's rate images
+   over sqrt(N) (:func:`nrsdark_dask.reduce.rate_snr`; SNR grows as sqrt(N), report Table 4),
+   so a window needs ``n = (required / x)^2`` inputs (whole, as ``nrsdark plan`` rounds);
+2. **windows**: consecutive runs of ``n`` inputs in date order, T0 the earliest; a remainder
+   shorter than ``n`` is the last ``n`` inputs, overlapping the window before it (the
+   report's periods overlap where the inputs are sparse);
+3. **confirm**: each window's SNR from its own rate images (exactly what its build reaches);
+   a window under the requirement grows by the next input (the previous one at the end of the
+   data) until it reaches it or holds every input, and the next window starts after it;
+4. **build** each window, and a *master* over all inputs for comparison only (not for
+   delivery), each into ``OUTDIR/<label>/`` with its own PEDIGREE / USEAFTER (from its inputs'
+   dates), selected from the store by exposure (nothing copied); HISTORY names the period.
+
+The table (``OUTDIR/periods.ecsv``, like the report's Tables 3-4): label, first and last
+date, months, predicted and built SNR, inputs, median rate, new hot pixels against the
+comparison mask (``--mask-in``), deliverable, the DARK file.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import dask
+import numpy as np
+from astropy.table import Table
+
+from .config import Config
+from .cull import read_culled
+from .plan import _whole
+from .reduce import rate_snr
+from .store import open_dataset
+
+
+def windows(n_inputs: int, n: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` index ranges of consecutive runs of ``n`` of ``n_inputs`` (in date
+    order); a shorter remainder becomes the last ``n``, overlapping."""
+    if n >= n_inputs:
+        return [(0, n_inputs)]
+    out = [(i, i + n) for i in range(0, n_inputs - n + 1, n)]
+    if out[-1][1] < n_inputs:
+        out.append((n_inputs - n, n_inputs))
+    return out
+
+
+def _snr(store, keep: list[str], cfg: Config) -> float:
+    """The delivery SNR of the exposures ``keep`` of the store, from their rate images."""
+    every = [str(e) for e in open_dataset(store).exposure.values]
+    ds = open_dataset(store, exclude=[i for i in every if i not in set(keep)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(dask.compute(rate_snr(ds, cfg)["snr"], scheduler="threads")[0])
+
+
+def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
+            progress=None) -> Table:
+    """Plan, confirm and build the period darks and the master (module docstring); return
+    the table (also written to ``OUTDIR/periods.ecsv``).  ``progress(text)``: one line per
+    step."""
+    from .build import build
+
+    cfg = Config.from_toml(config)
+    say = progress or (lambda text: None)
+    culled = read_culled(cull) if cull else {}
+    ds = open_dataset(store, exclude=culled)
+    ids = [str(e) for e in ds.exposure.values]
+    dates = ds.date.values
+    n_all = len(ids)
+    if n_all < 2:
+        raise ValueError(f"{store} has {n_all} usable exposure(s): periods need at least 2")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    every = _snr(store, ids, cfg)
+    required = cfg.delivery.snr_irs2 if ds.attrs["layout"]["family"] == "IRS2" \
+        else cfg.delivery.snr_trad
+    per_file = every / math.sqrt(n_all)
+    n = _whole((required / per_file) ** 2) if per_file > 0 else n_all
+    say(f"per-file SNR {per_file:.3f} ({n_all} inputs give {every:.2f}): a period needs "
+        f"{n} inputs for SNR {required:g}")
+    found = []
+    for i0, i1 in windows(n_all, n):
+        if found and i0 < found[-1][1] and i1 <= found[-1][1]:
+            continue  # inside the window before it (that one grew)
+        i0 = max(i0, found[-1][1]) if found and i1 < n_all else i0
+        i0 = min(i0, n_all - n) if i1 == n_all else i0
+        snr = _snr(store, ids[i0:i1], cfg)
+        while snr < required and i1 - i0 < n_all:  # confirm; grow by one input if short
+            i0, i1 = (i0, i1 + 1) if i1 < n_all else (i0 - 1, i1)
+            snr = _snr(store, ids[i0:i1], cfg)
+        if found and (i0, i1) == found[-1][:2]:
+            continue
+        found.append((i0, i1, snr))
+    plans = [(f"T{k}", i0, i1, per_file * math.sqrt(i1 - i0))
+             for k, (i0, i1, _) in enumerate(found)]
+    plans.append(("master", 0, n_all, every))
+    rows = []
+    for label, i0, i1, predicted in plans:
+        keep = set(ids[i0:i1])
+        what = "comparison only, not for delivery" if label == "master" else "temporal dark"
+        note = (f"Period {label} ({what}): {i1 - i0} inputs from "
+                f"{str(dates[i0])[:10]} to {str(dates[i1 - 1])[:10]}")
+        say(f"{label}: building from {i1 - i0} inputs, {str(dates[i0])[:10]} to "
+            f"{str(dates[i1 - 1])[:10]}")
+        res = build(store, outdir / label, mask_in=mask_in, scheduler=scheduler, config=cfg,
+                    cull=cull, exclude=[i for i in ids if i not in keep], notes=[note])
+        st = res["stats"]
+        days = (dates[i1 - 1] - dates[i0]) / np.timedelta64(1, "D")
+        rows.append({"label": label, "start": str(dates[i0])[:10],
+                     "end": str(dates[i1 - 1])[:10], "months": round(float(days) / 30.44, 1),
+                     "snr_predicted": round(float(predicted), 3), "snr": round(st["snr"], 3),
+                     "inputs": i1 - i0, "median_rate": st["median_rate"],
+                     "new_hot": st.get("n_new_hot", -1), "deliverable": bool(st["deliverable"]),
+                     "dark": res["files"]["dark"]})
+    tab = Table(rows=rows)
+    tab["median_rate"].unit = "DN/s"
+    tab.meta.update(store=str(store), per_file_snr=per_file, inputs_per_period=n,
+                    snr_required=required,
+                    description="nrsdark periods: new_hot -1 = no comparison mask given; the "
+                                "master is for comparison only")
+    tab.write(outdir / "periods.ecsv", format="ascii.ecsv", overwrite=True)
+    return tab
