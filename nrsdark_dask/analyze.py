@@ -41,7 +41,7 @@ from . import instrument as inst
 from .config import Config
 from .instrument import DQ
 from .kernels import artifacts as art
-from .reduce import _clip_survivors, _clipped_mean_std
+from .reduce import _clipped_mean_std, _clipped_median
 
 REFTYPES = ("superbias", "dark", "mask")
 
@@ -91,11 +91,6 @@ def _readpatt(header) -> str:
 def _inputs(header) -> list[str]:
     return [str(h)[len("Input: "):] for h in header.get("HISTORY", []) if
             str(h).startswith("Input: ")]
-
-
-def _clipped_median(x, valid, sigma=3.0, iters=5) -> float:
-    v = _clip_survivors(x, valid, sigma, iters, np.median)
-    return float(np.median(v)) if v.size else float("nan")
 
 
 def _read_dark(path):
@@ -159,7 +154,7 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
     s["mean_rate"] = float(np.mean(drk[active & known & ~hot]))
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = drk / unc
-    s["snr"] = _clipped_median(ratio, active & (unc > 0), cfg.delivery.snr_clip_sigma)
+    s["snr"] = float(_clipped_median(ratio, active & (unc > 0), cfg.delivery.snr_clip_sigma)[0])
     s["snr_required"] = cfg.delivery.snr_irs2 if family == "IRS2" else cfg.delivery.snr_trad
     s["deliverable"] = bool(s["snr"] >= s["snr_required"])
     if "superbias" in files:
