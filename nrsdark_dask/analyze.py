@@ -120,11 +120,12 @@ def _hot(path, geometry, hot_rate) -> np.ndarray | None:
     return None
 
 
-def statistics(files: dict, cfg: Config | None = None, compare: dict | None = None) -> dict:
+def statistics(files: dict, cfg: Config | None = None, compare: dict | None = None,
+               dark: dict | None = None) -> dict:
     """Every number of the report (see module docstring); ``compare``: the comparison set's
-    files (:func:`find_files`)."""
+    files (:func:`find_files`); ``dark``: the DARK already read (``_read_dark``)."""
     cfg = cfg or Config()
-    d = _read_dark(files["dark"])
+    d = dark or _read_dark(files["dark"])
     head = d["header"]
     geo = _geometry(head)
     readpatt = _readpatt(head)
@@ -234,14 +235,17 @@ def _image(ax, img, title, unit, geo, symmetric=False):
     ax.figure.colorbar(im, ax=ax, fraction=0.04, pad=0.01)
 
 
-def figures(files: dict, s: dict) -> dict[str, bytes]:
-    """``{name: PNG bytes}`` of the report's figures."""
+def figures(files: dict, s: dict, cfg: Config | None = None,
+            dark: dict | None = None) -> dict[str, bytes]:
+    """``{name: PNG bytes}`` of the report's figures (HOT as ``cfg`` defines it, as in the
+    statistics); ``dark``: the DARK already read."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    d = _read_dark(files["dark"])
+    cfg = cfg or Config()
+    d = dark or _read_dark(files["dark"])
     geo = _geometry(d["header"])
     aspect = d["drk"].shape[0] / d["drk"].shape[1]
     h_img = max(2.5, 9 * aspect)
@@ -279,7 +283,7 @@ def figures(files: dict, s: dict) -> dict[str, bytes]:
     flags = np.zeros(d["dq"].shape, np.float32)
     for value, bit in ((1, "TELEGRAPH"), (2, "RC"), (3, "BAD_REF_PIXEL")):
         flags[(d["dq"] & np.uint32(DQ[bit])) != 0] = value
-    flags[(d["drk"] > Config().dark.hot_rate) & active] = 4
+    flags[(d["drk"] > cfg.dark.hot_rate) & active] = 4
     fig, ax = plt.subplots(figsize=(10, h_img + 0.8))
     ys, xs = np.nonzero(flags)
     names = {1: "TELEGRAPH", 2: "RC", 3: "BAD_REF_PIXEL", 4: "HOT"}
@@ -376,8 +380,9 @@ def analyze(where, compare=None, config=None, report_dir=None) -> dict:
     cfg = Config.from_toml(config)
     files = find_files(where)
     prev = find_files(compare) if compare else None
-    s = statistics(files, cfg, prev)
-    figs = figures(files, s)
+    dark = _read_dark(files["dark"])
+    s = statistics(files, cfg, prev, dark)
+    figs = figures(files, s, cfg, dark)
     folder = Path(report_dir) if report_dir else Path(files["dark"]).parent / "qa"
     page, js = write_report(folder, s, figs)
     out = {k: v for k, v in s.items() if not k.startswith("_")}

@@ -49,9 +49,11 @@ def windows(n_inputs: int, n: int) -> list[tuple[int, int]]:
     return out
 
 
-def _snr(store, keep: list[str], cfg: Config) -> float:
-    """The delivery SNR of the exposures ``keep`` of the store, from their rate images."""
-    every = [str(e) for e in open_dataset(store).exposure.values]
+def _snr(store, keep: list[str], cfg: Config, every: list[str] | None = None) -> float:
+    """The delivery SNR of the exposures ``keep`` of the store, from their rate images;
+    ``every``: all the store's exposures (read from the store when not given)."""
+    if every is None:
+        every = [str(e) for e in open_dataset(store).exposure.values]
     ds = open_dataset(store, exclude=[i for i in every if i not in set(keep)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -70,18 +72,19 @@ def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
     culled = read_culled(cull) if cull else {}
     ds = open_dataset(store, exclude=culled)
     ids = [str(e) for e in ds.exposure.values]
+    every = [str(e) for e in open_dataset(store).exposure.values]  # culled ones included
     dates = ds.date.values
     n_all = len(ids)
     if n_all < 2:
         raise ValueError(f"{store} has {n_all} usable exposure(s): periods need at least 2")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    every = _snr(store, ids, cfg)
+    snr_all = _snr(store, ids, cfg, every)
     required = cfg.delivery.snr_irs2 if ds.attrs["layout"]["family"] == "IRS2" \
         else cfg.delivery.snr_trad
-    per_file = every / math.sqrt(n_all)
+    per_file = snr_all / math.sqrt(n_all)
     n = _whole((required / per_file) ** 2) if per_file > 0 else n_all
-    say(f"per-file SNR {per_file:.3f} ({n_all} inputs give {every:.2f}): a period needs "
+    say(f"per-file SNR {per_file:.3f} ({n_all} inputs give {snr_all:.2f}): a period needs "
         f"{n} inputs for SNR {required:g}")
     found = []
     for i0, i1 in windows(n_all, n):
@@ -89,16 +92,16 @@ def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
             continue  # inside the window before it (that one grew)
         i0 = max(i0, found[-1][1]) if found and i1 < n_all else i0
         i0 = min(i0, n_all - n) if i1 == n_all else i0
-        snr = _snr(store, ids[i0:i1], cfg)
+        snr = _snr(store, ids[i0:i1], cfg, every)
         while snr < required and i1 - i0 < n_all:  # confirm; grow by one input if short
             i0, i1 = (i0, i1 + 1) if i1 < n_all else (i0 - 1, i1)
-            snr = _snr(store, ids[i0:i1], cfg)
+            snr = _snr(store, ids[i0:i1], cfg, every)
         if found and (i0, i1) == found[-1][:2]:
             continue
         found.append((i0, i1, snr))
     plans = [(f"T{k}", i0, i1, per_file * math.sqrt(i1 - i0))
              for k, (i0, i1, _) in enumerate(found)]
-    plans.append(("master", 0, n_all, every))
+    plans.append(("master", 0, n_all, snr_all))
     rows = []
     for label, i0, i1, predicted in plans:
         keep = set(ids[i0:i1])

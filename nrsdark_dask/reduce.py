@@ -226,11 +226,7 @@ def _clipped_median(x: np.ndarray, valid: np.ndarray, sigma: float, iters: int =
 
 
 def _median_robust_sigma(values: np.ndarray):
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return np.array([np.nan, np.nan])
-    med = np.median(v)
-    return np.array([med, 1.4826 * np.median(np.abs(v - med))])
+    return np.array(K.median_robust_sigma(values))
 
 
 def _per_exposure(values: da.Array) -> da.Array:

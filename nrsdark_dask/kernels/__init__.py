@@ -7,7 +7,7 @@ Each names the report section it implements.  DQ bit values are arguments (stcal
 importing the kernels does not load stdatamodels.
 """
 
-from .clip import clipped_mean_std, clipped_ramp
+from .clip import clipped_mean_std, clipped_ramp, median_robust_sigma
 from .flags import (bad_reference_pixels, hot_pixels, neighbours, rc_candidates,
                     rtn_candidates_esa, rtn_candidates_st)
 from .products import (bias_from_groups, dq_from_flags, resample_ramp, synthesize_dark_cube,
@@ -17,7 +17,7 @@ from .ramps import (difference_scatter, first_jump_index, good_groups, jump_coun
 
 __all__ = [
     "bad_reference_pixels", "bias_from_groups", "clipped_mean_std", "clipped_ramp",
-    "dq_from_flags",
+    "dq_from_flags", "median_robust_sigma",
     "difference_scatter", "first_jump_index", "rc_next_flags",
     "good_groups", "hot_pixels", "jump_counts", "negative_jump_counts", "neighbours", "rc_candidates",
     "resample_ramp",

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .clip import median_robust_sigma
+
 FULL = 2048  # detector size, pixels
 REF = 4  # reference pixels at each full-frame edge
 
@@ -73,12 +75,8 @@ def residuals(stack: np.ndarray, usable: np.ndarray, reference=None) -> np.ndarr
 
 
 def robust_sigma(values: np.ndarray) -> float:
-    """1.4826 x median absolute deviation of the finite values (NaN if none)."""
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan")
-    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+    """1.4826 x median absolute deviation of the finite values, in float64 (NaN if none)."""
+    return float(median_robust_sigma(np.asarray(values, np.float64))[1])
 
 
 def edge_distance(y: np.ndarray, x: np.ndarray) -> np.ndarray:

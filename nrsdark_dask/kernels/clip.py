@@ -223,3 +223,14 @@ def clipped_mean_std(data: np.ndarray, valid: np.ndarray | None = None, sigma: f
             maxiters=maxiters))
     shape = data.shape[1:]
     return mean.reshape(shape), std.reshape(shape), count.reshape(shape)
+
+
+def median_robust_sigma(values: np.ndarray) -> tuple[float, float]:
+    """Median and robust sigma (1.4826 x median absolute deviation) of the finite values, in
+    their own dtype; ``(nan, nan)`` when there are none."""
+    v = np.asarray(values)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    med = np.median(v)
+    return med, 1.4826 * np.median(np.abs(v - med))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .clip import median_robust_sigma
+
 
 def good_groups(groupdq: np.ndarray, jump_bit: int, unusable_bits: int) -> np.ndarray:
     """Usable groups: before the first ``jump_bit`` (JUMP_DET), none of ``unusable_bits``
@@ -31,12 +33,7 @@ def difference_scatter(ramp: np.ndarray, step: int = 7) -> float:
         return float("nan")
     sample = np.stack([np.asarray(ramp[..., g, ::step, ::step]) for g in range(ngroups)],
                       axis=-3)
-    d = np.diff(sample, axis=-3)
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return float("nan")
-    med = np.median(d)
-    return float(1.4826 * np.median(np.abs(d - med)))
+    return float(median_robust_sigma(np.diff(sample, axis=-3))[1])
 
 
 def negative_jump_counts(ramp: np.ndarray, groupdq: np.ndarray, min_drop: float = 0.0, *,
