@@ -32,25 +32,17 @@ test-all: venv browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m ''
 
 # The built-in simulated data set: NRS1 ALLSLITS TRAD, 20 groups, 12 exposures with the
-# report's §3 artifacts and a grating mix that the pre-filter must cull; then the pipeline.
+# report's §3 artifacts and a grating mix that the pre-filter must cull; then the pipeline in
+# one command (select -> calibrate -> cull -> build -> analyze, nrsdark_dask/configs/demo.toml).
 demo: venv clean-demo
 	mkdir -p $(DEMO)
 	$(BIN)/nrsdark simulate $(DEMO)/sim --subarray ALLSLITS --ngroups 20 --nexp 12 \
 	    --artifacts --gratings 'G140H:3,G395H:2,PRISM,MIRROR' --workers 2 --seed 2026
-	$(BIN)/nrsdark select $(DEMO)/sim/uncal --telemetry $(DEMO)/sim/telemetry.ecsv \
-	    --exclude $(DEMO)/sim/exclusions.ecsv --requested 14 -o $(DEMO)/manifest.ecsv
-	$(BIN)/nrsdark calibrate $(DEMO)/manifest.ecsv --store stores/demo.zarr \
-	    --refkit $(DEMO)/sim/refkit --scheduler local:2
-	$(BIN)/nrsdark cull --store stores/demo.zarr -o $(DEMO)/culled.ecsv
-	$(BIN)/nrsdark build --store stores/demo.zarr --outdir $(DEMO)/reffiles \
-	    --cull $(DEMO)/culled.ecsv \
-	    --mask-in $(DEMO)/sim/refkit/nrsdark_sim_nrs1_allslits_trad_mask.fits
 	# exit status 1 = "not deliverable" (the demo's 7 short subarray inputs are not): a verdict
-	$(BIN)/nrsdark analyze $(DEMO)/reffiles || [ $$? -eq 1 ]
+	$(BIN)/nrsdark run nrsdark_dask/configs/demo.toml || [ $$? -eq 1 ]
 
 clean-demo:
-	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/manifest.ecsv $(DEMO)/culled.ecsv \
-	    $(DEMO)/culled_png $(DEMO)/reffiles stores/demo.zarr
+	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/run stores/demo.zarr
 
 # Benchmarks (issue 9; not part of `make test`): clipping kernel vs astropy, build vs the
 # in-memory script on the 503 MB ALLSLITS store (made once, cached in benchmarks/data/; the

@@ -73,7 +73,7 @@ def _simulate(args) -> int:
         readout=args.readout, detector=args.detector, subarray=args.subarray,
         ngroups=args.ngroups, nexp=args.nexp, seed=args.seed, start=args.start, end=args.end,
         gratings=parse_gratings(args.gratings), artifacts=args.artifacts,
-        readpatt=args.readpatt, refkit=not args.no_refkit,
+        readpatt=args.readpatt, refkit=not args.no_refkit, hot_growth=args.hot_growth,
     )
     t0 = time.time()
 
@@ -221,6 +221,37 @@ def _periods(args) -> int:
     return 0
 
 
+def _masks(args) -> int:
+    from .hotmasks import hot_masks
+
+    tab = hot_masks(args.store, args.outdir, per=args.per, config=args.config, cull=args.cull,
+                    mask_in=args.mask_in, scheduler=args.scheduler,
+                    progress=lambda text: print(text, file=sys.stderr))
+    tab["label", "start", "end", "months", "inputs", "hot", "new_vs_mask", "new",
+        "cumulative_new"].pprint(max_width=-1, max_lines=-1)
+    m = tab.meta
+    print(f"growth {m['growth_per_month']:.1f} +- {m['growth_err']:.1f} new hot pixels a month "
+          f"(counting error +- {m['growth_poisson_err']:.1f}); {args.outdir}/hot_growth.ecsv, "
+          f"hot_growth.png, {len(tab)} MASK files")
+    return 0
+
+
+def _per(text: str) -> str:
+    from .config import check_per
+
+    try:
+        check_per(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--per {exc}") from None
+    return text
+
+
+def _run(args) -> int:
+    from .run import run
+
+    return run(args.config)
+
+
 def _plan(args) -> int:
     import json
 
@@ -304,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_positive_int, default=1,
                    help="processes (one exposure each)")
     s.add_argument("--no-refkit", action="store_true", help="skip the reference kit")
+    s.add_argument("--hot-growth", type=float, default=0.0,
+                   help="new hot pixels a month in the simulated region, onsets spread over "
+                   "the dates (report §7.1: ~100 a month on a full frame)")
     s.set_defaults(func=_simulate)
 
     s = sub.add_parser("select", help="pre-filter inputs into a manifest (SPEC §2)",
@@ -420,6 +454,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="as for build")
     s.add_argument("--config", help="TOML file ([delivery] SNR and the build's settings)")
     s.set_defaults(func=_periods)
+
+    s = sub.add_parser("run", help="select -> calibrate -> [cull] -> build -> analyze from one "
+                       "TOML file", description="The pipeline in one command: the stages' "
+                       "inputs come from the [run] section of CONFIG (inputs, telemetry, "
+                       "exclude, refkit, store, outdir, cull, mask_in, compare; see README), "
+                       "every stage gets --config CONFIG. Each stage prints its command line. "
+                       "Exit 0 deliverable, 1 not deliverable, 2 a stage failed.")
+    s.add_argument("config", help="TOML file with a [run] section")
+    s.set_defaults(func=_run)
+
+    s = sub.add_parser("masks", help="hot-pixel masks per month (or per N inputs) and the "
+                       "growth of new hot pixels (report §7.1)",
+                       description="One MASK per month or per N inputs from that bin's rate "
+                       "images (HOT = mean rate > [dark] hot_rate), decoupled from the period "
+                       "darks; the new hot pixels per bin, their growth a month fitted, "
+                       "hot_growth.ecsv and hot_growth.png in OUTDIR.")
+    s.add_argument("--store", required=True)
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--per", type=_per, help="'month' (calendar months, UTC) or a number of "
+                   "inputs (default [masks] per: month)")
+    s.add_argument("--cull", help="cull table: its culled exposures are left out")
+    s.add_argument("--mask-in", help="comparison MASK: the base of every mask, and its HOT "
+                   "pixels are not new")
+    s.add_argument("--scheduler", help="sync | threads[:N] (default threads)")
+    s.add_argument("--config", help="TOML file ([masks], [dark] hot_rate)")
+    s.set_defaults(func=_masks)
 
     s = sub.add_parser("plan", help="dark files to request per epoch for a target SNR",
                        description="SNR grows as sqrt(N): clean files for the target SNR, "

@@ -166,6 +166,23 @@ class CullConfig:
     __post_init__ = _check
 
 
+def check_per(text: str) -> None:
+    if text != "month" and not (text.isdigit() and int(text) >= 1):
+        raise ValueError(f'must be "month" or a number of inputs such as "10", not {text!r}')
+
+
+@dataclass(frozen=True)
+class MasksConfig:
+    """Hot-pixel masks per month or per N inputs (``nrsdark masks``, report §7.1,
+    :mod:`nrsdark_dask.hotmasks`); HOT itself is ``[dark] hot_rate``."""
+
+    SECTION: typing.ClassVar[str] = "masks"
+    per: str = field(default="month", metadata={"check": check_per})  # "month" or "N" inputs
+    min_inputs: int = _num(2, min=1)  # a bin with fewer joins the next one
+
+    __post_init__ = _check
+
+
 def _scheduler(text: str) -> None:
     from .cluster import parse_scheduler
 
@@ -175,11 +192,24 @@ def _scheduler(text: str) -> None:
 @dataclass(frozen=True)
 class RunConfig:
     """Where heavy commands run (``--scheduler``, ``--task-memory`` override; empty: each
-    command's default)."""
+    command's default), and what ``nrsdark run CONFIG.toml`` does (:mod:`nrsdark_dask.run`;
+    paths relative to the folder ``nrsdark run`` is started in, as for every command; empty:
+    not given)."""
 
     SECTION: typing.ClassVar[str] = "run"
     scheduler: str = field(default="", metadata={"check": _scheduler})
     task_memory: str = field(default="", metadata={"check": parse_bytes})
+    inputs: tuple[str, ...] = ()  # uncal/ramp/jump files or folders (select)
+    telemetry: str = ""  # ASIC temperature table (select)
+    exclude: str = ""  # exclusion list by eye (select)
+    requested: int = _num(0, min=0)  # darks requested, for the yield table (0: not shown)
+    group: str = ""  # the manifest group to calibrate when select splits the inputs
+    refkit: str = ""  # local reference files for detector1 (empty: CRDS)
+    store: str = ""  # the Zarr store of calibrated ramps (appended to)
+    outdir: str = ""  # the run's folder: manifest, cull table, reffiles/, reffiles/qa/
+    cull: bool = False  # score and cull artifacts (nrsdark cull) before the build
+    mask_in: str = ""  # input MASK (build)
+    compare: tuple[str, ...] = ()  # previous reference files (analyze --compare)
 
     __post_init__ = _check
 
@@ -192,6 +222,7 @@ class Config:
     dark: DarkConfig = field(default_factory=DarkConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     cull: CullConfig = field(default_factory=CullConfig)
+    masks: MasksConfig = field(default_factory=MasksConfig)
 
     @classmethod
     def from_toml(cls, path: str | Path | Config | None) -> Config:

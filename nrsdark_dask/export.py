@@ -65,14 +65,30 @@ def _dq_def():
 
 
 def _meta(model, p: Products, reftype: str, descrip: str, author: str, history: list[str]):
-    """The file's header keywords (SPEC §9), through the model's schema.  Selection: the
-    detector and region, every NIRSpec exposure type (P_EXP_TY, written by :func:`_presize`),
-    both readout patterns of the family (P_READPA: TRAD serves NRS and NRSRAPID), and for
-    subarray darks the disperser group (P_GRATIN, report Table 5).  A DARK is written one
-    frame per plane (NFRAMES = 1, GROUPGAP = 0, NGROUPS = its planes): stcal's dark_sub
-    averages its frames for any science readout (stcal#120)."""
-    lay = p.layout
-    dates = sorted(np.asarray(p.dates.values).astype("datetime64[s]").tolist())
+    """The file's header keywords (SPEC §9), through the model's schema: :func:`_region_meta`
+    and, for subarray darks and biases, the disperser group (P_GRATIN, report Table 5).  A
+    DARK is written one frame per plane (NFRAMES = 1, GROUPGAP = 0, NGROUPS = its planes):
+    stcal's dark_sub averages its frames for any science readout (stcal#120)."""
+    _region_meta(model, p.layout, p.dates.values, reftype, descrip, author, history)
+    m = model.meta
+    gratings = _gratings(p)
+    if reftype == "DARK":
+        m.exposure.type = "ANY"
+        m.exposure.ngroups = int(p["dark_cube"].shape[0])
+        m.exposure.nframes, m.exposure.groupgap = 1, 0
+    if reftype in ("DARK", "SUPERBIAS"):
+        m.instrument.grating = "ANY"
+        if gratings:
+            m.instrument.p_grating = "|".join(gratings) + "|"
+
+
+def _region_meta(model, lay, dates, reftype: str, descrip: str, author: str,
+                 history: list[str]):
+    """Keywords every file of ours carries: PEDIGREE and USEAFTER from the inputs' ``dates``
+    (first to last; USEAFTER their middle), the detector and region, and both readout
+    patterns of the family (READPATT = ANY, P_READPA: TRAD serves NRS and NRSRAPID); every
+    NIRSpec exposure type (P_EXP_TY) is written by :func:`_presize` / :func:`write_mask`."""
+    dates = sorted(np.asarray(dates).astype("datetime64[s]").tolist())
     first, last = Time(dates[0]), Time(dates[-1])
     mid = Time((first.mjd + last.mjd) / 2, format="mjd")
     m = model.meta
@@ -90,17 +106,32 @@ def _meta(model, p: Products, reftype: str, descrip: str, author: str, history: 
     m.subarray.fastaxis, m.subarray.slowaxis = inst.fast_slow_axes(lay.detector)
     m.exposure.readpatt = "ANY"
     m.exposure.p_readpatt = "|".join(sorted(inst.family_patterns(lay.family))) + "|"
-    gratings = _gratings(p)
-    if reftype == "DARK":
-        m.exposure.type = "ANY"
-        m.exposure.ngroups = int(p["dark_cube"].shape[0])
-        m.exposure.nframes, m.exposure.groupgap = 1, 0
-    if reftype in ("DARK", "SUPERBIAS"):
-        m.instrument.grating = "ANY"
-        if gratings:
-            m.instrument.p_grating = "|".join(gratings) + "|"
     for line in history:
         model.add_history_entry(line)
+
+
+def write_mask(dq: np.ndarray, outdir, layout, dates, label: str, descrip: str,
+               author: str = "nrsdark_dask", history=()) -> Path:
+    """One MASK file from an in-memory DQ plane (raw layout; 16 MB for a full frame):
+    ``nrsdark_<det>_<readpatt>_<subarray>_mask_<label>.fits`` in ``outdir``, written as a
+    ``.part``, validated, then given its name (never replacing a file: ``_2``, ``_3``...)."""
+    outdir = check_writable(outdir)
+    tag = f"{layout.detector.lower()}_{layout.readpatt.lower()}_{layout.subarray.lower()}"
+    part = outdir / f"nrsdark_{tag}_mask_{label}.fits.{socket.gethostname()}-{os.getpid()}.part"
+    try:
+        with dm.MaskModel(dq=np.asarray(dq, np.uint32), dq_def=_dq_def()) as mask, \
+                tempfile.TemporaryDirectory(dir=outdir) as tmp:
+            _region_meta(mask, layout, dates, "MASK", descrip, author, list(history))
+            mask.save(str(Path(tmp) / "mask.fits"))  # the model wants a .fits name
+            os.rename(Path(tmp) / "mask.fits", part)
+        with fits.open(part, mode="update") as hdul:
+            hdul[0].header.setdefault("EXP_TYPE", "ANY")
+            hdul[0].header["P_EXP_TY"] = "|".join(inst.NIRSPEC_EXP_TYPES) + "|"
+        validate(part, "mask")
+        return _publish({"mask": part}, lambda k: {
+            "mask": outdir / f"nrsdark_{tag}_mask_{label}{'' if k == 1 else f'_{k}'}.fits"})["mask"]
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def _gratings(p: Products) -> tuple[str, ...] | None:

@@ -32,7 +32,7 @@ from .. import __version__
 from .. import instrument as inst
 from . import telemetry as tel
 from .exposure import ExposurePlan, timing, write_uncal
-from .model import DETECTOR_PARAMS, DetectorTruth, make_truth
+from .model import DETECTOR_PARAMS, DetectorTruth, add_hot_growth, make_truth
 from .refkit import write_refkit
 
 GRATINGS = ("G140M", "G140H", "G235M", "G235H", "G395M", "G395H", "PRISM", "MIRROR")
@@ -60,6 +60,7 @@ class SimConfig:
     switch_dt: float = 0.0  # K, ASIC excursion of every mode-switch exposure
     glow_rate: float = 0.006  # DN/s, MSA-glow stripe crest
     persistence_scale: float = 1.0  # x the report-like 0.05-0.5 DN/s persistence rates
+    hot_growth: float = 0.0  # new hot pixels per month in the region (report §7.1: ~100 FULL)
     readpatt: str | None = None  # default: NRSRAPID / NRSIRS2RAPID
     refkit: bool = True
 
@@ -81,7 +82,7 @@ class SimConfig:
         c.ngroups = DEFAULT_GROUPS[fam] if c.ngroups is None else int(c.ngroups)
         if not 2 <= c.ngroups <= 1000:
             raise ValueError(f"ngroups must be between 2 and 1000, got {c.ngroups}")
-        for name in ("switch_dt", "glow_rate", "persistence_scale"):
+        for name in ("switch_dt", "glow_rate", "persistence_scale", "hot_growth"):
             if not getattr(c, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
         if not 1 <= c.nexp <= 10000:
@@ -154,11 +155,14 @@ _TRUTH: dict = {}
 
 
 def _truth_for(cfg: SimConfig) -> DetectorTruth:
-    key = (cfg.detector, cfg.subarray, cfg.family, cfg.seed)
+    key = (cfg.detector, cfg.subarray, cfg.family, cfg.seed, cfg.hot_growth, cfg.start, cfg.end)
     if key not in _TRUTH:
         _TRUTH.clear()
-        _TRUTH[key] = make_truth(cfg.detector, inst.get_subarray(cfg.subarray), cfg.family,
-                                 cfg.seed)
+        truth = make_truth(cfg.detector, inst.get_subarray(cfg.subarray), cfg.family, cfg.seed)
+        if cfg.hot_growth > 0:
+            add_hot_growth(truth, cfg.hot_growth, Time(cfg.start).mjd, Time(cfg.end).mjd,
+                           cfg.seed)
+        _TRUTH[key] = truth
     return _TRUTH[key]
 
 
@@ -252,6 +256,7 @@ def _write_exclusions(path, plans: list[ExposurePlan]):
 TRUTH_IMAGES = ("bias", "rate", "rc_amp", "rc_tau", "rtn_amp", "rtn_p", "badref_noise",
                 "badref_drift", "gain", "full_well", "nonlin_k", "saturation")
 TRUTH_MASKS = ("hot", "warm", "rc", "rtn", "badref", "ipc_neighbour", "refpix", "known_hot")
+TRUTH_GROWTH = ("onset_mjd", "onset_rate")  # with hot_growth: when (MJD, inf never) and how hot
 
 
 def _write_truth(path, truth: DetectorTruth, plans: list[ExposurePlan]):
@@ -266,6 +271,9 @@ def _write_truth(path, truth: DetectorTruth, plans: list[ExposurePlan]):
         hdus.append(fits.ImageHDU(truth.arrays[name], name=name.upper()))
     for name in TRUTH_MASKS:
         hdus.append(fits.ImageHDU(truth.arrays[name].astype(np.uint8), name=name.upper()))
+    for name in TRUTH_GROWTH:
+        if name in truth.arrays:
+            hdus.append(fits.ImageHDU(truth.arrays[name], name=name.upper()))
     hdus.append(fits.table_to_hdu(Table(rows=[p.row() for p in plans])))
     hdus[-1].name = "EXPOSURES"
     ev_rows = [dict(exposure=p.index, **e) for p in plans for e in p.events]
@@ -288,6 +296,9 @@ def read_truth(path) -> dict:
             out[name] = hdul[name.upper()].data.astype(np.float32)
         for name in TRUTH_MASKS:
             out[name] = hdul[name.upper()].data.astype(bool)
+        for name in TRUTH_GROWTH:
+            if name.upper() in hdul:
+                out[name] = hdul[name.upper()].data
         out["exposures"] = Table(hdul["EXPOSURES"].data)
         out["events"] = Table(hdul["EVENTS"].data)
     return out

@@ -18,7 +18,7 @@ from astropy.time import Time
 from .. import __version__
 from .. import instrument as inst
 from . import events as ev
-from .model import IRS2_NOISE, TRAD_NOISE, DetectorTruth
+from .model import IRS2_NOISE, TRAD_NOISE, DetectorTruth, rate_at
 from .noise import ReadNoise
 
 FILTER_FOR_DARKS = "OPAQUE"
@@ -157,7 +157,8 @@ class RampSimulator:
         """Yield each group as a uint16 array of the raw shape."""
         a, rng, p = self.truth.arrays, self.rng, self.truth.params
         is_irs2 = self.truth.family == "IRS2"
-        rate_e = (a["rate"] + (self.glow if self.glow is not None else 0.0)) * a["gain"]
+        rate = rate_at(self.truth, Time(self.plan.start, scale="utc").mjd)
+        rate_e = (rate + (self.glow if self.glow is not None else 0.0)) * a["gain"]
         rate_e = rate_e.astype(np.float64)
         signal = np.zeros(self.shape, np.float32)  # true accumulated DN above bias
         rc = np.flatnonzero(a["rc"].ravel())

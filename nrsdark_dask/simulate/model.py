@@ -84,6 +84,8 @@ DETECTOR_PARAMS = {
 CR_RATE = 5.0  # events cm^-2 s^-1 [JDox-CR]
 PIXEL_CM = 18e-4
 SNOWBALL_RATE = 3e-3  # per second per full frame [JDox-CR], order of magnitude
+DAYS_PER_MONTH = 30.44
+HOT_GROWTH_MAX_RATE = 100.0  # DN/s, cap of the pixels that become hot (add_hot_growth)
 
 
 @dataclass
@@ -111,7 +113,10 @@ class DetectorTruth:
             raise AttributeError(name) from None
 
     def counts(self) -> dict[str, int]:
-        return {k: int(self.arrays[k].sum()) for k in ("hot", "warm", "rc", "rtn", "badref")}
+        out = {k: int(self.arrays[k].sum()) for k in ("hot", "warm", "rc", "rtn", "badref")}
+        if "onset_mjd" in self.arrays:
+            out["new_hot"] = int(np.isfinite(self.arrays["onset_mjd"]).sum())
+        return out
 
     def summary(self) -> dict:
         return {"detector": self.detector, "subarray": self.subarray.name,
@@ -215,6 +220,41 @@ def make_truth(detector: str, subarray: inst.Subarray, family: str, seed: int) -
     if family == "IRS2":
         cut["bias"] = _irs2_raw_bias(cut["bias"], detector, rng, p)
     return DetectorTruth(detector, subarray, family, p, cut)
+
+
+def add_hot_growth(truth: DetectorTruth, per_month: float, start_mjd: float, end_mjd: float,
+                   seed: int) -> int:
+    """Pixels that become hot during the simulated dates (report §7.1: about 100 new hot
+    pixels a month on a full frame; SPEC §10).  ``per_month``: expected new hot pixels per
+    30.44-day month *in the simulated region*; the number is Poisson, each onset date uniform
+    over ``[start_mjd, end_mjd]``, each rate from the hot population's Pareto tail capped at
+    ``HOT_GROWTH_MAX_RATE`` DN/s.  They are drawn among quiet active pixels (not hot, warm, RC,
+    RTN, IPC neighbours or reference pixels) and get no IPC of their own (so their neighbours
+    stay quiet: only the onset pixel changes).  Adds the maps ``onset_mjd`` (float64, +inf
+    where never) and ``onset_rate`` (DN/s added from the onset on); returns the number."""
+    p = truth.params
+    rng = np.random.default_rng([seed, 17])
+    a = truth.arrays
+    quiet = ~(a["hot"] | a["warm"] | a["rc"] | a["rtn"] | a["ipc_neighbour"] | a["refpix"])
+    months = (end_mjd - start_mjd) / DAYS_PER_MONTH
+    idx = _choose(rng, np.flatnonzero(quiet.ravel()), int(rng.poisson(per_month * months)))
+    onset = np.full(quiet.shape, np.inf)
+    onset.ravel()[idx] = rng.uniform(start_mjd, end_mjd, idx.size)
+    rate = np.zeros(quiet.shape, np.float32)
+    u = rng.random(idx.size)
+    rate.ravel()[idx] = np.minimum(p.hot_gap[1] * u ** (-1.0 / p.hot_pareto_index),
+                                   HOT_GROWTH_MAX_RATE)
+    a["onset_mjd"], a["onset_rate"] = onset, rate
+    return int(idx.size)
+
+
+def rate_at(truth: DetectorTruth, mjd: float) -> np.ndarray:
+    """The true mean dark rate (DN/s) at date ``mjd``: the static rate plus the pixels that
+    have become hot by then (:func:`add_hot_growth`)."""
+    a = truth.arrays
+    if "onset_mjd" not in a:
+        return a["rate"]
+    return a["rate"] + np.where(a["onset_mjd"] <= mjd, a["onset_rate"], np.float32(0))
 
 
 def _irs2_raw_bias(bias: np.ndarray, detector: str, rng, p: DetectorParams) -> np.ndarray:
