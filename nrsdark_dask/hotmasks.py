@@ -171,7 +171,8 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
         d = np.sort(dates[idx])
         mid = d[0] + (d[-1] - d[0]) / 2
         mjd = (mid - np.datetime64("1858-11-17")) / np.timedelta64(1, "D")
-        first_mjd = mjd if first_mjd is None else first_mjd
+        if first_mjd is None:
+            first_mjd, origin = mjd, str(mid)[:10]
         new = h & ~seen
         seen |= h
         dq = np.asarray(_mask(da.from_array(h), known, layout, raw_rows))
@@ -191,7 +192,7 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
     tab = Table(rows=rows)
     tab["cumulative_new"] = np.cumsum(tab["new"]) - tab["new"][0]  # the first bin: baseline
     fit = fit_growth(tab["months"], tab["cumulative_new"])
-    tab.meta.update(store=str(store), per=str(per), hot_rate=cfg.dark.hot_rate,
+    tab.meta.update(store=str(store), per=str(per), hot_rate=cfg.dark.hot_rate, months_from=origin,
                     min_inputs=cfg.masks.min_inputs,
                     comparison_mask=str(mask_in) if mask_in else "",
                     growth_per_month=fit["slope"], growth_err=fit["slope_err"],
@@ -225,7 +226,7 @@ def growth_figure(tab: Table) -> bytes:
     if np.isfinite(m["growth_per_month"]):
         ax.plot(t, m["growth_per_month"] * t + m["growth_intercept"], "-", color="C3",
                 label=f"fit: {m['growth_per_month']:.1f} ± {m['growth_err']:.1f} a month")
-    ax.set_xlabel(f"months since {tab['start'][0]} ({m['per']} bins)")
+    ax.set_xlabel(f"months since {m['months_from']} (the first bin's middle; {m['per']} bins)")
     ax.set_ylabel("new hot pixels")
     ax.set_title(f"Hot-pixel growth (HOT: mean rate > {m['hot_rate']} DN/s)")
     ax.legend(loc="upper left")
