@@ -19,7 +19,6 @@ Writes ``benchmarks/results/cull_limits.json`` (and SUMMARY.md).  Data sets are 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path

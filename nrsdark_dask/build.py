@@ -46,6 +46,19 @@ def cut_to_store(plane: np.ndarray, ystart: int, xstart: int, layout) -> np.ndar
     return plane[y0:y0 + layout.ny, x0:x0 + layout.nx].copy()
 
 
+def read_mask_in(mask_in, layout) -> np.ndarray:
+    """The DQ plane of a MASK reference file, checked against the store (REFTYPE, DETECTOR,
+    readout family, region) and cut to the store's region."""
+    from stdatamodels.jwst import datamodels as dm
+
+    bad = reference_mismatches(mask_in, "mask", layout)
+    if bad:
+        raise BuildError("--mask-in does not fit the store: " + "; ".join(bad))
+    with dm.MaskModel(str(mask_in)) as m:
+        return cut_to_store(np.asarray(m.dq, np.uint32), m.meta.subarray.ystart or 1,
+                            m.meta.subarray.xstart or 1, layout)
+
+
 def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None,
           author: str = "nrsdark_dask", workers: int | None = None,
           task_memory=None, progress: bool = False, products: str | None = None,
@@ -63,8 +76,6 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     stderr and the dashboard link.  ``cull``: a cull table (``nrsdark cull``); the exposures
     it marks culled are left out (selected from the store, nothing copied) and HISTORY says
     so.  ``exclude``: more exposures to leave out (``periods``); ``notes``: more HISTORY."""
-    from stdatamodels.jwst import datamodels as dm
-
     cfg = Config.from_toml(config)
     scheduler = scheduler or cfg.run.scheduler or "threads"
     kind, threads = parse_scheduler(scheduler)
@@ -90,12 +101,7 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     if cull:
         notes.append(cull_note(cull, len(culled)))
     if mask_in:
-        bad = reference_mismatches(mask_in, "mask", layout)
-        if bad:
-            raise BuildError("--mask-in does not fit the store: " + "; ".join(bad))
-        with dm.MaskModel(str(mask_in)) as m:
-            mask = cut_to_store(np.asarray(m.dq, np.uint32), m.meta.subarray.ystart or 1,
-                                m.meta.subarray.xstart or 1, layout)
+        mask = read_mask_in(mask_in, layout)
         notes.append(f"Input MASK: {Path(mask_in).name} (SHA-256 {file_sha256(mask_in)})")
     versions = ds.attrs.get("provenance", {}).get("versions", {})
     local = {"scheduler": "sync" if kind == "sync" else "threads",

@@ -33,7 +33,6 @@ held is one boolean frame per bin (4 MB a full frame) and the comparison mask (1
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from pathlib import Path
@@ -100,12 +99,9 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
     ``OUTDIR/hot_growth.ecsv``; its ``meta`` holds the fit).  ``per``: ``"month"`` or a
     number of inputs (default ``[masks] per``); ``scheduler``: ``sync`` or ``threads[:N]``
     (the work is small images); ``progress(text)``: a line per step."""
-    from stdatamodels.jwst import datamodels as dm
-
-    from .build import cut_to_store
+    from .build import read_mask_in
     from .cluster import parse_scheduler
     from .export import write_mask
-    from .jwst_recipe import reference_mismatches
 
     cfg = Config.from_toml(config)
     per = per or cfg.masks.per
@@ -125,12 +121,7 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
     if cull:
         notes.append(cull_note(cull, len(culled)))
     if mask_in:
-        bad = reference_mismatches(mask_in, "mask", layout)
-        if bad:
-            raise MasksError("--mask-in does not fit the store: " + "; ".join(bad))
-        with dm.MaskModel(str(mask_in)) as m:
-            known = cut_to_store(np.asarray(m.dq, np.uint32), m.meta.subarray.ystart or 1,
-                                 m.meta.subarray.xstart or 1, layout)
+        known = read_mask_in(mask_in, layout)
         notes.append(f"Comparison MASK: {Path(mask_in).name}")
     ref = inst.reference_pixel_mask(layout.geometry())
     rate = ds.rate.data
