@@ -183,8 +183,8 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
     tab = Table(rows=rows)
     tab["cumulative_new"] = np.cumsum(tab["new"]) - tab["new"][0]  # the first bin: baseline
     fit = fit_growth(tab["months"], tab["cumulative_new"])
-    tab.meta.update(store=str(store), per=str(per), hot_rate=cfg.dark.hot_rate, months_from=origin,
-                    min_inputs=cfg.masks.min_inputs,
+    tab.meta.update(store=str(store), per=str(per), hot_rate=cfg.dark.hot_rate,
+                    months_from=origin, min_inputs=cfg.masks.min_inputs,
                     comparison_mask=str(mask_in) if mask_in else "",
                     growth_per_month=fit["slope"], growth_err=fit["slope_err"],
                     growth_poisson_err=fit["poisson_err"], growth_intercept=fit["intercept"],
