@@ -190,15 +190,40 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
     return s
 
 
+# Where each flag rule becomes reliable, measured on simulation truth by
+# benchmarks/flag_reliability.py (results/flag_reliability.md): NRS1 TRAD NRSRAPID, 3 ALLSLITS
+# sets of 88 groups and 1 FULL set of 20 groups, 20 clean exposures each, builds from subsets
+# of N = 3..20.  The limit is the larger of the two cases (bad reference: FULL alone); the
+# message carries the numbers.
+RELIABLE_N = {
+    # precision >= 0.9 from N = 6 (88 groups) / 8 (20 groups); at N = 3 it is 0.58 / 0.54,
+    # the false RC being fast telegraph pixels.  Recall is 0.89 / 0.79 at every N (RC pixels
+    # saturated in group 1 show no RC signature): not a matter of N.
+    "RC": (8, "precision 0.54-0.58 at 3 inputs, >= 0.9 from 8; fast telegraph pixels pass "
+              "for RC"),
+    # recall >= 0.9 from N = 3 (88 groups) / 4 (20 groups: 0.86 at 3); precision >= 0.99.
+    "TELEGRAPH": (4, "recall 0.86 at 3 inputs of 20 groups, >= 0.93 from 4"),
+    # recall >= 0.9 from N = 10 on FULL (164 true pixels; 16 on ALLSLITS, where ~9 true
+    # pixels per set make it noisy: 0.91 at 10, 0.88 at 12); precision never
+    # reaches 0.9 (best 0.85 at 12; 0.47 at 3), the false ones mostly next to noisy ones.
+    "bad-reference": (10, "precision 0.47 and recall 0.75 at 3 inputs; recall >= 0.9 from "
+                         "10, precision at most 0.85 at any N"),
+    # HOT: precision and recall 1.000 from N = 3, the fewest measured.
+    "HOT": (3, "not measured under 3 inputs"),
+}
+
+
 def warnings_for(s: dict) -> list[str]:
-    """Where the inputs are too few for a rule's statistics: the RC and bad-reference rules
-    had precision 0.50 and 0.46 on 3 simulated 88-group full frames (issue 14); the limit of
-    5 inputs is set by hand until each rule's reliability is measured against N."""
+    """Warnings for the report: a flag rule with fewer inputs than :data:`RELIABLE_N` (the N
+    from which its precision, or where that is not a matter of N its recall, reached 0.9 on
+    simulation truth), with what was measured;
+    and, when not deliverable, the inputs sqrt(N) says would reach the SNR."""
     out = []
     n = s["n_inputs"]
-    if n and n < 5:
-        out.append(f"only {n} inputs: the RC and bad-reference rules need more (on 3 inputs "
-                   "their precision was ~0.5: fast telegraph pixels pass for RC)")
+    for rule, (need, measured) in RELIABLE_N.items():
+        if n and n < need:
+            out.append(f"only {n} inputs: the {rule} flags need {need} to be reliable "
+                       f"({measured}; benchmarks/results/flag_reliability.md)")
     if not s["deliverable"]:
         out.append(f"SNR {s['snr']:.2f} is under the required {s['snr_required']:g}; by "
                    f"sqrt(N) about {int(np.ceil(n * (s['snr_required'] / s['snr'])**2)) if n and s['snr'] > 0 else '?'} "
