@@ -186,6 +186,39 @@ def check_ok(res: dict, what: str) -> dict:
     return res
 
 
+def make_store(sim: Path, manifest: Path, store: Path, name: str, subarray: str,
+               ngroups: int, nexp: int, seed: int) -> dict:
+    """A simulated G140H set made with the project's commands (``simulate`` unless ``sim``
+    holds one, ``select``, ``calibrate --scheduler local:2``; logs under DATA/logs), every
+    exposure calibrated into ``store``.  Returns the timings and peak RSS."""
+    from nrsdark_dask.store import RampStore
+
+    prep = {}
+    if not (sim / "simulation.json").exists():
+        if sim.exists():
+            shutil.rmtree(sim)
+        print(f"data set {name}: simulating {rel(sim)}")
+        r = check_ok(run_monitored([NRSDARK, "simulate", sim, "--subarray", subarray,
+                                    "--ngroups", ngroups, "--nexp", nexp, "--seed", seed,
+                                    "--gratings", "G140H", "--workers", 2], f"{name}-simulate"),
+                     "nrsdark simulate")
+        prep.update(simulate_s=r["wall_s"], simulate_peak_rss=r["peak_rss"])
+    r = check_ok(run_monitored([NRSDARK, "select", sim / "uncal", "--telemetry",
+                                sim / "telemetry.ecsv", "-o", manifest], f"{name}-select"),
+                 "nrsdark select")
+    prep["select_s"] = r["wall_s"]
+    print(f"data set {name}: calibrating into {rel(store)} (some minutes)")
+    r = check_ok(run_monitored([NRSDARK, "calibrate", manifest, "--store", store, "--refkit",
+                                sim / "refkit", "--scheduler", "local:2"], f"{name}-calibrate"),
+                 "nrsdark calibrate")
+    prep.update(calibrate_s=r["wall_s"], calibrate_peak_rss=r["peak_rss"])
+    n = len(RampStore(store).committed())
+    if n != nexp:
+        raise BenchError(f"{store}: {n} of {nexp} exposures calibrated (select rejected some? "
+                         f"see {manifest})")
+    return prep
+
+
 def tail(path, n: int = 15) -> str:
     try:
         lines = Path(path).read_text(errors="replace").splitlines()

@@ -125,27 +125,7 @@ def ensure_allslits(nexp: int, ngroups: int, seed: int, recalibrate: bool) -> tu
         shutil.rmtree(store)
     prep["cached"] = False
     U.DATA.mkdir(parents=True, exist_ok=True)
-    if not (sim / "simulation.json").exists():
-        if sim.exists():
-            shutil.rmtree(sim)
-        print(f"data set: simulating {rel(sim)}")
-        r = check_ok(run_monitored([NRSDARK, "simulate", sim, "--subarray", "ALLSLITS",
-                                    "--ngroups", ngroups, "--nexp", nexp, "--seed", seed,
-                                    "--gratings", "G140H", "--workers", 2], f"{name}-simulate"),
-                     "nrsdark simulate")
-        prep["simulate_s"] = r["wall_s"]
-    check_ok(run_monitored([NRSDARK, "select", sim / "uncal", "--telemetry",
-                            sim / "telemetry.ecsv", "-o", manifest], f"{name}-select"),
-             "nrsdark select")
-    print(f"data set: calibrating into {rel(store)} (some minutes)")
-    r = check_ok(run_monitored([NRSDARK, "calibrate", manifest, "--store", store, "--refkit",
-                                sim / "refkit", "--scheduler", "local:2"], f"{name}-calibrate"),
-                 "nrsdark calibrate")
-    prep.update(calibrate_s=r["wall_s"], calibrate_peak_rss=r["peak_rss"])
-    n = len(RampStore(store).committed())
-    if n != nexp:
-        raise BenchError(f"{store}: {n} of {nexp} exposures calibrated (select rejected some? "
-                         f"see {manifest})")
+    prep.update(U.make_store(sim, manifest, store, name, "ALLSLITS", ngroups, nexp, seed))
     return store, prep
 
 

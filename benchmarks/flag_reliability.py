@@ -65,7 +65,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _util as U  # noqa: E402
-from _util import NRSDARK, BenchError, check_ok, metric, rel, run_monitored  # noqa: E402
+from _util import BenchError, metric, rel  # noqa: E402
 
 NEXP = 20
 # data sets: ALLSLITS at the monitor's 88 groups (HOT, RC, TELEGRAPH: ~1100, 57, 2600 true
@@ -115,27 +115,7 @@ def ensure_set(case: str, seed: int, keep_uncal: bool) -> tuple[Path, Path, dict
     WORK.mkdir(parents=True, exist_ok=True)
     prep = {"name": name, "case": case, "seed": seed, "subarray": subarray,
             "ngroups": ngroups, "store": rel(store), "cached": False}
-    if not (sim / "simulation.json").exists():
-        if sim.exists():
-            shutil.rmtree(sim)
-        print(f"data set {name}: simulating {rel(sim)}")
-        r = check_ok(run_monitored([NRSDARK, "simulate", sim, "--subarray", subarray,
-                                    "--ngroups", ngroups, "--nexp", NEXP, "--seed", seed,
-                                    "--gratings", "G140H", "--workers", 2], f"{name}-simulate"),
-                     "nrsdark simulate")
-        prep.update(simulate_s=r["wall_s"], simulate_peak_rss=r["peak_rss"])
-    r = check_ok(run_monitored([NRSDARK, "select", sim / "uncal", "--telemetry",
-                                sim / "telemetry.ecsv", "-o", manifest], f"{name}-select"),
-                 "nrsdark select")
-    prep["select_s"] = r["wall_s"]
-    print(f"data set {name}: calibrating into {rel(store)} (some minutes)")
-    r = check_ok(run_monitored([NRSDARK, "calibrate", manifest, "--store", store, "--refkit",
-                                sim / "refkit", "--scheduler", "local:2"], f"{name}-calibrate"),
-                 "nrsdark calibrate")
-    prep.update(calibrate_s=r["wall_s"], calibrate_peak_rss=r["peak_rss"])
-    n = len(RampStore(store).committed())
-    if n != NEXP:
-        raise BenchError(f"{store}: {n} of {NEXP} exposures calibrated (see {manifest})")
+    prep.update(U.make_store(sim, manifest, store, name, subarray, ngroups, NEXP, seed))
     prep["store_bytes"] = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
     if not keep_uncal:  # the store and truth.fits are all the scoring needs
         shutil.rmtree(sim / "uncal", ignore_errors=True)
