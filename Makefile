@@ -25,11 +25,11 @@ browser:
 
 # CI set: small simulated inputs; the `slow` marker (full frames) is skipped.
 test: venv browser
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15
 
 # Everything, including the slow full-frame cases.
 test-all: venv browser
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q -m ''
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15 -m ''
 
 # The built-in simulated data set: NRS1 ALLSLITS TRAD, 20 groups, 12 exposures with the
 # report's §3 artifacts and a grating mix that the pre-filter must cull; then the pipeline in

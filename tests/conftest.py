@@ -8,6 +8,26 @@ import pytest
 from nrsdark_dask.simulate import SimConfig, read_truth, simulate_dataset
 
 
+# Files that share a session data set too dear to make twice: under pytest-xdist
+# (`make test`: -n 2 --dist loadgroup) each worker makes the session fixtures its files use,
+# so these files run on one worker.  ``sci`` takes ~3 min to make.
+SHARED_DATA = ("sci",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per test file (what ``--dist loadfile`` does: a file's module fixtures
+    are made once), except that the files using a :data:`SHARED_DATA` fixture share a group."""
+    files = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    for name, group in files.items():
+        used = {f for item in group for f in getattr(item, "fixturenames", ())}
+        shared = sorted(used.intersection(SHARED_DATA))
+        for item in group:
+            item.add_marker(pytest.mark.xdist_group(shared[0] if shared else name))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_jwst():
     logging.getLogger("stpipe").setLevel(logging.WARNING)
