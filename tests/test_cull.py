@@ -205,7 +205,7 @@ def test_cull_refuses_what_it_cannot_judge(artifact_store, tmp_path, capsys):
     assert "needs at least 50" in capsys.readouterr().err
 
 
-def test_cull_on_a_local_cluster_equals_the_threaded_run(artifact_store, tmp_path):
+def test_cull_on_a_local_cluster_equals_the_in_process_run(artifact_store, tmp_path):
     from nrsdark_dask.cull import KINDS, cull
 
     # the in-process run: the first test's table (sync scheduler) where it is there
