@@ -47,7 +47,7 @@ from .config import Config, settings_history
 from .cull import cull_note, read_culled
 from .instrument import DQ
 from .kernels import flags as K
-from .reduce import _mask, _raw_rows, check_store
+from .reduce import _mask, _raw_rows, _science_rows, check_store
 from .store import open_dataset
 
 DAYS_PER_MONTH = 30.44
@@ -154,7 +154,7 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
                              num_workers=threads):
             hot = [np.asarray(h) for h in dask.compute(*hot)]
     hot_known = np.zeros(ref.shape, bool) if known is None else \
-        _science((known & np.uint32(DQ["HOT"])) != 0, layout)
+        _science_rows((known & np.uint32(DQ["HOT"])) != 0, layout)
     seen = hot_known.copy()
     rows, raw_rows = [], _raw_rows(layout)
     first_mjd = None
@@ -195,11 +195,6 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
     tab.write(outdir / "hot_growth.ecsv", format="ascii.ecsv", overwrite=True)
     (outdir / "hot_growth.png").write_bytes(growth_figure(tab))
     return tab
-
-
-def _science(plane: np.ndarray, layout) -> np.ndarray:
-    """A raw-layout plane's science rows (IRS2 MASKs have 3200 rows)."""
-    return plane[_raw_rows(layout)] if plane.shape[0] != layout.ny else plane
 
 
 def growth_figure(tab: Table) -> bytes:
