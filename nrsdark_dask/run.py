@@ -80,7 +80,8 @@ def run(config_path, stream=None) -> int:
     if not path.is_file():
         raise FileNotFoundError(f"configuration file {path} does not exist")
     stages = commands(path)
-    Path(Config.from_toml(path).run.outdir).mkdir(parents=True, exist_ok=True)
+    outdir = Path(Config.from_toml(path).run.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     status, t_build = 0, t0
     for k, (stage, argv) in enumerate(stages, 1):
@@ -96,7 +97,7 @@ def run(config_path, stream=None) -> int:
             print(f"nrsdark run: stage {stage} failed (exit {status}); the earlier stages' "
                   "outputs are kept", file=sys.stderr)
             return 2
-    reffiles = Path(Config.from_toml(path).run.outdir) / "reffiles"
+    reffiles = outdir / "reffiles"
     made = sorted(p for p in reffiles.glob("nrsdark_*.fits") if p.stat().st_mtime >= t_build)
     print(f"\nnrsdark run: done in {time.time() - t0:.0f} s; "
           f"{'deliverable' if status == 0 else 'NOT deliverable'}", file=stream)
