@@ -368,7 +368,8 @@ def synthetic_exposure(layout, rate, e: int, seed: int):
     import numpy as np
 
     from nrsdark_dask import instrument as inst
-    from nrsdark_dask.calibrate import NEG_JUMP_SIGMA, group1_statistics
+    from nrsdark_dask.calibrate import NEG_JUMP_SIGMA
+    from nrsdark_dask.ingest import group1_statistics
     from nrsdark_dask.kernels import (difference_scatter, first_jump_index, jump_counts,
                                       rc_next_flags)
     from nrsdark_dask.store import NO_JUMP, date_seconds

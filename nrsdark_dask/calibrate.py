@@ -24,27 +24,26 @@ per exposure, committed one by one into the calibrated-ramp store (SPEC §4-§5)
 
 from __future__ import annotations
 
-import json
 import logging
 import resource
-import tempfile
+import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-from astropy.io import fits
-from astropy.stats import sigma_clipped_stats
 
-from . import instrument as inst
-from .config import Config, DarkConfig, ingest_settings, store_ingest
-from .kernels import (difference_scatter, first_jump_index, jump_counts, negative_jump_counts,
-                      rc_next_flags)
-
+from . import ingest
 from . import jwst_recipe as recipe
 from .cluster import check_task_fits, dask_client, map_unordered, parse_scheduler
-from .select import read_manifest, truncation
-from .store import (DEFAULT_TILE, NO_JUMP, RampStore, StoreError, StoreLayout, date_seconds,
-                    exposure_id, file_sha256, write_staging)
+from .config import Config, DarkConfig, ingest_settings, store_ingest
+from .kernels import difference_scatter
+from .select import read_manifest
+from .store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, exposure_id,
+                    file_sha256, staging_path, write_staging)
+from .tiled.graph import in_flight, run_exposures
+from .tiled.plan import DEFAULT_TASK_MEMORY, plan_pieces, scratch_bytes
+from .tiled.stage import work_path
+
+PIECES = ("tiled", "whole")
 
 # Peak RSS of one detector1 run, measured (benchmarks/results/detector1_memory.md):
 # ~0.6 GB + 26 bytes per raw pixel per group (6.5 float32 copies of the raw ramp; the peak is
@@ -69,12 +68,7 @@ def task_memory(layout: StoreLayout) -> int:
     return int(MEMORY_MARGIN * peak)
 
 
-def _layout_of(row, tile, codec, group_chunk=None) -> StoreLayout:
-    return StoreLayout.from_header(fits.getheader(row["file"], 0), has_bias=row["kind"] == "uncal",
-                                   tile=tile, codec=codec, group_chunk=group_chunk)
-
-
-JWST_LOGGERS = ("stpipe", "jwst", "stcal", "CRDS", "stdatamodels")
+_layout_of = ingest.layout_of
 
 
 def software_versions() -> dict:
@@ -90,17 +84,6 @@ def software_versions() -> dict:
     return out
 
 
-def group1_statistics(group1: np.ndarray, layout: StoreLayout) -> tuple[float, float]:
-    """3-sigma clipped mean and standard deviation of calibrated group 1 over the exposure's
-    non-reference pixels (astropy ``sigma_clipped_stats``): the frame statistics behind the
-    RC rule's "10 sigma above the group-1 mean" (report §4.1.3).  Clipping keeps the hot
-    pixels from inflating sigma."""
-    ref = inst.reference_pixel_mask(layout.geometry())
-    values = group1[~ref & np.isfinite(group1)]
-    mean, _, std = sigma_clipped_stats(values, sigma=3.0, maxiters=5)
-    return float(mean), float(std)
-
-
 def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: dict | None,
                        workdir: str, verbose: bool = False,
                        neg_jump_sigma: float = NEG_JUMP_SIGMA) -> dict:
@@ -113,29 +96,14 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
     summaries are made plane by plane (benchmarks/results/calibrate_calibrated.md).
     """
     if not verbose:
-        for logger in JWST_LOGGERS:
+        for logger in recipe.JWST_LOGGERS:
             logging.getLogger(logger).setLevel(logging.WARNING)
     name = row["exposure"]
     t0 = time.time()
     res = None
     try:
-        if not Path(row["file"]).exists():
-            raise FileNotFoundError(f"input file {row['file']} no longer exists")
-        short = truncation(row["file"])
-        if short:
-            raise ValueError(f"{row['file']}: {short}")
-        if file_sha256(row["file"]) != row["sha256"]:
-            raise ValueError(f"{row['file']} changed since it was selected (SHA-256 differs "
-                             "from the manifest's); run nrsdark select again")
-        found = _layout_of(row, (layout.tile_y, layout.tile_x), layout.codec)
-        bad = layout.mismatches(found)
-        if bad:
-            raise StoreError("; ".join(bad))
+        ingest.check_input(row, layout)
         if row["kind"] == "uncal":
-            with fits.open(row["file"]) as h:
-                nints = h[0].header.get("NINTS", 1)
-            if nints != 1:
-                raise ValueError(f"NINTS = {nints}; only single-integration darks are supported")
             res = recipe.run_detector1(row["file"], refs, workdir=workdir, with_bias=True,
                                        quiet=not verbose)
         else:
@@ -148,38 +116,16 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
         diff_sigma = difference_scatter(ramp)
         data = {"ramp": ramp, "groupdq": gdq,
                 "pixeldq": res.ramp.pixeldq, "rate": res.rate.data, "rate_err": res.rate.err,
-                "neg_jumps": negative_jump_counts(ramp, gdq, neg_jump_sigma * diff_sigma,
-                                                  jump_bit=inst.DQ["JUMP_DET"]),
-                "jump_counts": jump_counts(gdq, inst.DQ["JUMP_DET"])}
-        data["group1"] = np.asarray(ramp[0])
-        data["rc_next"] = rc_next_flags(gdq, inst.RC_NEXT_FLAGS, ramp, layout.group_times(),
-                                        jump_bit=inst.DQ["JUMP_DET"],
-                                        saturated_bit=inst.DQ["SATURATED"])
-        data["first_jump"] = first_jump_index(gdq, inst.DQ["JUMP_DET"], NO_JUMP)
-        g1_mean, g1_std = group1_statistics(data["group1"], layout)
+                **ingest.pixel_summaries(ramp, gdq, diff_sigma, layout.group_times(),
+                                         neg_jump_sigma)}
+        g1_mean, g1_std = ingest.group1_statistics(data["group1"], layout)
         bias_level = float("nan")
         if layout.has_bias:
             data["bias_groups"] = res.bias_groups
-            b = res.bias_groups
-            science = np.isfinite(b[0]) & np.isfinite(b[1])
-            if layout.family == "IRS2":
-                science &= inst.irs2_normal_rows(layout.detector)[:, None]
-            a = inst.bias_weight(inst.get_read_pattern(layout.readpatt), layout.tframe)
-            bias_level = float(np.median(((1 + a) * b[0] - a * b[1])[science]))
+            bias_level = ingest.bias_level(res.bias_groups, layout)
         write_staging(store_path, name, layout, data)
         p = res.provenance
-        coords = {
-            "date": date_seconds(row["date"]), "grating": row["grating"],
-            "asic_dt": float(row["asic_dt"]), "g1_mean": g1_mean, "g1_std": g1_std,
-            "diff_sigma": diff_sigma, "bias_level": bias_level,
-            "detector": row["detector"],
-            "readpatt": row["readpatt"], "subarray": row["subarray"],
-            "ngroups": int(row["ngroups"]), "input_kind": row["kind"],
-            "input_file": row["file"], "input_sha256": row["sha256"],
-            "jwst_version": p.get("jwst", ""),
-            "crds_context": p.get("crds_context", ""),
-            "references": json.dumps(p.get("references", {})),
-        }
+        coords = ingest.exposure_coords(row, p, diff_sigma, g1_mean, g1_std, bias_level)
         return {"status": "ok", "name": name, "coords": coords, "provenance": p,
                 "seconds": round(time.time() - t0, 1),
                 "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}
@@ -254,11 +200,37 @@ def _store_options(store: RampStore, tile, codec, group_chunk) -> None:
                          "new store)")
 
 
+def _check_scratch(store_path, layout, plan, client, kind, n, n_rows) -> None:
+    """Refuse a tiled run whose exposures in flight cannot have their scratch cubes on the
+    store's disk (before any work; a disk that fills later still fails only its exposure)."""
+    threads = sum(client.nthreads().values()) if client is not None else (n or 1)
+    flying = 1 if kind == "sync" else min(n_rows, in_flight(threads,
+                                                            len(plan.slabs(layout.ny))))
+    need = flying * scratch_bytes(layout)
+    where = Path(store_path).resolve().parent
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if free < need:
+        raise StoreError(f"tiled calibration needs ~{need / 1e9:.2f} GB of scratch on the "
+                         f"store's disk ({flying} exposure(s) of {scratch_bytes(layout) / 1e9:.2f}"
+                         f" GB in flight); {free / 1e9:.2f} GB free in {where}: free some, or "
+                         "use --pieces whole")
+
+
 def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = None,
               group: str | None = None, workdir=None, tile=None, codec: str | None = None,
               progress=None, verbose: bool = False, group_chunk: int | None = None,
-              config=None) -> dict:
+              config=None, pieces: str | None = None, task_memory_=None, plan=None) -> dict:
     """Calibrate the accepted inputs of one manifest group into ``store_path``.
+
+    ``pieces`` (default ``config``'s ``[run] pieces``, else ``tiled``): ``tiled`` cuts each
+    uncal exposure's detector1 into pieces that each fit ``task_memory_`` (default
+    ``[run] task_memory``, else 1.5 GiB; :mod:`nrsdark_dask.tiled`), bit-identical to
+    ``whole``, jwst's own whole-exposure run (one task per exposure, ~26 bytes per raw
+    pixel-group: :func:`task_memory`).  Already-calibrated inputs are streamed from their files
+    either way.  ``plan``: a :class:`tiled.plan.PiecePlan` to use instead of the budget's
+    (tests and benchmarks cut exposures finer than a budget would).
 
     ``scheduler``: :mod:`nrsdark_dask.cluster` (default: ``config``'s ``[run] scheduler``,
     else ``local``).  ``tile``, ``codec``, ``group_chunk``: the chunking of a new store
@@ -276,6 +248,10 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     cfg = Config.from_toml(config)
     scheduler = scheduler or cfg.run.scheduler or "local"
     parse_scheduler(scheduler)
+    pieces = pieces or cfg.run.pieces or "tiled"
+    if pieces not in PIECES:
+        raise ValueError(f"--pieces must be one of {', '.join(PIECES)}, not {pieces!r}")
+    budget = task_memory_ or cfg.run.task_memory or DEFAULT_TASK_MEMORY
     manifest = read_manifest(manifest_path)
     group, rows = _rows_for(manifest, group)
     kinds = {r["kind"] for r in rows}
@@ -314,11 +290,20 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
         recipe.check_reference_kit(refs, layout)
     _identify(rows)
     _refuse_duplicates(rows)
-    workdir = str(workdir or tempfile.mkdtemp(prefix="nrsdark_calibrate_"))
+    tiled = pieces == "tiled" and layout.has_bias
+    kind, n = parse_scheduler(scheduler)
+    given = plan
+    threads = n if kind in ("threads", "local") else 1  # a cluster's: once it answers
+    plan = given or (plan_pieces(layout, budget, threads=threads) if tiled else None)  # refusal
     summary = {"store": str(store_path), "group": group, "committed": [], "skipped": [],
-               "failed": []}
+               "failed": [], "pieces": "tiled" if tiled else "whole"}
     with dask_client(scheduler, quiet=progress is None) as client:  # a bad cluster: no store
-        check_task_fits(client, task_memory(layout), "one exposure")  # before a store exists
+        if tiled and client is not None and given is None:
+            plan = plan_pieces(layout, budget, threads=sum(client.nthreads().values()))
+        check_task_fits(client, plan.budget if tiled else task_memory(layout),
+                        "one piece" if tiled else "one exposure")  # before a store exists
+        if tiled:
+            _check_scratch(store_path, layout, plan, client, kind, n, len(rows))
         if not store.exists():
             Path(store_path).parent.mkdir(parents=True, exist_ok=True)
             store = RampStore.create(store_path, layout, provenance={
@@ -333,11 +318,20 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
             todo = [r for r in rows if r.get("sha256") not in there]
             summary["skipped"] = [there[r["sha256"]] for r in rows if r.get("sha256") in there]
             store.log(event="start", group=group, todo=len(todo),
-                      skipped=len(summary["skipped"]), scheduler=scheduler)
-            args = (str(store_path), layout, refs, workdir, verbose, ingest["neg_jump_sigma"])
-            for result in map_unordered(calibrate_exposure, todo, args, scheduler, client,
+                      skipped=len(summary["skipped"]), scheduler=scheduler,
+                      pieces=summary["pieces"],
+                      **({"task_memory": plan.budget} if tiled else {}))
+            if tiled:
+                results = run_exposures(todo, store_path, layout, refs, plan, scheduler, client,
+                                        ingest["neg_jump_sigma"], quiet=not verbose,
+                                        progress=progress is not None)
+            else:
+                work = str(workdir or Path(store_path) / STAGING / "_work")
+                args = (str(store_path), layout, refs, work, verbose, ingest["neg_jump_sigma"])
+                results = map_unordered(calibrate_exposure, todo, args, scheduler, client,
                                         task_bytes=task_memory(layout),
-                                        key=lambda r: f"calibrate-{r['exposure']}"):
+                                        key=lambda r: f"calibrate-{r['exposure']}")
+            for result in results:
                 if result["status"] == "ok":
                     index = store.commit(result["name"], result["coords"])
                     store.log(event="committed", name=result["name"], index=index,
@@ -346,6 +340,8 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                 else:
                     store.log(event="failed", name=result["name"], reason=result["reason"])
                     summary["failed"].append((result["name"], result["reason"]))
+                    shutil.rmtree(staging_path(store_path, result["name"]), ignore_errors=True)
+                shutil.rmtree(work_path(store_path, result["name"]), ignore_errors=True)
                 if progress:
                     progress(dict(result, done=len(summary["committed"]) + len(summary["failed"]),
                                   total=len(todo)))

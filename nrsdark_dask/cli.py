@@ -134,7 +134,8 @@ def _calibrate(args) -> int:
     summary = calibrate(args.manifest, args.store, refkit=args.refkit, scheduler=args.scheduler,
                         config=args.config,
                         group=args.group, workdir=args.workdir, tile=args.tile, codec=args.codec,
-                        group_chunk=args.group_chunk,
+                        group_chunk=args.group_chunk, pieces=args.pieces,
+                        task_memory_=args.task_memory,
                         progress=progress, verbose=args.verbose)
     print(f"{args.store}: {len(summary['committed'])} committed, {len(summary['skipped'])} "
           f"already there, {len(summary['failed'])} failed")
@@ -361,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_select)
 
     s = sub.add_parser("calibrate", help="jwst detector1 on accepted inputs into a Zarr store",
-                       description="One Dask task per exposure; resumable; failures are logged "
+                       description="Each exposure's detector1 cut into Dask tasks that fit a "
+                       "memory budget (--pieces tiled, bit-identical to jwst's own "
+                       "whole-exposure run, --pieces whole); resumable; failures are logged "
                        "in the store and do not stop the others.")
     s.add_argument("manifest")
     s.add_argument("--store", required=True, help="e.g. stores/NAME.zarr")
@@ -371,7 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "scheduler of --config, else local)")
     s.add_argument("--config", help="TOML file ([run] scheduler)")
     s.add_argument("--group", help="manifest group to calibrate (when there are several)")
-    s.add_argument("--workdir", help="scratch folder (default: a temporary folder)")
+    s.add_argument("--pieces", choices=["tiled", "whole"],
+                   help="tiled (default): row slabs and group blocks as Dask tasks, each within "
+                   "--task-memory; whole: one jwst run per exposure (~26 bytes per raw "
+                   "pixel-group: 10 GB for TRAD FULL 88 groups)")
+    s.add_argument("--task-memory",
+                   help="memory budget of one tiled task (default [run] task_memory, else "
+                   "1.5GiB): sets the piece sizes")
+    s.add_argument("--workdir", help="scratch folder of --pieces whole (default: inside the "
+                   "store's staging area)")
     s.add_argument("--tile", type=_tile,
                    help="chunk tile of a new store, YxX (default 256x256)")
     s.add_argument("--group-chunk", type=_positive_int,

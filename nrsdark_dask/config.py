@@ -199,6 +199,7 @@ class RunConfig:
     SECTION: typing.ClassVar[str] = "run"
     scheduler: str = field(default="", metadata={"check": _scheduler})
     task_memory: str = field(default="", metadata={"check": parse_bytes})
+    pieces: str = field(default="", metadata={"choices": ("", "tiled", "whole")})  # calibrate
     inputs: tuple[str, ...] = ()  # uncal/ramp/jump files or folders (select)
     telemetry: str = ""  # ASIC temperature table (select)
     exclude: str = ""  # exclusion list by eye (select)

@@ -56,6 +56,7 @@ DETECTOR1_STEPS = ("group_scale", "dq_init", "saturation", "superbias", "refpix"
 DEFAULT_CRDS_PATH = Path.home() / ".cache" / "nrsdark_dask" / "crds"
 OFFLINE_CONTEXT = "jwst_offline.pmap"
 STEP_PARAMETERS = {"jump": {"expand_large_events": True}}
+JWST_LOGGERS = ("stpipe", "jwst", "stcal", "CRDS", "stdatamodels")
 
 
 def crds_reachable() -> bool:
@@ -328,16 +329,10 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
     from stdatamodels.jwst import datamodels as dm
 
     refs = dict(refs or {})
-    if env["mode"] == "offline":
-        missing = set(REQUIRED_TYPES) - set(refs)
-        if missing:
-            raise RuntimeError(
-                f"offline (no CRDS_SERVER_URL) and no local reference file for: "
-                f"{', '.join(sorted(missing))}; pass --refkit DIR or set CRDS_SERVER_URL")
+    check_references(env, refs)  # before reading the exposure
     model = dm.RampModel(str(uncal)) if not isinstance(uncal, dm.RampModel) else uncal
     family = readout_family(model)
-    if family == "IRS2" and env["mode"] == "offline" and "refpix" not in refs:
-        raise RuntimeError("offline IRS2 calibration needs an IRS2 'refpix' reference file")
+    check_references(env, refs, family)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="nrsdark_"))
     workdir.mkdir(parents=True, exist_ok=True)
     mask_src = refs.get("mask") or DQInitStep().get_reference_file(model, "mask")
@@ -355,9 +350,51 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
     rate, _rateints = RampFitStep.call(model, **args["ramp_fit"], **log)
     if _rateints is not None:
         _rateints.close()
+    prov = provenance(env, refs, mask)
+    return Detector1Result(model, rate, prov, bias)
+
+
+def check_references(env: dict, refs: dict, family: str | None = None) -> None:
+    """Offline, every reference type of the recipe must be given (IRS2 also ``refpix``;
+    checked when ``family`` is given)."""
+    if env["mode"] != "offline":
+        return
+    missing = set(REQUIRED_TYPES) - set(refs)
+    if missing:
+        raise RuntimeError(
+            f"offline (no CRDS_SERVER_URL) and no local reference file for: "
+            f"{', '.join(sorted(missing))}; pass --refkit DIR or set CRDS_SERVER_URL")
+    if family == "IRS2" and "refpix" not in refs:
+        raise RuntimeError("offline IRS2 calibration needs an IRS2 'refpix' reference file")
+
+
+def reference_files(model, refs: dict, family: str) -> dict[str, str]:
+    """Every reference file the recipe uses for ``model``'s exposure: ``refs`` where given,
+    else what jwst itself selects (CRDS), asked once by each type's own step."""
+    from jwst.dq_init import DQInitStep
+    from jwst.jump import JumpStep
+    from jwst.linearity import LinearityStep
+    from jwst.refpix import RefPixStep
+    from jwst.saturation import SaturationStep
+    from jwst.superbias import SuperBiasStep
+
+    steps = {"mask": DQInitStep, "saturation": SaturationStep, "superbias": SuperBiasStep,
+             "linearity": LinearityStep, "gain": JumpStep, "readnoise": JumpStep}
+    if family == "IRS2":
+        steps["refpix"] = RefPixStep
+    out = dict(refs)
+    for reftype, cls in steps.items():
+        if reftype not in out:
+            out[reftype] = cls().get_reference_file(model, reftype)
+    return out
+
+
+def provenance(env: dict, refs: dict, mask: str) -> dict:
+    """How an exposure was calibrated: jwst version, CRDS mode and context, the reference
+    files (by name), the mask actually used, the steps and their parameters."""
     import jwst
 
-    prov = {
+    return {
         "jwst": jwst.__version__,
         "crds_mode": env["mode"],
         "crds_context": _context(),
@@ -366,7 +403,6 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
         "steps": list(DETECTOR1_STEPS),
         "step_parameters": json.dumps(STEP_PARAMETERS),
     }
-    return Detector1Result(model, rate, prov, bias)
 
 
 def bias_groups(model, refpix_args: dict, family: str) -> np.ndarray:

@@ -405,17 +405,27 @@ def write_staging(store_path, name: str, layout: StoreLayout, data: dict) -> Pat
     a lazy array-like with ``shape`` and basic-slice ``__getitem__`` (``jwst_recipe.MappedArray``:
     only the block being written is then in memory).  A block is converted to the store's dtype
     only when its dtype differs (e.g. big-endian FITS data)."""
-    path = Path(store_path) / STAGING / name
+    path = staging_path(store_path, name)
     try:
         return _write_staging(path, name, layout, data)
     except OSError as exc:
-        free = shutil.disk_usage(store_path).free
-        if exc.errno == errno.ENOSPC or free < 64 << 20:
-            _settle_zarr_writes()
+        full = disk_full(exc, store_path, name)
+        if full is not None:
             shutil.rmtree(path, ignore_errors=True)
-            raise OSError(errno.ENOSPC, f"no space left on the store's disk ({free / 1e6:.0f} MB "
-                          f"free in {store_path}) while writing {name}") from None
+            raise full from None
         raise
+
+
+def disk_full(exc: OSError, store_path, name: str) -> OSError | None:
+    """If ``exc`` (raised while staging ``name``) means the store's disk is full, the error
+    to report instead, naming the disk and what is left (after letting zarr's writes still in
+    flight settle, so that what the caller removes stays removed); else None."""
+    free = shutil.disk_usage(store_path).free
+    if exc.errno != errno.ENOSPC and free >= 64 << 20:
+        return None
+    _settle_zarr_writes()
+    return OSError(errno.ENOSPC, f"no space left on the store's disk ({free / 1e6:.0f} MB "
+                   f"free in {store_path}) while writing {name}")
 
 
 def _settle_zarr_writes(timeout: float = 60.0) -> None:
@@ -442,11 +452,9 @@ def _settle_zarr_writes(timeout: float = 60.0) -> None:
 def _write_staging(path: Path, name: str, layout: StoreLayout, data: dict) -> Path:
     import itertools
 
-    if path.exists():
-        shutil.rmtree(path)
-    g = zarr.open_group(path, mode="w", zarr_format=3)
+    g = create_staging(path, layout)
     for var in layout.variables():
-        arr = _create_variable(g, layout, var, 1, "")
+        arr = g[var]
         value = data[var]
         if not (hasattr(value, "shape") and hasattr(value, "__getitem__")):
             value = np.asarray(value)
@@ -460,12 +468,41 @@ def _write_staging(path: Path, name: str, layout: StoreLayout, data: dict) -> Pa
             block = tuple(slice(i, min(i + c, n)) for i, c, n in zip(first, chunks, expected))
             block += (slice(None),)
             arr[(0,) + block] = np.asarray(value[block]).astype(arr.dtype, copy=False)
-    chunks = {var: {rel: [size, _crc32c(Path(f).read_bytes())]
-                    for rel, (f, size) in _chunk_files(path / var, 0).items()}
-              for var in layout.variables()}
+    seal_staging(path, {var: staged_checksums(path, var) for var in layout.variables()})
+    return path
+
+
+def staging_path(store_path, name: str) -> Path:
+    return Path(store_path) / STAGING / name
+
+
+def create_staging(path: Path, layout: StoreLayout):
+    """An empty staged exposure at ``path`` (``_staging/<exposure>``: every variable of the
+    layout, exposure length 1, no chunk written yet); replaces what was there.  Returns the
+    zarr group."""
+    if path.exists():
+        shutil.rmtree(path)
+    g = zarr.open_group(path, mode="w", zarr_format=3)
+    for var in layout.variables():
+        _create_variable(g, layout, var, 1, "")
+    return g
+
+
+def staged_checksums(path: Path, var: str, row_chunk: int | None = None) -> dict:
+    """``{chunk file below c/0/: [size, CRC32C]}`` of a staged variable; with ``row_chunk``,
+    only the chunks of that tile row (what one tiled-calibration piece wrote)."""
+    row_axis = list(VARIABLES[var][0]).index("y_raw" if var == "bias_groups" else "y") - 1
+    out = {}
+    for rel, (f, size) in _chunk_files(path / var, 0).items():
+        if row_chunk is None or int(rel.split("/")[row_axis]) == row_chunk:
+            out[rel] = [size, _crc32c(Path(f).read_bytes())]
+    return out
+
+
+def seal_staging(path: Path, chunks: dict) -> None:
+    """Write the staged exposure's chunk manifest (``CHUNKS.json``) and mark it complete."""
     (path / "CHUNKS.json").write_text(json.dumps(chunks))
     (path / "COMPLETE").write_text("ok\n")
-    return path
 
 
 class StoreError(RuntimeError):

@@ -203,7 +203,7 @@ def synthetic_store(path, h: dict, n_exp: int, seed: int = 0, hot=()):
 
     from nrsdark_dask import instrument as inst
     from nrsdark_dask import kernels as K
-    from nrsdark_dask.calibrate import group1_statistics
+    from nrsdark_dask.ingest import group1_statistics
     from nrsdark_dask.store import NO_JUMP, RampStore, StoreLayout, write_staging
 
     layout = StoreLayout.from_header(h, has_bias=True)

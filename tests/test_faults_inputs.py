@@ -7,6 +7,7 @@ import socket
 import subprocess
 
 import dask
+import distributed  # noqa: F401 - its config defaults exist before the config.set below
 import pytest
 from astropy.io import fits
 
@@ -131,6 +132,8 @@ def test_bad_schedulers_fail_before_a_store_exists(cal_manifest, tmp_path, capsy
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # (distributed is imported at the top: imported inside this block, its defaults would be
+    # dropped with the block's key on exit, and every later dask compute in this process fail)
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
         code = cli.main(["calibrate", str(cal_manifest), "--store", str(tmp_path / "s.zarr"),
                          "--scheduler", scheduler.format(port=port)])
@@ -173,9 +176,17 @@ def tiny_disk(tmp_path):
 
 
 def test_a_full_disk_is_named_as_such(sim_cal, cal_manifest, tiny_disk, capsys):
-    """Each exposure needs ~6.3 MB in the store: the first fills the 6 MB disk."""
+    """Each exposure needs ~6.3 MB in the store: the first fills the 6 MB disk.  Tiled
+    calibration needs more (its scratch cubes) and refuses to start; jwst's whole-exposure run
+    starts and fails each exposure, naming the full disk."""
     code = cli.main(["calibrate", str(cal_manifest), "--store", str(tiny_disk / "s.zarr"),
                      "--refkit", str(sim_cal["dir"] / "refkit"), "--scheduler", "sync"])
+    out = capsys.readouterr()
+    assert code == 2 and "tiled calibration needs ~0.0" in out.err and "MB" not in out.out
+    assert "GB free in" in out.err and not (tiny_disk / "s.zarr").exists()
+    code = cli.main(["calibrate", str(cal_manifest), "--store", str(tiny_disk / "s.zarr"),
+                     "--refkit", str(sim_cal["dir"] / "refkit"), "--scheduler", "sync",
+                     "--pieces", "whole"])
     out = capsys.readouterr().out
     assert code == 1 and "0 committed" in out and "4 failed" in out
     assert "no space left on the store's disk" in out and "MB free in" in out

@@ -1,0 +1,236 @@
+"""One exposure's detector1 as a Dask graph of pieces, and the loop that runs exposures' graphs
+on any scheduler and yields each exposure as it is staged whole.
+
+Per exposure (``TOKEN`` names it; the dashboard groups tasks by the name before it)::
+
+    prepare ─┬─ bias-inputs ───────────────────────────────────────────────────────┐
+             │  TRAD: early-slab × S ── refpix-groups × B ─┐                       │
+             │  IRS2: early-groups × B ─ refpix-flags ─ refpix-offset (a chain) ─  │
+             │                             refpix-groups × B ─┤                    │
+             └─ jump-slab × S ─┬─ cds-scatter ────────────────┼─ store-rows × T ── finish
+                               └─ snowball-regions × R ─ snowballs ─┘
+
+S row slabs, B group blocks, R region blocks, T tile rows (:mod:`.plan`).  Stages meet in the
+scratch cubes (:mod:`.scratch`); task results are small (flags per group, samples, chunk
+checksums; IRS2's running ``b_offset`` sum, 52 MB).
+
+Schedulers (:mod:`nrsdark_dask.cluster`): ``sync`` and ``threads:N`` run one exposure's graph at
+a time with dask's local schedulers; ``local:N`` and ``tcp://`` keep a few exposures in flight
+(enough to keep every worker thread busy through an exposure's serial snowball step), each
+task asking for the budget's worth of the workers' ``MEMORY`` resource.  A worker lost mid-piece
+is replaced by dask re-running the piece: pieces never write into their own inputs, so the
+rerun writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+
+import numpy as np
+
+from ..cluster import MEMORY, parse_scheduler, worker_memory
+from ..store import disk_full
+from . import pieces, stage
+
+
+def _after(fn, _deps, *args):
+    """``fn(*args)`` once ``_deps`` (keys dask has computed) are done."""
+    return fn(*args)
+
+
+def _all_dnu(parts: list, how: str):
+    return np.logical_and.reduce(parts) if how == "and" else np.concatenate(parts)
+
+
+def token(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()[:16]
+
+
+def exposure_graph(row: dict, store_path: str, layout, refs: dict | None, plan,
+                   neg_jump_sigma: float, quiet: bool = True) -> tuple[dict, str]:
+    """The task graph of one exposure (a dict in dask's format) and its final key, whose
+    value is what :func:`stage.finish` returns."""
+    tok = token(row["exposure"])
+    prep = f"prepare-{tok}"
+    dsk: dict = {prep: (stage.prepare, row, str(store_path), layout, refs, quiet)}
+    slabs, tiles = plan.slabs(layout.ny), plan.tile_spans(layout.ny, layout.tile_y)
+
+    def key(kind, i=None):
+        return f"{kind}-{tok}" if i is None else (f"{kind}-{tok}", i)
+
+    bias = None
+    if layout.has_bias:
+        bias = key("bias-inputs")
+        dsk[bias] = (pieces.bias_piece, prep)
+    if layout.family == "TRAD":
+        early = [key("early-slab", i) for i in range(len(slabs))]
+        for k, (y0, y1) in zip(early, slabs):
+            dsk[k] = (pieces.early_slab, prep, y0, y1)
+        dsk[key("all-dnu")] = (_all_dnu, early, "and")
+        refpix = []
+        for j, (g0, g1) in enumerate(plan.blocks(layout.ngroups)):
+            refpix.append(key("refpix-groups", j))
+            dsk[refpix[-1]] = (_after, pieces.refpix_block, early, prep, g0, g1)
+    else:
+        blocks = plan.blocks(layout.ngroups, first_at_least=3)
+        early = [key("early-groups", b) for b in range(len(blocks))]
+        for k, (g0, g1) in zip(early, blocks):
+            dsk[k] = (pieces.early_block, prep, g0, g1)
+        flags = key("refpix-flags")
+        dsk[flags] = (_after, pieces.refpix_flags, early, prep)
+        offset = None
+        for b, (g0, g1) in enumerate(blocks):
+            k = key("refpix-offset", b)
+            dsk[k] = (pieces.refpix_offset, prep, g0, g1, flags, offset)
+            offset = k
+        refpix = [key("refpix-groups", b) for b in range(len(blocks))]
+        for b, (g0, g1) in enumerate(blocks):
+            dsk[refpix[b]] = (pieces.refpix_block, prep, g0, g1, flags, offset, early[:b])
+        dsk[key("all-dnu")] = (_all_dnu, refpix, "concat")
+    jump = [key("jump-slab", i) for i in range(len(slabs))]
+    for k, (y0, y1) in zip(jump, slabs):
+        dsk[k] = (_after, pieces.jump_slab, refpix, prep, y0, y1, key("all-dnu"))
+    dsk[key("cds-scatter")] = (stage.cds_scatter, jump)
+    regions = [key("snowball-regions", m)
+               for m in range(len(plan.region_blocks(layout.ngroups)))]
+    for k, (g0, g1) in zip(regions, plan.region_blocks(layout.ngroups)):
+        dsk[k] = (_after, pieces.snowball_regions, jump, prep, g0, g1)
+    dsk[key("snowballs")] = (pieces.snowballs, prep, regions)
+    rows = [key("store-rows", t) for t in range(len(tiles))]
+    for k, (y0, y1) in zip(rows, tiles):
+        dsk[k] = (_after, stage.store_rows, [key("snowballs")], prep, layout, y0, y1,
+                  key("cds-scatter"), plan.fit_rows, neg_jump_sigma)
+    final = key("finish")
+    dsk[final] = (stage.finish, prep, layout, bias, rows, key("cds-scatter"))
+    return dsk, final
+
+
+def _failed(row, exc, store_path) -> dict:
+    if isinstance(exc, OSError):
+        exc = disk_full(exc, store_path, row["exposure"]) or exc
+    return {"status": "failed", "name": row["exposure"], "reason": f"{type(exc).__name__}: {exc}"}
+
+
+def run_exposures(rows: list[dict], store_path, layout, refs, plan, scheduler: str, client=None,
+                  neg_jump_sigma: float = 3.0, quiet: bool = True, progress: bool = False):
+    """Calibrate ``rows`` piecewise; yield each exposure's result as it is staged whole (or
+    failed: one exposure's failure, any piece's, fails that exposure alone)."""
+    kind, n = parse_scheduler(scheduler)
+    graphs = [(row, *exposure_graph(row, store_path, layout, refs, plan, neg_jump_sigma, quiet))
+              for row in rows]
+    width = len(plan.slabs(layout.ny))
+    if client is None:
+        yield from _run_local(graphs, kind, n, width, store_path, progress)
+    else:
+        yield from _run_cluster(graphs, client, plan, width, store_path, progress)
+
+
+def _run_local(graphs, kind, n, slabs, store_path, progress):
+    """``sync``: one piece after the other.  ``threads:N``: one pool of N threads shared by a
+    few exposures' graphs in flight (dask's threaded scheduler, one ``get`` per exposure)."""
+    import dask
+
+    if kind == "sync":
+        for row, dsk, final in graphs:
+            try:
+                yield dask.get(dsk, final)
+            except Exception as exc:  # noqa: BLE001 - fails this exposure only
+                yield _failed(row, exc, store_path)
+        return
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    def one(row, dsk, final):
+        try:
+            return dask.threaded.get(dsk, final, pool=pool)
+        except Exception as exc:  # noqa: BLE001 - fails this exposure only
+            return _failed(row, exc, store_path)
+
+    total = sum(len(dsk) for _, dsk, _ in graphs)
+    with ThreadPoolExecutor(n) as pool, \
+            ThreadPoolExecutor(in_flight(n, slabs)) as drivers, _PieceCount(total, progress):
+        yield from (f.result() for f in as_completed([drivers.submit(one, *g) for g in graphs]))
+
+
+class _PieceCount:
+    """Progress of the local schedulers: ``calibrate: done/total pieces`` every 10 s."""
+
+    def __init__(self, total, on: bool, every_s: float = 10.0):
+        from dask.callbacks import Callback
+
+        self.total, self.done, self.last = total, 0, time.time()
+        me = self
+
+        class _Count(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):
+                me.done += 1
+                if time.time() - me.last >= every_s:
+                    me.last = time.time()
+                    print(f"calibrate: {me.done}/{me.total} pieces", file=sys.stderr,
+                          flush=True)
+
+        self.callback = _Count() if on else None
+
+    def __enter__(self):
+        if self.callback:
+            self.callback.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.callback:
+            self.callback.__exit__(*exc)
+        return False
+
+
+def in_flight(threads: int, pieces_per_stage: int) -> int:
+    """Exposures a cluster works on at once: enough pieces for every thread, and one more
+    to fill the gaps of an exposure's serial steps (snowballs, IRS2's offset chain)."""
+    return 1 + math.ceil(threads / max(1, pieces_per_stage))
+
+
+def _run_cluster(graphs, client, plan, pieces_per_stage, store_path, progress):
+    from distributed import as_completed
+
+    resources = {MEMORY: plan.budget} if worker_memory(client) else None
+    width = in_flight(sum(client.nthreads().values()) or 1, pieces_per_stage)
+    pending = list(graphs)
+    flying: dict = {}  # finish future key -> (row, futures of its pieces)
+    done_pieces = total_pieces = 0
+    last = time.time()
+    ac = as_completed()
+
+    def submit():
+        nonlocal total_pieces
+        row, dsk, final = pending.pop(0)
+        keys = list(dsk)
+        futures = client.get(dsk, keys, sync=False, resources=resources)
+        by_key = dict(zip(keys, futures))
+        flying[by_key[final].key] = (row, futures)
+        total_pieces += len(futures)
+        for f in futures:
+            ac.add(f)
+
+    while pending and len(flying) < width:
+        submit()
+    for fut in ac:
+        done_pieces += 1
+        if fut.key in flying:
+            row, futures = flying.pop(fut.key)
+            try:
+                result = fut.result()
+            except Exception as exc:  # noqa: BLE001 - fails this exposure only
+                result = _failed(row, exc, store_path)
+                client.cancel(futures)
+            for f in futures:
+                f.release()
+            yield result
+            while pending and len(flying) < width:
+                submit()
+        elif fut.status == "finished":
+            fut.release()  # dask keeps it while a dependent needs it
+        if progress and time.time() - last >= 10:
+            last = time.time()
+            print(f"calibrate: {done_pieces}/{total_pieces} pieces of {len(graphs)} exposures",
+                  file=sys.stderr, flush=True)
