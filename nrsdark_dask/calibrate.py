@@ -39,7 +39,7 @@ from .kernels import difference_scatter
 from .select import read_manifest
 from .store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, exposure_id,
                     file_sha256, staging_path, write_staging)
-from .tiled.graph import in_flight, run_exposures
+from .tiled.graph import exposures_in_flight, run_exposures
 from .tiled.plan import DEFAULT_TASK_MEMORY, plan_pieces, scratch_bytes
 from .tiled.stage import work_path
 
@@ -200,22 +200,22 @@ def _store_options(store: RampStore, tile, codec, group_chunk) -> None:
                          "new store)")
 
 
-def _check_scratch(store_path, layout, plan, client, kind, n, n_rows) -> None:
-    """Refuse a tiled run whose exposures in flight cannot have their scratch cubes on the
-    store's disk (before any work; a disk that fills later still fails only its exposure)."""
-    threads = sum(client.nthreads().values()) if client is not None else (n or 1)
-    flying = 1 if kind == "sync" else min(n_rows, in_flight(threads,
-                                                            len(plan.slabs(layout.ny))))
-    need = flying * scratch_bytes(layout)
+def _scratch_room(store_path, layout, plan, client, kind, n) -> int:
+    """How many exposures a tiled run keeps in flight (:func:`tiled.graph.exposures_in_flight`:
+    threads and the disk's room for their scratch cubes); refuses a disk without room for one
+    (before any work; a disk that fills later still fails only its exposure)."""
     where = Path(store_path).resolve().parent
     while not where.exists():
         where = where.parent
-    free = shutil.disk_usage(where).free
+    free, need = shutil.disk_usage(where).free, scratch_bytes(layout)
     if free < need:
         raise StoreError(f"tiled calibration needs ~{need / 1e9:.2f} GB of scratch on the "
-                         f"store's disk ({flying} exposure(s) of {scratch_bytes(layout) / 1e9:.2f}"
-                         f" GB in flight); {free / 1e9:.2f} GB free in {where}: free some, or "
-                         "use --pieces whole")
+                         f"store's disk for each exposure in flight; {free / 1e9:.2f} GB free "
+                         f"in {where}: free some, or use --pieces whole")
+    if kind == "sync":
+        return 1
+    threads = sum(client.nthreads().values()) if client is not None else (n or 1)
+    return exposures_in_flight(threads, len(plan.slabs(layout.ny)), free, need)
 
 
 def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = None,
@@ -297,13 +297,14 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     plan = given or (plan_pieces(layout, budget, threads=threads) if tiled else None)  # refusal
     summary = {"store": str(store_path), "group": group, "committed": [], "skipped": [],
                "failed": [], "pieces": "tiled" if tiled else "whole"}
-    with dask_client(scheduler, quiet=progress is None) as client:  # a bad cluster: no store
+    with dask_client(scheduler, quiet=progress is None,  # a bad cluster: no store
+                     malloc_trim=not tiled) as client:
         if tiled and client is not None and given is None:
             plan = plan_pieces(layout, budget, threads=sum(client.nthreads().values()))
         check_task_fits(client, plan.budget if tiled else task_memory(layout),
                         "one piece" if tiled else "one exposure")  # before a store exists
         if tiled:
-            _check_scratch(store_path, layout, plan, client, kind, n, len(rows))
+            flying = _scratch_room(store_path, layout, plan, client, kind, n)
         if not store.exists():
             Path(store_path).parent.mkdir(parents=True, exist_ok=True)
             store = RampStore.create(store_path, layout, provenance={
@@ -320,11 +321,11 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
             store.log(event="start", group=group, todo=len(todo),
                       skipped=len(summary["skipped"]), scheduler=scheduler,
                       pieces=summary["pieces"],
-                      **({"task_memory": plan.budget} if tiled else {}))
+                      **({"task_memory": plan.budget, "in_flight": flying} if tiled else {}))
             if tiled:
                 results = run_exposures(todo, store_path, layout, refs, plan, scheduler, client,
                                         ingest["neg_jump_sigma"], quiet=not verbose,
-                                        progress=progress is not None)
+                                        progress=progress is not None, flying=flying)
             else:
                 work = str(workdir or Path(store_path) / STAGING / "_work")
                 args = (str(store_path), layout, refs, work, verbose, ingest["neg_jump_sigma"])

@@ -119,13 +119,17 @@ def test_budget_plan_equals_whole_store_on_a_cluster(edge_set, tmp_path):
     assert_same_store(tiled, edge_set["whole"])
 
 
-def test_a_killed_worker_changes_nothing(edge_set, tmp_path):
+def test_a_killed_worker_changes_nothing(edge_set, tmp_path, monkeypatch):
     """SIGKILL the worker running a jump slab (a real ``dask worker`` process, no nanny): the
-    scheduler runs the slab again elsewhere and the store is bit for bit the reference."""
+    scheduler runs the slab again elsewhere and the store is bit for bit the reference.  The
+    workers start without this process's CRDS settings, as on a real cluster: every piece
+    sets jwst up itself."""
     from distributed import Client
 
     from conftest import DaskProcesses
 
+    for var in ("CRDS_PATH", "STPIPE_DISABLE_CRDS_STEPPARS"):
+        monkeypatch.delenv(var, raising=False)
     cluster = DaskProcesses(tmp_path, n_workers=2)
     tiled = tmp_path / "tiled.zarr"
     out = {}

@@ -8,7 +8,8 @@ Per exposure (``TOKEN`` names it; the dashboard groups tasks by the name before 
              │  IRS2: early-groups × B ─ refpix-flags ─ refpix-offset (a chain) ─  │
              │                             refpix-groups × B ─┤                    │
              └─ jump-slab × S ─┬─ cds-scatter ────────────────┼─ store-rows × T ── finish
-                               └─ snowball-regions × R ─ snowballs ─┘
+                               ├─ snowball-regions × R ─ snowballs ─┘                │
+                               └─ store-ramp × T ────────────────────────────────────┘
 
 S row slabs, B group blocks, R region blocks, T tile rows (:mod:`.plan`).  Stages meet in the
 scratch cubes (:mod:`.scratch`); task results are small (flags per group, samples, chunk
@@ -100,11 +101,14 @@ def exposure_graph(row: dict, store_path: str, layout, refs: dict | None, plan,
         dsk[k] = (_after, pieces.snowball_regions, jump, prep, g0, g1)
     dsk[key("snowballs")] = (pieces.snowballs, prep, regions)
     rows = [key("store-rows", t) for t in range(len(tiles))]
-    for k, (y0, y1) in zip(rows, tiles):
-        dsk[k] = (_after, stage.store_rows, [key("snowballs")], prep, layout, y0, y1,
-                  key("cds-scatter"), plan.fit_rows, neg_jump_sigma)
+    ramps = [key("store-ramp", t) for t in range(len(tiles))]
+    for t, (y0, y1) in enumerate(tiles):
+        mine = [k for k, (a, b) in zip(jump, slabs) if a < y1 and b > y0]
+        dsk[ramps[t]] = (_after, stage.store_ramp, mine, prep, layout, y0, y1)
+        dsk[rows[t]] = (_after, stage.store_rows, [key("snowballs")], prep, layout, y0, y1,
+                        key("cds-scatter"), plan.fit_rows, neg_jump_sigma)
     final = key("finish")
-    dsk[final] = (stage.finish, prep, layout, bias, rows, key("cds-scatter"))
+    dsk[final] = (stage.finish, prep, layout, bias, rows + ramps, key("cds-scatter"))
     return dsk, final
 
 
@@ -115,20 +119,21 @@ def _failed(row, exc, store_path) -> dict:
 
 
 def run_exposures(rows: list[dict], store_path, layout, refs, plan, scheduler: str, client=None,
-                  neg_jump_sigma: float = 3.0, quiet: bool = True, progress: bool = False):
-    """Calibrate ``rows`` piecewise; yield each exposure's result as it is staged whole (or
-    failed: one exposure's failure, any piece's, fails that exposure alone)."""
+                  neg_jump_sigma: float = 3.0, quiet: bool = True, progress: bool = False,
+                  flying: int = 1):
+    """Calibrate ``rows`` piecewise, ``flying`` exposures at a time (:func:`exposures_in_flight`);
+    yield each exposure's result as it is staged whole (or failed: one exposure's failure, any
+    piece's, fails that exposure alone)."""
     kind, n = parse_scheduler(scheduler)
     graphs = [(row, *exposure_graph(row, store_path, layout, refs, plan, neg_jump_sigma, quiet))
               for row in rows]
-    width = len(plan.slabs(layout.ny))
     if client is None:
-        yield from _run_local(graphs, kind, n, width, store_path, progress)
+        yield from _run_local(graphs, kind, n, flying, store_path, progress)
     else:
-        yield from _run_cluster(graphs, client, plan, width, store_path, progress)
+        yield from _run_cluster(graphs, client, plan, flying, store_path, progress)
 
 
-def _run_local(graphs, kind, n, slabs, store_path, progress):
+def _run_local(graphs, kind, n, flying, store_path, progress):
     """``sync``: one piece after the other.  ``threads:N``: one pool of N threads shared by a
     few exposures' graphs in flight (dask's threaded scheduler, one ``get`` per exposure)."""
     import dask
@@ -150,7 +155,7 @@ def _run_local(graphs, kind, n, slabs, store_path, progress):
 
     total = sum(len(dsk) for _, dsk, _ in graphs)
     with ThreadPoolExecutor(n) as pool, \
-            ThreadPoolExecutor(in_flight(n, slabs)) as drivers, _PieceCount(total, progress):
+            ThreadPoolExecutor(flying) as drivers, _PieceCount(total, progress):
         yield from (f.result() for f in as_completed([drivers.submit(one, *g) for g in graphs]))
 
 
@@ -184,17 +189,35 @@ class _PieceCount:
         return False
 
 
-def in_flight(threads: int, pieces_per_stage: int) -> int:
-    """Exposures a cluster works on at once: enough pieces for every thread, and one more
-    to fill the gaps of an exposure's serial steps (snowballs, IRS2's offset chain)."""
-    return 1 + math.ceil(threads / max(1, pieces_per_stage))
+def exposures_in_flight(threads: int, pieces_per_stage: int, free_disk: int,
+                        scratch: int) -> int:
+    """Exposures worked on at once: enough pieces for every thread, plus one to fill the gaps
+    of an exposure's serial steps (snowballs, IRS2's offset chain); no more than 80 % of the
+    free disk holds the scratch of (each exposure in flight has its cubes, :mod:`.scratch`)."""
+    want = 1 + math.ceil(threads / max(1, pieces_per_stage))
+    return max(1, min(want, int(0.8 * free_disk // max(1, scratch))))
 
 
-def _run_cluster(graphs, client, plan, pieces_per_stage, store_path, progress):
+def _warm_workers(client) -> None:
+    """Every worker imports jwst and freezes its objects (:func:`pieces.warm_up`) now, beside
+    its first task (in the worker's event loop, from a thread of ours), instead of in its
+    first piece: ~2 s off the start of every worker that does not run ``prepare``."""
+    import threading
+
+    def run():
+        try:
+            client.run(pieces.warm_up)
+        except Exception:  # noqa: BLE001 - only a head start; pieces warm up anyway
+            pass
+
+    threading.Thread(target=run, daemon=True, name="nrsdark-warm-up").start()
+
+
+def _run_cluster(graphs, client, plan, width, store_path, progress):
     from distributed import as_completed
 
     resources = {MEMORY: plan.budget} if worker_memory(client) else None
-    width = in_flight(sum(client.nthreads().values()) or 1, pieces_per_stage)
+    _warm_workers(client)
     pending = list(graphs)
     flying: dict = {}  # finish future key -> (row, futures of its pieces)
     done_pieces = total_pieces = 0

@@ -32,14 +32,14 @@ worker, and jwst called anywhere else in the process behaves as stock.
 
 4. **Snowball regions** (``stcal.jump.jump.find_ellipses``): not a whole-frame quantity but
    the serial bottleneck: snowball flagging walks the groups in order, and for each it finds
-   the connected regions of jump flags (``skimage`` labels and region moments), 80 % of its
-   time with realistic cosmic rays.  Those regions depend only on that group's jump flags
-   after two-point detection, so pieces find them for blocks of groups in parallel, with
-   stcal's own ``find_ellipses``.  :func:`known_regions` then hands them in: when
-   ``flag_large_events`` asks for a group's jump regions and the group's jump flags are still
-   exactly those the regions were found from (checked bit for bit: extending an earlier
-   snowball's saturated core can clear some), it gets the found regions; otherwise stcal
-   finds them again.
+   the connected regions of the new saturation and of the jump flags (``skimage`` labels and
+   region moments), 90 % of its time with realistic cosmic rays.  ``find_ellipses`` is a pure
+   function of which pixels of its plane carry its flag, so pieces find the regions of every
+   plane it will be asked about (from the flags after two-point detection) for blocks of
+   groups in parallel, with stcal's own function; :func:`known_regions` then answers a call
+   from them when, and only when, the plane it is given has exactly those flags (compared bit
+   for bit: extending an earlier snowball's saturated core changes some groups' flags, and
+   those are found again by stcal).
 
 The equality tests (``tests/test_tiled.py``) compare every array with stock ``run_detector1``;
 they are what notices a jwst or stcal release that moves these places.
@@ -92,12 +92,10 @@ def install() -> None:
 
         def find_ellipses(dqplane, bitmask, min_area):
             known = getattr(_local, "regions", None)
-            if known is not None and bitmask == known.flag and min_area == known.min_area:
-                group = known.group_of(dqplane)
-                if group in known.ellipses and np.array_equal(
-                        np.packbits((dqplane & bitmask) != 0), known.bits[group]):
-                    known.used += 1
-                    return list(known.ellipses[group])
+            if known is not None:
+                found = known.lookup(dqplane, bitmask, min_area)
+                if found is not None:
+                    return found
             return original_find(dqplane, bitmask, min_area)
 
         irs2.subtract_reference = subtract_reference
@@ -170,29 +168,51 @@ def dnu_groups(all_dnu: np.ndarray, dnu_flag: int) -> _Setting:
     return _Setting("dnu", stand_in[None, :, None, None])
 
 
+def region_key(plane: np.ndarray, bitmask: int, min_area: float) -> tuple:
+    """What ``find_ellipses(plane, bitmask, min_area)`` depends on: the pixels carrying
+    ``bitmask`` (packed bits, and their digest to look them up by)."""
+    import hashlib
+
+    bits = np.packbits(np.asarray(plane & bitmask) != 0)
+    return (int(bitmask), float(min_area), hashlib.sha1(bits).hexdigest(), plane.shape), bits
+
+
 class _KnownRegions:
-    def __init__(self, gdq, flag, min_area, ellipses):
-        self.gdq, self.flag, self.min_area, self.ellipses = gdq, flag, min_area, ellipses
-        self.bits = {g: np.packbits((gdq[g] & flag) != 0) for g in ellipses}
-        self.used = 0
+    def __init__(self, found: list):
+        self.table = {key: (bits, ellipses) for key, bits, ellipses in found}
+        self.used = self.asked = 0
 
-    def group_of(self, plane):
-        """The group of ``self.gdq`` (G, y, x) whose plane ``plane`` is (a view), or None."""
-        if plane.shape != self.gdq.shape[1:] or plane.strides != self.gdq.strides[1:]:
+    def lookup(self, plane, bitmask, min_area):
+        key, bits = region_key(plane, bitmask, min_area)
+        self.asked += 1
+        hit = self.table.get(key)
+        if hit is None or not np.array_equal(hit[0], bits):
             return None
-        offset = (plane.__array_interface__["data"][0]
-                  - self.gdq.__array_interface__["data"][0])
-        step = self.gdq.strides[0]
-        if offset % step or not 0 <= offset // step < self.gdq.shape[0]:
-            return None
-        return offset // step
+        self.used += 1
+        return list(hit[1])
 
 
-def known_regions(gdq: np.ndarray, flag: int, min_area: float, ellipses: dict) -> _Setting:
-    """Within this block, stcal's snowball flagging of ``gdq`` (G, y, x; flagged in place)
-    reuses ``ellipses`` ({group: find_ellipses(gdq[group], flag, min_area)}, found before
-    from the same planes) for every group whose ``flag`` bits have not changed since."""
-    return _Setting("regions", _KnownRegions(gdq, flag, min_area, ellipses))
+def find_regions(gdq: np.ndarray, jump_data, find_ellipses) -> list:
+    """``(key, bits, regions)`` of every plane snowball flagging asks about for the groups of
+    ``gdq`` (G, y, x) after its first (which is only the group before them): each group's new
+    saturation (``SATURATED`` now and not in the group before, computed as stcal does) and its
+    jump flags, with ``jump_data``'s flags and minimum areas.  ``find_ellipses``: stcal's."""
+    sat, jump = jump_data.fl_sat, jump_data.fl_jump
+    out = []
+    for i in range(1, len(gdq)):
+        new_sat = np.bitwise_and(gdq[i], sat) * np.logical_not(np.bitwise_and(gdq[i - 1], sat))
+        for plane, flag, area in ((new_sat, sat, jump_data.min_sat_area),
+                                  (gdq[i], jump, jump_data.min_jump_area)):
+            key, bits = region_key(plane, flag, area)
+            out.append((key, bits, find_ellipses(plane, flag, area)))
+    return out
+
+
+def known_regions(found: list) -> _Setting:
+    """Within this block, stcal's ``find_ellipses`` answers from ``found``: ``(key, bits,
+    ellipses)`` triples (:func:`region_key` of a plane and what stcal found on it), for any
+    plane with exactly those flagged pixels."""
+    return _Setting("regions", _KnownRegions(found))
 
 
 def whole_frame_jump_data(jump_data, gain_median: float):

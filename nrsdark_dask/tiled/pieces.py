@@ -120,16 +120,20 @@ class Exposure:
 _warm = False
 
 
-def _warm_up() -> None:
-    """Once per process: import jwst's steps, put the hooks in place, and move everything
-    alive now (modules, schemas: hundreds of thousands of objects) out of the garbage
-    collector's sight (``gc.freeze``).  stpipe runs a full ``gc.collect()`` at every step, and
+def warm_up() -> None:
+    """Once per process (a piece may be the first thing a fresh worker runs): set up CRDS
+    for jwst (:func:`jwst_recipe.configure_crds`: offline unless the user's
+    ``CRDS_SERVER_URL`` says otherwise), import jwst's steps, put the hooks in place, and move
+    everything alive now (modules, schemas: hundreds of thousands of objects) out of the
+    garbage collector's sight (``gc.freeze``).  stpipe runs a full ``gc.collect()`` at every step, and
     a piece runs several steps on a small piece of data: walking those objects each time was
     up to 40 % of a small piece's time (measured: an early slab 3.0 -> 1.8 s)."""
     global _warm
     if _warm:
         return
     import gc
+
+    recipe.configure_crds()
 
     import jwst.dq_init  # noqa: F401
     import jwst.group_scale  # noqa: F401
@@ -147,7 +151,7 @@ def _warm_up() -> None:
 
 
 def _quiet(exp: Exposure) -> dict:
-    _warm_up()
+    warm_up()
     if exp.quiet:
         for name in recipe.JWST_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -448,28 +452,28 @@ def _jump_settings(exp: Exposure):
     return step, jump_data
 
 
-def snowball_regions(exp: Exposure, g0: int, g1: int) -> dict:
-    """The jump regions large enough to seed a snowball in groups [g0, g1) (from group 2 on),
-    found by stcal's own ``find_ellipses`` on the GROUPDQ after two-point detection, as
-    ``flag_large_events`` would find them (:func:`hooks.known_regions`).  Returns
-    {group: regions}.  Memory: the block's GROUPDQ plus skimage's labels of one frame."""
+def snowball_regions(exp: Exposure, g0: int, g1: int) -> list:
+    """The regions stcal's snowball flagging will ask ``find_ellipses`` for in groups [g0, g1)
+    (from group 2 on): the new saturation of each group (saturated now, not in the group
+    before) and its jump flags, found by stcal's own ``find_ellipses`` on the GROUPDQ after
+    two-point detection (:func:`hooks.known_regions`).  Returns ``[(key, bits, regions)]``.
+    Memory: the block's GROUPDQ plus skimage's labels of one frame."""
     from stcal.jump.jump import find_ellipses
 
     _quiet(exp)
     step, jump_data = _jump_settings(exp)
     if not step.expand_large_events:
-        return {}
-    gdq = exp.cube("jump_gdq").read(slice(g0, g1))
-    return {g: find_ellipses(gdq[g - g0], jump_data.fl_jump, jump_data.min_jump_area)
-            for g in range(max(1, g0), g1)}
+        return []
+    first = max(1, g0)
+    return hooks.find_regions(exp.cube("jump_gdq").read(slice(first - 1, g1)), jump_data,
+                              find_ellipses)
 
 
-def snowballs(exp: Exposure, regions: list[dict] = ()) -> int:
+def snowballs(exp: Exposure, regions: list = ()) -> int:
     """jwst's snowball flagging (stcal ``flag_large_events`` with ``JumpStep``'s settings) on
-    the whole GROUPDQ after two-point detection, reusing the regions found in parallel
+    the whole GROUPDQ after two-point detection, with the regions found in parallel
     (:func:`snowball_regions`); writes the ``gdq`` cube.  Returns the number of snowballs.
-    Memory: GROUPDQ (1 byte per pixel-group) and its jump bits (1/8 byte), a few frame-sized
-    masks."""
+    Memory: GROUPDQ (1 byte per pixel-group) and a few frame-sized masks."""
     from stcal.jump.jump import flag_large_events
 
     _quiet(exp)
@@ -478,8 +482,7 @@ def snowballs(exp: Exposure, regions: list[dict] = ()) -> int:
     if not step.expand_large_events:
         exp.cube("gdq").write(gdq)
         return 0
-    ellipses = {g: e for r in regions for g, e in r.items()}
-    with hooks.known_regions(gdq, jump_data.fl_jump, jump_data.min_jump_area, ellipses):
+    with hooks.known_regions([r for block in regions for r in block]):
         out, total = flag_large_events(gdq[None], jump_data.fl_jump, jump_data.fl_sat,
                                        jump_data)
     exp.cube("gdq").write(out[0])

@@ -69,8 +69,10 @@ class PiecePlan:
     budget: int
     peaks: dict = field(default_factory=dict)  # predicted peak bytes per kind of piece
 
+    threads: int = 1  # worker threads the plan was made for: piece counts are multiples
+
     def slabs(self, ny: int) -> list[tuple[int, int]]:
-        return _spans(ny, self.slab_rows)
+        return _spans(ny, self.slab_rows, self.threads)
 
     @staticmethod
     def tile_spans(ny: int, tile_y: int) -> list[tuple[int, int]]:
@@ -80,18 +82,22 @@ class PiecePlan:
     def blocks(self, ngroups: int, first_at_least: int = 1) -> list[tuple[int, int]]:
         """Group blocks; the first holds at least ``first_at_least`` groups (IRS2
         saturation's group-2 check needs groups 1-3 together)."""
-        out = _spans(ngroups, self.group_block)
+        out = _spans(ngroups, self.group_block, self.threads)
         while len(out) > 1 and out[0][1] < min(first_at_least, ngroups):
             out = [(0, out[1][1])] + out[2:]
         return out
 
     def region_blocks(self, ngroups: int) -> list[tuple[int, int]]:
-        return _spans(ngroups, self.region_block)
+        return _spans(ngroups, self.region_block, self.threads)
 
 
-def _spans(n: int, size: int) -> list[tuple[int, int]]:
-    """``n`` items in ``ceil(n / size)`` nearly equal consecutive spans."""
+def _spans(n: int, size: int, threads: int = 1) -> list[tuple[int, int]]:
+    """``n`` items in nearly equal consecutive spans of at most ``size``: ``ceil(n / size)``
+    of them, rounded up to a multiple of ``threads`` when there are more spans than threads
+    (5 blocks on 2 workers leave one idle for a fifth of the stage; 6 do not)."""
     k = max(1, math.ceil(n / max(1, size)))
+    if k > threads > 1:
+        k = min(n, math.ceil(k / threads) * threads)
     edges = [round(i * n / k) for i in range(k + 1)]
     return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
@@ -160,7 +166,7 @@ def plan_pieces(layout, task_memory=None, threads: int = 1) -> PiecePlan:
         "bias": peak("bias_irs2" if irs2 else "bias_trad", 0),
     }
     return PiecePlan(slab_rows=slab, group_block=block, region_block=regions, fit_rows=fit,
-                     budget=budget, peaks=peaks)
+                     budget=budget, peaks=peaks, threads=threads)
 
 
 def scratch_bytes(layout) -> int:

@@ -112,13 +112,35 @@ def cds_scatter(samples: list[np.ndarray]) -> float:
     return float(median_robust_sigma(np.diff(sample, axis=0))[1])
 
 
+def _write_groups(exp: Exposure, layout: StoreLayout, var: str, cube, y0: int, y1: int):
+    """A tile row of a (group, y, x) variable into the staged exposure, one group chunk at a
+    time (whole chunks: zarr never reads one back)."""
+    import zarr
+
+    arr = zarr.open_group(exp.staging, mode="r+")[var]
+    gc = layout.groups_per_chunk
+    for g0 in range(0, exp.ngroups, gc):
+        g1 = min(exp.ngroups, g0 + gc)
+        arr[0, g0:g1, y0:y1] = cube.block(g0, g1)
+
+
+def store_ramp(exp: Exposure, layout: StoreLayout, y0: int, y1: int) -> dict:
+    """The calibrated ramp's chunks of one tile row [y0, y1), written as soon as the jump
+    slabs that hold those rows are done (snowball flagging changes only GROUPDQ), so this
+    I/O fills the time the serial snowball step leaves free.  Returns
+    ``{"chunks": {"ramp": {file: [size, crc]}}}``.  Memory: one group chunk of the row."""
+    _write_groups(exp, layout, "ramp", exp.cube("ramp").rows(y0, y1), y0, y1)
+    return {"chunks": {"ramp": staged_checksums(Path(exp.staging), "ramp", y0 // layout.tile_y)}}
+
+
 def store_rows(exp: Exposure, layout: StoreLayout, y0: int, y1: int, diff_sigma: float,
                fit_rows: int, neg_jump_sigma: float) -> dict:
-    """One tile row [y0, y1) of the store: ``RampFitStep`` in sub-slabs of ``fit_rows`` rows,
-    the ingest summaries, and every per-pixel variable's chunks of this row written into the
-    staged exposure, each checksummed.  Returns ``{"chunks": {var: {file: [size, crc]}},
-    "group1": rows}``.  Memory: one ramp-fit sub-slab (:mod:`.plan`) or one group chunk of
-    the row, plus a few plane-sized arrays."""
+    """One tile row [y0, y1) of the store after snowball flagging: ``RampFitStep`` in
+    sub-slabs of ``fit_rows`` rows, the ingest summaries, and the chunks of this row of every
+    per-pixel variable but the ramp (:func:`store_ramp`) written into the staged exposure,
+    each checksummed.  Returns ``{"chunks": {var: {file: [size, crc]}}, "group1": rows}``.
+    Memory: one ramp-fit sub-slab (:mod:`.plan`) or one group chunk of the row, plus a few
+    plane-sized arrays."""
     import zarr
 
     rate = np.empty((y1 - y0, exp.nx), np.float32)
@@ -132,18 +154,13 @@ def store_rows(exp: Exposure, layout: StoreLayout, y0: int, y1: int, diff_sigma:
             "rate_err": err,
             **ingest.pixel_summaries(ramp, gdq, diff_sigma, layout.group_times(),
                                      neg_jump_sigma)}
+    _write_groups(exp, layout, "groupdq", gdq, y0, y1)
     group = zarr.open_group(exp.staging, mode="r+")
-    gc = layout.groups_per_chunk
-    for var, cube in (("ramp", ramp), ("groupdq", gdq)):
-        arr = group[var]
-        for g0 in range(0, exp.ngroups, gc):
-            g1 = min(exp.ngroups, g0 + gc)
-            arr[0, g0:g1, y0:y1] = cube.block(g0, g1)
     for var, value in data.items():
         group[var][0, y0:y1] = value
     row_chunk = y0 // layout.tile_y
     chunks = {var: staged_checksums(Path(exp.staging), var, row_chunk)
-              for var in ("ramp", "groupdq", *data)}
+              for var in ("groupdq", *data)}
     return {"chunks": chunks, "group1": data["group1"], "peak_rss_gb": _peak_rss_gb()}
 
 
@@ -156,7 +173,7 @@ def finish(exp: Exposure, layout: StoreLayout, bias: np.ndarray | None, rows: li
 
     path = Path(exp.staging)
     chunks: dict = {}
-    for r in rows:
+    for r in rows:  # store_rows and store_ramp results
         for var, files in r["chunks"].items():
             chunks.setdefault(var, {}).update(files)
     bias_level = float("nan")
@@ -164,14 +181,14 @@ def finish(exp: Exposure, layout: StoreLayout, bias: np.ndarray | None, rows: li
         zarr.open_group(exp.staging, mode="r+")["bias_groups"][0] = bias
         chunks["bias_groups"] = staged_checksums(path, "bias_groups")
         bias_level = ingest.bias_level(bias, layout)
-    g1_mean, g1_std = ingest.group1_statistics(np.concatenate([r["group1"] for r in rows]),
-                                                layout)
+    g1_mean, g1_std = ingest.group1_statistics(
+        np.concatenate([r["group1"] for r in rows if "group1" in r]), layout)
     seal_staging(path, chunks)
     coords = ingest.exposure_coords(exp.row, exp.provenance, diff_sigma, g1_mean, g1_std,
                                     bias_level)
     return {"status": "ok", "name": exp.name, "coords": coords, "provenance": exp.provenance,
             "seconds": round(time.time() - exp.started, 1),
-            "peak_rss_gb": max([_peak_rss_gb()] + [r["peak_rss_gb"] for r in rows])}
+            "peak_rss_gb": max([_peak_rss_gb()] + [r.get("peak_rss_gb", 0) for r in rows])}
 
 
 def _peak_rss_gb() -> float:
