@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := demo
 
-.PHONY: venv browser test test-all demo clean-demo bench
+.PHONY: venv browser test test-all demo clean-demo bench bench-calibrate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -62,4 +62,15 @@ bench: venv
 	    $(BENCH_BUILD_ARGS) || rc=1; \
 	$(BIN)/python benchmarks/bench_calibrate_calibrated.py --label latest || rc=1; \
 	$(BIN)/python benchmarks/task_counts.py || rc=1; \
+	exit $$rc
+
+# Tiled calibration against jwst's whole-exposure run (issue 18; not in `make bench`: ~20 min):
+# one TRAD FULL 88-group exposure whole vs tiled on local:2, then tiled on 1, 2 and 4 workers.
+# The flagship IRS2 case and the report's monitor are longer still (benchmarks/README.md):
+#   .venv/bin/python benchmarks/bench_tiled.py irs2      (~50 min, ~60 GB free disk)
+#   .venv/bin/python benchmarks/bench_tiled.py monitor   (~1 h, ~70 GB free disk)
+bench-calibrate: venv
+	rc=0; \
+	$(BIN)/python benchmarks/bench_tiled.py trad88 || rc=1; \
+	$(BIN)/python benchmarks/bench_tiled.py scaling || rc=1; \
 	exit $$rc

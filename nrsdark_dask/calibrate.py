@@ -1,25 +1,35 @@
-"""``nrsdark calibrate``: every accepted manifest row through jwst detector1 as one Dask task
-per exposure, committed one by one into the calibrated-ramp store (SPEC §4-§5).
+"""``nrsdark calibrate``: every accepted manifest row through jwst detector1 into the
+calibrated-ramp store, committed exposure by exposure (SPEC §4-§5).
+
+Two ways to run jwst (``--pieces``), with the same recipe and bit-identical stores:
+
+* ``tiled`` (default): each exposure's detector1 cut into Dask tasks (:mod:`nrsdark_dask.tiled`:
+  row slabs, group blocks, one tile row of the store each) that each fit a per-task memory
+  budget (``--task-memory``, default 1.5 GiB); a few exposures in flight keep every worker
+  busy.  TRAD FULL 88 groups: 2.8 GiB for the whole process tree on 2 workers, against
+  9.4 GiB for jwst's own run (``benchmarks/results/calibrate-tiled-trad88.json``).
+* ``whole``: jwst's own whole-exposure run, one task per exposure (:func:`calibrate_exposure`);
+  a task needs jwst's peak for one exposure, estimated by :func:`task_memory` from the
+  measured cost (``benchmarks/results/detector1_memory.md``: TRAD FULL 88 groups 9.9 GB, IRS2
+  FULL 100 groups 17 GB, 200 groups ~33.5 GB extrapolated).
+
+Already-calibrated inputs (jwst ``*_jump``/``*_rate`` files) are read, not calibrated, and
+stream from memory-mapped files either way.
 
 * Idempotent and resumable: an exposure is its file name and content hash
   (``store.exposure_id``); exposures whose content is already in the store are skipped; a run
   killed at any point leaves a store holding only whole exposures (see ``store.py``), and the
-  next run completes it.
+  next run completes it.  A worker lost mid-piece is replaced by dask re-running the piece.
 * A failing input (corrupt, truncated, vanished, changed since select, wrong instrument...)
-  fails only its own task; the reason goes to the store log (``nrsdark_log.jsonl``) and to the
-  summary; the others still land.
+  fails only its own exposure; the reason goes to the store log (``nrsdark_log.jsonl``) and to
+  the summary; the others still land.
 * Refused before any work, and before a new store is created: a bad scheduler or one that does
   not answer, inputs that disagree with each other or with the store (detector, readout,
   subarray, ngroups, geometry, or uncal vs already-calibrated), the same content twice, chunking
   options that differ from an existing store's, a reference kit that does not fit the data
-  (``jwst_recipe.check_reference_kit``).
-* Memory: a task needs jwst's peak for one exposure, estimated by :func:`task_memory` from the
-  measured cost (``benchmarks/results/detector1_memory.md``: TRAD FULL 88 groups 9.9 GB, IRS2
-  FULL 100 groups 17 GB, 200 groups ~33.5 GB extrapolated); on a distributed cluster the task
-  asks for that much of the workers' ``MEMORY`` resource, so a worker never runs two exposures
-  that do not fit together, and a cluster whose largest worker is too small is refused up
-  front.  Workers: 12 GB for TRAD full frames, 40 GB for 200-group IRS2.  The driver holds
-  only one exposure's small coordinates at a time.
+  (``jwst_recipe.check_reference_kit``), a task budget too small for the exposure's smallest
+  pieces, a store disk without room for one exposure's scratch cubes, a cluster whose largest
+  worker declares less ``MEMORY`` than a task asks for.
 """
 
 from __future__ import annotations
@@ -29,7 +39,6 @@ import resource
 import shutil
 import time
 from pathlib import Path
-
 
 from . import ingest
 from . import jwst_recipe as recipe
@@ -41,7 +50,7 @@ from .store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, e
                     file_sha256, staging_path, write_staging)
 from .tiled.graph import exposures_in_flight, run_exposures
 from .tiled.plan import DEFAULT_TASK_MEMORY, plan_pieces, scratch_bytes
-from .tiled.stage import work_path
+from .tiled.stage import refusals, work_path
 
 PIECES = ("tiled", "whole")
 
@@ -235,9 +244,9 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     ``scheduler``: :mod:`nrsdark_dask.cluster` (default: ``config``'s ``[run] scheduler``,
     else ``local``).  ``tile``, ``codec``, ``group_chunk``: the chunking of a new store
     (default 256 x 256, no compression, chunks near 8 MiB; see ``store.py``); given for an
-    existing store they must be its own.  Everything is checked before any work and before the store is created: the
-    scheduler (and that its address answers), the chunking, that the inputs agree with each
-    other and with the store, that the reference kit fits them, that no exposure comes twice.
+    existing store they must be its own.  Everything is checked before any work and before
+    the store is created: the scheduler (and that its address answers), the chunking, that
+    the inputs agree with each other and with the store, that the reference kit fits them, that no exposure comes twice.
     An exposure is known by its file name and content hash (:func:`store.exposure_id`); one
     whose content the store already holds is skipped.  A row whose file has disappeared fails
     alone.
@@ -291,6 +300,10 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     _identify(rows)
     _refuse_duplicates(rows)
     tiled = pieces == "tiled" and layout.has_bias
+    if tiled and (bad := refusals(recipe.step_arguments({}, layout.family, None),
+                                  layout.family)):
+        raise ValueError("tiled calibration cannot honour: " + "; ".join(bad)
+                         + " (use --pieces whole)")
     kind, n = parse_scheduler(scheduler)
     given = plan
     threads = n if kind in ("threads", "local") else 1  # a cluster's: once it answers

@@ -166,7 +166,15 @@ def test_a_killed_worker_changes_nothing(edge_set, tmp_path, monkeypatch):
     assert_same_store(tiled, edge_set["whole"])
 
 
-def test_pieces_whole_and_settings_refused(edge_set, tmp_path):
+def test_pieces_whole_and_settings_refused(edge_set, tmp_path, monkeypatch):
+    from nrsdark_dask import jwst_recipe
+
+    monkeypatch.setitem(jwst_recipe.STEP_PARAMETERS, "jump",
+                        {"expand_large_events": True, "find_showers": True})
+    with pytest.raises(ValueError, match="cannot honour: jump find_showers .*--pieces whole"):
+        calibrate(edge_set["manifest"], tmp_path / "x.zarr", refkit=edge_set["dir"] / "refkit",
+                  scheduler="sync")
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="--pieces must be one of tiled, whole"):
         calibrate(edge_set["manifest"], tmp_path / "x.zarr", refkit=edge_set["dir"] / "refkit",
                   scheduler="sync", pieces="slabs")
