@@ -59,6 +59,32 @@ def read_mask_in(mask_in, layout) -> np.ndarray:
                             m.meta.subarray.xstart or 1, layout)
 
 
+# Statistics a build prints, and the range outside which they are not physics but damage
+# (corrupt inputs, a wrong unit): a build whose statistics fall outside refuses to publish.
+# Dark rates of the NIRSpec detectors are ~0.005-0.05 DN/s (report Table 2); the raw counts
+# are 16-bit (0..65535 DN).
+SANE = {"frame_rate": (-100.0, 100.0), "median_rate": (-100.0, 100.0),
+        "bias_level": (-1000.0, 70000.0), "unc_mean": (0.0, 100.0)}
+
+
+def insane_statistics(stats: dict) -> list[str]:
+    """The statistics of ``stats`` that are not finite or outside :data:`SANE`."""
+    out = []
+    for key, (lo, hi) in SANE.items():
+        if key in stats:
+            v = float(np.asarray(stats[key]).ravel()[0])
+            if not (np.isfinite(v) and lo <= v <= hi):
+                out.append(f"{key} {v:.6g} (expected {lo:g} to {hi:g})")
+    return out
+
+
+def _refuse_insane(stats: dict) -> None:
+    if bad := insane_statistics(stats):
+        raise BuildError("the build's statistics are not physical, nothing was published: "
+                         + "; ".join(bad) + " (corrupt or wrongly calibrated inputs? `nrsdark "
+                         "verify --store` checks every chunk)")
+
+
 def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None,
           author: str = "nrsdark_dask", workers: int | None = None,
           task_memory=None, progress: bool = False, products: str | None = None,
@@ -118,7 +144,7 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
             files, summary = write_reference_files(
                 products_, outdir, author=author, versions=versions, also=products_.stats,
                 notes=notes, client=client, products=products, keep_products=keep_products,
-                progress=progress)
+                progress=progress, accept=_refuse_insane)
     out = {k: (np.asarray(v).item() if np.ndim(v) == 0 else np.asarray(v).tolist())
            for k, v in summary.items()}
     return {"files": {k: str(v) for k, v in files.items()}, "stats": out,

@@ -363,7 +363,7 @@ def _compute_on_cluster(client, sources, targets, names, dims, also, products: s
 def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
                           versions: dict | None = None, also=None, notes=(), client=None,
                           products: str | None = None, keep_products: bool = False,
-                          progress: bool = False):
+                          progress: bool = False, accept=None):
     """Write SUPERBIAS (if the store has bias inputs), DARK and MASK into ``outdir``; each
     file holds the products the product table places in it, in table order.
 
@@ -378,6 +378,8 @@ def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
     is never replaced.  Files are written as ``<name>.<host>-<pid>.part`` and renamed once
     complete and valid; on any failure (or Ctrl-C) the ``.part`` files are removed, and a
     later build removes those of a killed one.  ``notes``: extra HISTORY lines.
+    ``accept(computed also)``: called before the files get their names; what it raises
+    leaves no file (the build's sanity checks on its statistics).
     """
     outdir = check_writable(outdir)
     lay = p.layout
@@ -414,6 +416,8 @@ def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
             computed = _compute_on_cluster(client, sources, targets, names, dims, also,
                                            products or products_location(p.store, stamp),
                                            keep_products, progress)
+        if accept is not None:
+            accept(computed)
         for reftype, part in parts.items():
             validate(part, reftype)
         files = _publish(parts, lambda k: {

@@ -100,13 +100,13 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from . import __version__
 from . import instrument as inst
+from .chunksums import CHUNKS, ChunkSums, CorruptChunk, checked_store, crc32c
 
 SCHEMA_VERSION = 4
 READABLE_SCHEMAS = (1, 2, 3, 4)  # 1: no group chunking, no group1/rc_next/first_jump;
 # 2: exposures named by file name, no chunk manifests; 3: no jump_counts, rc_next without the
 # very-hot bit (all read and built, not appended to)
 STAGING = "_staging"
-CHUNKS = "nrsdark_chunks"  # <index>.json per committed exposure: its chunk files, sizes, CRC32C
 LOCK = ".nrsdark.lock"
 LOG = "nrsdark_log.jsonl"
 DEFAULT_TILE = 256
@@ -341,12 +341,6 @@ def _filesystem(path):
     return fsspec.core.url_to_fs(str(location(path)))
 
 
-def _crc32c(data: bytes) -> int:
-    import google_crc32c
-
-    return int(google_crc32c.value(data))
-
-
 def _chunk_files(array_dir, index: int) -> dict[str, tuple[str, int]]:
     """The chunk files of exposure ``index`` of one array: ``{path below c/<index>/: (full
     path, size)}`` (local or remote, through fsspec)."""
@@ -495,13 +489,14 @@ def staged_checksums(path: Path, var: str, row_chunk: int | None = None) -> dict
     out = {}
     for rel, (f, size) in _chunk_files(path / var, 0).items():
         if row_chunk is None or int(rel.split("/")[row_axis]) == row_chunk:
-            out[rel] = [size, _crc32c(Path(f).read_bytes())]
+            out[rel] = [size, crc32c(Path(f).read_bytes())]
     return out
 
 
 def seal_staging(path: Path, chunks: dict) -> None:
-    """Write the staged exposure's chunk manifest (``CHUNKS.json``) and mark it complete."""
-    (path / "CHUNKS.json").write_text(json.dumps(chunks))
+    """Write the staged exposure's chunk manifest (``CHUNKS.json``, with the exposure's name,
+    ``path``'s) and mark it complete."""
+    (path / "CHUNKS.json").write_text(json.dumps({**chunks, "_exposure": path.name}))
     (path / "COMPLETE").write_text("ok\n")
 
 
@@ -721,7 +716,7 @@ class RampStore:
                     elif found[1] != size:
                         out.append(f"{where} has {found[1]} bytes, {size} when committed "
                                    "(truncated or replaced)")
-                    elif checksums and _crc32c(fs.cat_file(found[0])) != crc:
+                    elif checksums and crc32c(fs.cat_file(found[0])) != crc:
                         out.append(f"{where} does not match its checksum (corrupt)")
                 out += [f"{names[i]}: {var} chunk {f} was not part of the commit"
                         for f, _ in on_disk.values()]
@@ -792,12 +787,12 @@ def open_dataset(path, exclude=(), **kwargs) -> xr.Dataset:
     if not RampStore(path).exists():
         raise FileNotFoundError(f"no store at {path}")
     with _quiet_zarr():
-        ds = xr.open_zarr(str(path), consolidated=True, **kwargs)
+        ds = xr.open_zarr(checked_store(path), consolidated=True, **kwargs)
     # the per-exposure coordinates are a few values each: numpy, not dask, so that reading
     # them (a file's HISTORY, a grating check) never computes anything; read without dask
     # (chunks=None: xarray's own lazy arrays, decoded), all at once
     with _quiet_zarr():
-        plain = xr.open_zarr(str(path), consolidated=True, chunks=None, **kwargs)
+        plain = xr.open_zarr(checked_store(path), consolidated=True, chunks=None, **kwargs)
     lazy = [c for c in EXPOSURE_COORDS if c in ds.coords and dask.is_dask_collection(ds[c].data)]
     ds = ds.assign_coords({c: (ds[c].dims, plain[c].values, ds[c].attrs) for c in lazy})
     dates, names = ds.date.values, [str(e) for e in ds.exposure.values]
@@ -847,10 +842,17 @@ def read_block(array_path, index: tuple) -> np.ndarray:
 
     ``index``: slices, except that the first (exposure) entry may be a sequence of positions,
     read in that order (a build's exposures sorted by date, or a subset).  A chunk file shorter
-    or longer than its chunk is an error naming the file, never a silent fill."""
+    or longer than its chunk is an error naming the file, never a silent fill; so is a chunk
+    whose bytes do not match its commit's CRC32C (:mod:`~nrsdark_dask.chunksums`: every chunk
+    read, on either path, is checked)."""
     array_path = location(array_path)
+    if isinstance(array_path, Path):
+        root, var = array_path.parent, array_path.name
+    else:
+        root, var = array_path.rsplit("/", 1)
+    store = checked_store(root)
     with _quiet_zarr():
-        arr = zarr.open_array(str(array_path), mode="r")
+        arr = zarr.open_array(store, path=var, mode="r")
     first, rest = index[0], tuple(index[1:])
     positions = None if isinstance(first, slice) else [int(i) for i in first]
     steps = [sl.step for sl in rest + ((first,) if positions is None else ())]
@@ -859,12 +861,12 @@ def read_block(array_path, index: tuple) -> np.ndarray:
     if positions is None:
         out = np.empty([len(range(*sl.indices(n))) for sl, n in zip(index, arr.shape)],
                        arr.dtype)
-        _read_into(arr, array_path, out, index)
+        _read_into(arr, array_path, out, index, store.sums)
         return out
     shape = [len(range(*sl.indices(n))) for sl, n in zip(rest, arr.shape[1:])]
     out = np.empty([len(positions)] + shape, arr.dtype)
     for k, i in enumerate(positions):
-        _read_into(arr, array_path, out[k:k + 1], (slice(i, i + 1),) + rest)
+        _read_into(arr, array_path, out[k:k + 1], (slice(i, i + 1),) + rest, store.sums)
     return out
 
 
@@ -877,7 +879,7 @@ def _fast(arr) -> bool:
             and np.dtype(arr.dtype).byteorder in ("=", "|", "<"))
 
 
-def _read_into(arr, array_path: Path, out: np.ndarray, index: tuple) -> None:
+def _read_into(arr, array_path: Path, out: np.ndarray, index: tuple, sums: ChunkSums) -> None:
     meta = arr.metadata
     cs = meta.chunk_grid.chunk_shape
     zstd = type(meta.codecs[-1]).__name__ == "ZstdCodec"
@@ -893,9 +895,11 @@ def _read_into(arr, array_path: Path, out: np.ndarray, index: tuple) -> None:
         file = array_path.joinpath("c", *map(str, cc))
         if chunk_read_hook is not None:
             chunk_read_hook(file)
+        rel = "/".join(map(str, cc[1:]))
         try:
             f = open(file, "rb")
         except FileNotFoundError:  # never written: all fill value (the manifest says which)
+            sums.check(array_path.name, cc[0], rel, None)
             dest[...] = arr.fill_value
             continue
         with f:
@@ -910,7 +914,9 @@ def _read_into(arr, array_path: Path, out: np.ndarray, index: tuple) -> None:
                                  f"expected {chunk_bytes} (truncated or damaged; `nrsdark "
                                  "verify` lists the damaged chunks)")
             if not zstd and whole and dest.flags.c_contiguous:
+                sums.check(array_path.name, cc[0], rel, dest)
                 continue
+        sums.check(array_path.name, cc[0], rel, raw)
         try:
             if zstd:
                 from numcodecs import Zstd
