@@ -56,6 +56,7 @@ from . import __version__
 from .config import Config, CullConfig
 from .instrument import DQ
 from .kernels import artifacts as art
+from .paths import check_name, inside
 from .store import file_sha256, open_dataset
 
 KINDS = ("mode_switch", "glow", "persistence")
@@ -348,7 +349,7 @@ def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> li
         fig.suptitle(f"{row['exposure']}\n{row['artifact'] or 'clean'} (score {row['score']:.1f}"
                      f"; {scores})", fontsize=9)
         fig.tight_layout()
-        name = folder / f"{row['exposure'].replace('@', '_')}.png"
+        name = inside(folder / f"{check_name(row['exposure']).replace('@', '_')}.png", folder)
         fig.savefig(name, dpi=80)
         plt.close(fig)
         out.append(name)

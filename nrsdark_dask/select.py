@@ -47,6 +47,7 @@ from astropy.time import Time
 from . import __version__
 from . import instrument as inst
 from .config import SelectConfig
+from .paths import check_name
 from .store import file_sha256
 
 UNCAL_SUFFIX = "_uncal.fits"
@@ -337,4 +338,6 @@ def read_manifest(path) -> Table:
     missing = {c for c, _ in COLUMNS} - set(tab.colnames) - set(OPTIONAL_COLUMNS)
     if missing:
         raise ValueError(f"{path} is not an nrsdark manifest (missing {', '.join(sorted(missing))})")
+    for i, name in enumerate(tab["name"]):
+        check_name(str(name), f"manifest {path} row {i + 1}: ")
     return tab

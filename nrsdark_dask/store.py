@@ -100,7 +100,8 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from . import __version__
 from . import instrument as inst
-from .chunksums import CHUNKS, ChunkSums, CorruptChunk, checked_store, crc32c
+from .chunksums import CHUNKS, ChunkSums, checked_store, crc32c
+from .paths import check_name, inside
 
 SCHEMA_VERSION = 4
 READABLE_SCHEMAS = (1, 2, 3, 4)  # 1: no group chunking, no group1/rc_next/first_jump;
@@ -467,7 +468,10 @@ def _write_staging(path: Path, name: str, layout: StoreLayout, data: dict) -> Pa
 
 
 def staging_path(store_path, name: str) -> Path:
-    return Path(store_path) / STAGING / name
+    """``<store>/_staging/<name>``: ``name`` must be a plain file name (:mod:`.paths`), and
+    the result lies inside the store whatever links it holds."""
+    check_name(name)
+    return inside(Path(store_path) / STAGING / name, store_path)
 
 
 def create_staging(path: Path, layout: StoreLayout):

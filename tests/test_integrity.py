@@ -90,3 +90,95 @@ def test_unphysical_statistics_publish_nothing(cal_store, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert code == 2 and "not physical, nothing was published: frame_rate" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- names are data, never paths ------------------------------------------------------------
+
+def _crafted_manifest(cal_manifest, tmp_path, name):
+    from nrsdark_dask.select import read_manifest, write_manifest
+    from astropy.table import Table
+
+    tab = Table.read(cal_manifest, format="ascii.ecsv")  # read_manifest would refuse it
+    tab["name"] = tab["name"].astype(object)
+    tab["name"][0] = name
+    tab["name"] = tab["name"].astype(str)
+    out = tmp_path / "crafted.ecsv"
+    tab.write(out, format="ascii.ecsv")
+    assert read_manifest and write_manifest
+    return out
+
+
+@pytest.mark.parametrize("name", ["../../escape_nrs1_uncal.fits", "/tmp/abs_nrs1_uncal.fits",
+                                  "a/b_nrs1_uncal.fits", "..", "bell\x07_nrs1_uncal.fits"])
+def test_a_crafted_manifest_name_is_refused_before_anything_is_written(
+        cal_manifest, sim_cal, tmp_path, capsys, name):
+    manifest = _crafted_manifest(cal_manifest, tmp_path, name)
+    (tmp_path / "stores").mkdir()
+    before = sorted(p for p in tmp_path.rglob("*"))
+    code = cli.main(["calibrate", str(manifest), "--store", str(tmp_path / "stores" / "s.zarr"),
+                     "--refkit", str(sim_cal["dir"] / "refkit"), "--scheduler", "threads"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"row 1: exposure name {name!r} is not a plain file name" in err
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # no store, nothing beside it
+
+
+def test_names_and_containment():
+    from nrsdark_dask.paths import check_name, inside
+
+    for ok in ["dark 1;$(touch pwned)'x\"_nrs1_uncal.fits", "ümlaut_nrs1_uncal.fits",
+               "a..b_uncal.fits"]:
+        assert check_name(ok) == ok
+    for bad in ["", ".", "..", "x/y", "x\\y", "x\ny", "x\x00y", "a" * 201]:
+        with pytest.raises(ValueError, match="is not a plain file name"):
+            check_name(bad)
+
+
+def test_paths_stay_inside_what_a_command_owns(tmp_path):
+    from nrsdark_dask.paths import inside
+    from nrsdark_dask.store import staging_path
+
+    root = tmp_path / "s.zarr"
+    (root / "_staging").mkdir(parents=True)
+    assert inside(root / "_staging" / "x", root)
+    for bad in [root / ".." / "x", tmp_path / "elsewhere", root]:
+        with pytest.raises(ValueError, match="is not inside"):
+            inside(bad, root)
+    (root / "_staging" / "link").symlink_to(tmp_path)  # a link out of the store
+    with pytest.raises(ValueError, match="is not inside"):
+        inside(root / "_staging" / "link" / "x", root)
+    with pytest.raises(ValueError, match="not a plain file name"):
+        staging_path(root, "../x")
+
+
+def test_odd_but_legal_names_and_a_symlinked_outdir_work(sim_cal, tmp_path, monkeypatch,
+                                                         capsys):
+    """Spaces, ;, $() and quotes in a file name go through select, calibrate, cull (pictures)
+    and build; nothing runs them; a symlinked outdir receives the files."""
+    monkeypatch.chdir(tmp_path)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    odd = "dark 1;$(touch pwned)'q'_nrs1_uncal.fits"
+    srcs = sorted((sim_cal["dir"] / "uncal").glob("*_uncal.fits"))
+    shutil.copy(srcs[0], inputs / odd)
+    for s in srcs[1:3]:
+        shutil.copy(s, inputs / s.name)
+    d = sim_cal["dir"]
+    assert cli.main(["select", str(inputs), "--telemetry", str(d / "telemetry.ecsv"),
+                     "-o", str(tmp_path / "m.ecsv")]) in (0, 1)
+    store = tmp_path / "odd.zarr"
+    assert cli.main(["calibrate", str(tmp_path / "m.ecsv"), "--store", str(store),
+                     "--refkit", str(d / "refkit"), "--scheduler", "threads"]) == 0
+    names = RampStore(store).committed()
+    assert any(n.startswith(odd + "@") for n in names), names
+    (tmp_path / "c.toml").write_text("[cull]\nmin_exposures = 3\n")
+    assert cli.main(["cull", "--store", str(store), "--all-pictures", "--config",
+                     str(tmp_path / "c.toml")]) in (0, 1)
+    pngs = list((tmp_path / "odd_culled_png").glob("*.png"))
+    assert any(p.name.startswith(odd.removesuffix(".fits")) for p in pngs), pngs
+    target = tmp_path / "real_out"
+    target.mkdir()
+    (tmp_path / "out").symlink_to(target)
+    assert cli.main(["build", "--store", str(store), "--outdir", str(tmp_path / "out")]) in (0, 1)
+    assert {p.name.split("_")[4] for p in target.glob("*.fits")} >= {"dark", "superbias"}
+    assert not list(tmp_path.rglob("pwned")) and not (tmp_path.parent / "pwned").exists()
