@@ -15,7 +15,10 @@
 =======================  =====================================================================
 
 The same string can come from the TOML configuration (``[run] scheduler``).  For ``local`` and
-``tcp://`` the dashboard link is printed when the client connects.  Progress: dask's bar on a
+``tcp://`` the dashboard link is printed when the client connects.  A ``local`` cluster's
+scheduler, workers and dashboard listen on 127.0.0.1 only (the dashboard elsewhere only if
+``$NRSDARK_DASHBOARD_ADDRESS`` says so), and its workers' scratch space is a temporary
+folder removed with the cluster.  Progress: dask's bar on a
 terminal, a plain line every 10 s in logs (:func:`local_progress` for the local schedulers,
 :func:`futures_progress` for a cluster).
 """
@@ -23,10 +26,20 @@ terminal, a plain line every 10 s in logs (:func:`local_progress` for the local 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
 
 MEMORY = "MEMORY"
+DASHBOARD_ENV = "NRSDARK_DASHBOARD_ADDRESS"
+
+
+def dashboard_address() -> str:
+    """Where a ``local[:N]`` cluster's dashboard listens: 127.0.0.1 on a free port, unless
+    ``$NRSDARK_DASHBOARD_ADDRESS`` asks otherwise (e.g. ``0.0.0.0:8787`` to reach it from
+    another host: it has no authentication, so only on a trusted network)."""
+    return os.environ.get(DASHBOARD_ENV) or "127.0.0.1:0"
 
 
 def _total_memory() -> int:
@@ -99,11 +112,18 @@ def dask_client(scheduler: str = "local", quiet: bool = False, timeout: float | 
         per_worker = int(0.9 * _total_memory() / n)
         env = {} if malloc_trim else {
             "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-        with dask.config.set(env):
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   memory_limit=per_worker, dashboard_address=":0",
-                                   resources={MEMORY: per_worker})
-        client = Client(cluster)
+        scratch = tempfile.mkdtemp(prefix="nrsdark-dask-")
+        try:
+            with dask.config.set(env, temporary_directory=scratch):
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                       memory_limit=per_worker, host="127.0.0.1",
+                                       dashboard_address=dashboard_address(),
+                                       local_directory=scratch,
+                                       resources={MEMORY: per_worker})
+            client = Client(cluster)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
     if not quiet:
         print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
     try:
@@ -112,6 +132,7 @@ def dask_client(scheduler: str = "local", quiet: bool = False, timeout: float | 
         client.close()
         if cluster is not None:
             cluster.close()
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def map_unordered(fn, items: list, args: tuple, scheduler: str, client=None,

@@ -323,6 +323,25 @@ def products_location(store, stamp: str) -> str:
     return f"{base}.products/{stamp}-{socket.gethostname()}-{os.getpid()}.zarr"
 
 
+def clean_dead_products(store) -> list[Path]:
+    """Remove the products groups that cluster builds on this host left beside a local
+    ``store`` when they were killed (:func:`products_location`; their process is gone), as
+    :func:`check_writable` removes their ``.part`` files.  Returns what was removed."""
+    base = str(store).rstrip("/")
+    if "://" in base:
+        return []
+    folder = Path((base[:-5] if base.endswith(".zarr") else base) + ".products")
+    host, out = socket.gethostname(), []
+    for group in folder.glob(f"*-{host}-*.zarr") if folder.is_dir() else ():
+        owner, _, pid = group.name[:-5].rpartition("-")
+        if owner.partition("-")[2] == host and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(group, ignore_errors=True)
+            out.append(group)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return out
+
+
 def _compute_on_cluster(client, sources, targets, names, dims, also, products: str,
                         keep: bool, progress: bool):
     """The cluster path: workers compute every array into a Zarr group ``products`` (each
@@ -413,6 +432,8 @@ def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
             stored = da.store(sources, targets, lock=False, compute=False)
             _, computed = dask.compute(stored, also)  # on the scheduler the caller configured
         else:
+            if products is None:
+                clean_dead_products(p.store)
             computed = _compute_on_cluster(client, sources, targets, names, dims, also,
                                            products or products_location(p.store, stamp),
                                            keep_products, progress)

@@ -313,10 +313,13 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
 
     ``refs``: ``{reftype: path}`` overrides (offline needs mask, saturation, superbias,
     linearity, gain, readnoise, and refpix for IRS2).  ``workdir`` holds the cleared mask
-    (default: a temporary folder).  ``with_bias``: also compute the bias inputs of SPEC §3
-    (:func:`bias_groups`) into ``result.bias_groups``.  ``quiet``: jwst logs warnings only
-    (stpipe's own INFO handlers are not installed: ``configure_log=False``).
+    (default: a temporary folder, removed on return).  ``with_bias``: also compute the bias
+    inputs of SPEC §3 (:func:`bias_groups`) into ``result.bias_groups``.  ``quiet``: jwst logs
+    warnings only (stpipe's own INFO handlers are not installed: ``configure_log=False``).
     """
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="nrsdark_") as tmp:
+            return run_detector1(uncal, refs, tmp, crds_path, with_bias, quiet)
     env = configure_crds(crds_path)
     from jwst.dq_init import DQInitStep
     from jwst.group_scale import GroupScaleStep
@@ -333,7 +336,7 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
     model = dm.RampModel(str(uncal)) if not isinstance(uncal, dm.RampModel) else uncal
     family = readout_family(model)
     check_references(env, refs, family)
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="nrsdark_"))
+    workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     mask_src = refs.get("mask") or DQInitStep().get_reference_file(model, "mask")
     mask = cleared_mask(mask_src, workdir)

@@ -3,6 +3,7 @@ never paths, servers on loopback, damaged metadata named and repaired, nothing l
 bad values refused."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,86 @@ def test_odd_but_legal_names_and_a_symlinked_outdir_work(sim_cal, tmp_path, monk
     assert cli.main(["build", "--store", str(store), "--outdir", str(tmp_path / "out")]) in (0, 1)
     assert {p.name.split("_")[4] for p in target.glob("*.fits")} >= {"dark", "superbias"}
     assert not list(tmp_path.rglob("pwned")) and not (tmp_path.parent / "pwned").exists()
+
+
+# ---- servers on loopback, nothing left behind ------------------------------------------------
+
+def test_a_local_cluster_listens_on_loopback_only_and_leaves_no_scratch(tmp_path, monkeypatch):
+    import tempfile
+
+    import psutil
+
+    from nrsdark_dask.cluster import dask_client
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # re-read TMPDIR
+    try:
+        with dask_client("local:2", quiet=True) as client:
+            me = psutil.Process()
+            tree = [me] + me.children(recursive=True)
+            listening = [c.laddr for p in tree for c in p.net_connections("inet")
+                         if c.status == psutil.CONN_LISTEN]
+            dirs = list(client.run(lambda dask_worker: dask_worker.local_directory).values())
+            link = client.dashboard_link
+        port = int(link.split(":")[2].split("/")[0])
+        assert link.startswith("http://127.0.0.1:")
+        assert port in {a.port for a in listening}
+        assert len(listening) >= 4  # scheduler, dashboard, 2 workers (+ nannies)
+        assert {a.ip for a in listening} <= {"127.0.0.1", "::1"}, listening
+        assert all(str(d).startswith(str(tmp_path)) for d in dirs), dirs
+        assert list(tmp_path.iterdir()) == []  # the workers' scratch went with the cluster
+    finally:
+        tempfile.tempdir = None
+
+
+def test_products_of_a_killed_cluster_build_are_removed_by_the_next(tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    from nrsdark_dask.export import clean_dead_products, products_location
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store = tmp_path / "s.zarr"
+    host = socket.gethostname()
+    mine = Path(products_location(store, "20261204T000000"))
+    killed = mine.with_name(f"20261204T000001-{host}-{dead.pid}.zarr")
+    other = mine.with_name(f"20261204T000002-otherhost-{dead.pid}.zarr")
+    for g in (mine, killed, other):
+        (g / "dark").mkdir(parents=True)
+        (g / "dark" / "zarr.json").write_text("{}")
+    assert mine.name.endswith(f"-{host}-{os.getpid()}.zarr")
+    assert clean_dead_products(store) == [killed]
+    assert mine.exists() and other.exists() and not killed.exists()
+
+
+def test_no_command_leaves_a_temporary_folder(cal_manifest, sim_cal, tmp_path, monkeypatch,
+                                              capsys):
+    import tempfile
+
+    from nrsdark_dask import jwst_recipe
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    tempfile.tempdir = None
+    kit = str(sim_cal["dir"] / "refkit")
+    try:
+        for pieces in ("tiled", "whole"):  # successful
+            assert cli.main(["calibrate", str(cal_manifest), "--store",
+                             str(tmp_path / f"{pieces}.zarr"), "--refkit", kit,
+                             "--scheduler", "threads", "--pieces", pieces]) == 0
+        # refused after the early checks: a task budget too small for any piece
+        assert cli.main(["calibrate", str(cal_manifest), "--store", str(tmp_path / "r.zarr"),
+                         "--refkit", kit, "--scheduler", "threads",
+                         "--task-memory", "10MB"]) == 2
+        assert cli.main(["build", "--store", str(tmp_path / "tiled.zarr"), "--outdir",
+                         str(tmp_path / "out")]) in (0, 1)
+        uncal = sorted((sim_cal["dir"] / "uncal").glob("*_uncal.fits"))[0]
+        refs = jwst_recipe.refkit_files(sim_cal["dir"] / "refkit")
+        jwst_recipe.run_detector1(uncal, refs, quiet=True)  # the API with no workdir
+        assert sorted(tmp.iterdir()) == []
+    finally:
+        tempfile.tempdir = None
+    assert "error" in capsys.readouterr().err
