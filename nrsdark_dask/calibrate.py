@@ -43,8 +43,9 @@ from pathlib import Path
 from . import ingest
 from . import jwst_recipe as recipe
 from .cluster import check_task_fits, dask_client, map_unordered, parse_scheduler
-from .config import Config, DarkConfig, ingest_settings, store_ingest
+from .config import Config, DarkConfig, ingest_settings, parse_bytes, store_ingest
 from .kernels import difference_scatter
+from .reduce import check_groups
 from .select import read_manifest
 from .store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, exposure_id,
                     file_sha256, staging_path, write_staging)
@@ -261,6 +262,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     if pieces not in PIECES:
         raise ValueError(f"--pieces must be one of {', '.join(PIECES)}, not {pieces!r}")
     budget = task_memory_ or cfg.run.task_memory or DEFAULT_TASK_MEMORY
+    parse_bytes(budget)  # a bad size is refused before any work
     manifest = read_manifest(manifest_path)
     group, rows = _rows_for(manifest, group)
     kinds = {r["kind"] for r in rows}
@@ -280,6 +282,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
         tile, codec, group_chunk = (lay.tile_y, lay.tile_x), lay.codec, lay.group_chunk
     tile, codec = tile or (DEFAULT_TILE, DEFAULT_TILE), codec or "none"
     layout = _layout_of(present[0], tile, codec, group_chunk)
+    check_groups(layout.ngroups)
     refused = [f"{r['name']}: {'; '.join(bad)}" for r in present[1:]
                if (bad := layout.mismatches(_layout_of(r, tile, codec)))]
     if refused:

@@ -219,7 +219,7 @@ def _periods(args) -> int:
     tab["label", "start", "end", "months", "snr_predicted", "snr", "inputs", "median_rate",
         "new_hot", "deliverable"].pprint(max_width=-1, max_lines=-1)
     print(f"{args.outdir}/periods.ecsv; files in {args.outdir}/<label>/")
-    return 0
+    return 0 if len(tab) > 1 else 1  # 1: too few inputs for any period, the master only
 
 
 def _masks(args) -> int:
@@ -457,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Predicts the inputs a period needs from the per-file SNR "
                        "(SNR ~ sqrt(N)), cuts the dates into windows, confirms each window's SNR "
                        "from its rates, builds each into OUTDIR/<label>/ and a master over all "
-                       "inputs (comparison only); OUTDIR/periods.ecsv is the table.")
+                       "inputs (comparison only); OUTDIR/periods.ecsv is the table.  Exit "
+                       "status: 0 with at least one period dark, 1 when the store holds too few "
+                       "inputs for any period (the master only), 2 on error.")
     s.add_argument("--store", required=True)
     s.add_argument("--outdir", required=True)
     s.add_argument("--cull", help="cull table: its culled exposures are in no period")

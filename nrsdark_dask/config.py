@@ -71,14 +71,25 @@ def _check(section) -> None:
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
 
 
+MAX_BYTES = 2**50  # 1 PiB: any larger size is a typo
+
+
 def parse_bytes(text) -> int:
-    """``"1GiB"``, ``"512MB"``, ``"2e9"`` -> bytes."""
-    if isinstance(text, (int, float)):
-        return int(text)
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgG]i?)?[bB]?\s*", str(text))
-    if not m:
-        raise ValueError(f"cannot read {text!r} as a size (e.g. 1GiB, 512MB, 2e9)")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    """``"1GiB"``, ``"512MB"``, ``"2e9"`` -> bytes; a positive, finite size up to 1 PiB, else
+    a one-line ValueError."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgG]i?)?[bB]?\s*", str(text))
+        try:
+            value = float(m.group(1)) * _UNITS[(m.group(2) or "").lower()] if m else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise ValueError(f"cannot read {text!r} as a size (e.g. 1GiB, 512MB, 2e9)")
+    if not (math.isfinite(value) and 1 <= value <= MAX_BYTES):
+        raise ValueError(f"size {text!r} must be at least 1 byte and at most 1 PiB")
+    return int(value)
 
 
 def _num(default: float, **limits):
@@ -131,8 +142,10 @@ class DarkConfig:
     badref_sigma: float = _num(4.0, **POSITIVE)
     hot_rate: float = _num(1.0, **POSITIVE)  # DN/s
     unreliable_err_sigma: float = _num(3.0, **POSITIVE)
-    # planes of the DARK (one frame each, NFRAMES = 1); 0: as many frames as the inputs span
-    frames: int = _num(0, min=0)
+    # planes of the DARK (one frame each, NFRAMES = 1); 0: as many frames as the inputs span.
+    # At most 10000: 2 x 134 GB of SCI and ERR for a full frame (the longest NIRSpec darks
+    # span ~1000 frames)
+    frames: int = _num(0, min=0, max=10000)
 
     __post_init__ = _check
 
@@ -183,6 +196,18 @@ class MasksConfig:
     __post_init__ = _check
 
 
+def _not_an_option(value) -> None:
+    """[run] values become command-line arguments: one that starts with "-" would be read as
+    an option."""
+    for v in (value,) if isinstance(value, str) else value:
+        if v.startswith("-"):
+            raise ValueError(f"{v!r} starts with '-' and would be read as an option (write "
+                             f"./{v} for a file of that name)")
+
+
+NOT_AN_OPTION = {"check": _not_an_option}
+
+
 def _scheduler(text: str) -> None:
     from .cluster import parse_scheduler
 
@@ -200,17 +225,23 @@ class RunConfig:
     scheduler: str = field(default="", metadata={"check": _scheduler})
     task_memory: str = field(default="", metadata={"check": parse_bytes})
     pieces: str = field(default="", metadata={"choices": ("", "tiled", "whole")})  # calibrate
-    inputs: tuple[str, ...] = ()  # uncal/ramp/jump files or folders (select)
-    telemetry: str = ""  # ASIC temperature table (select)
-    exclude: str = ""  # exclusion list by eye (select)
+    # uncal/ramp/jump files or folders (select)
+    inputs: tuple[str, ...] = field(default=(), metadata=NOT_AN_OPTION)
+    telemetry: str = field(default="", metadata=NOT_AN_OPTION)  # ASIC temperature table (select)
+    exclude: str = field(default="", metadata=NOT_AN_OPTION)  # exclusion list by eye (select)
     requested: int = _num(0, min=0)  # darks requested, for the yield table (0: not shown)
-    group: str = ""  # the manifest group to calibrate when select splits the inputs
-    refkit: str = ""  # local reference files for detector1 (empty: CRDS)
-    store: str = ""  # the Zarr store of calibrated ramps (appended to)
-    outdir: str = ""  # the run's folder: manifest, cull table, reffiles/, reffiles/qa/
+    # the manifest group to calibrate when select splits the inputs
+    group: str = field(default="", metadata=NOT_AN_OPTION)
+    # local reference files for detector1 (empty: CRDS)
+    refkit: str = field(default="", metadata=NOT_AN_OPTION)
+    # the Zarr store of calibrated ramps (appended to)
+    store: str = field(default="", metadata=NOT_AN_OPTION)
+    # the run's folder: manifest, cull table, reffiles/, reffiles/qa/
+    outdir: str = field(default="", metadata=NOT_AN_OPTION)
     cull: bool = False  # score and cull artifacts (nrsdark cull) before the build
-    mask_in: str = ""  # input MASK (build)
-    compare: tuple[str, ...] = ()  # previous reference files (analyze --compare)
+    mask_in: str = field(default="", metadata=NOT_AN_OPTION)  # input MASK (build)
+    # previous reference files (analyze --compare)
+    compare: tuple[str, ...] = field(default=(), metadata=NOT_AN_OPTION)
 
     __post_init__ = _check
 

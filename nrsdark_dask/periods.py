@@ -15,6 +15,7 @@ the delivery SNR:
 4. **build** each window, and a *master* over all inputs for comparison only (not for
    delivery), each into ``OUTDIR/<label>/`` with its own PEDIGREE / USEAFTER (from its inputs'
    dates), selected from the store by exposure (nothing copied); HISTORY names the period.
+   A store with fewer inputs than one period needs gives the master only (and says so).
 
 The table (``OUTDIR/periods.ecsv``, like the report's Tables 3-4): label, first and last
 date, months, predicted and built SNR, inputs, median rate, new hot pixels against the
@@ -87,7 +88,10 @@ def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
     say(f"per-file SNR {per_file:.3f} ({n_all} inputs give {snr_all:.2f}): a period needs "
         f"{n} inputs for SNR {required:g}")
     found = []
-    for i0, i1 in windows(n_all, n):
+    if n > n_all:
+        say(f"{n_all} inputs are fewer than the {n} a period needs: no period dark, the "
+            "master only")
+    for i0, i1 in windows(n_all, n) if n <= n_all else ():
         if found and i0 < found[-1][1] and i1 <= found[-1][1]:
             continue  # inside the window before it (that one grew)
         i0 = max(i0, found[-1][1]) if found and i1 < n_all else i0

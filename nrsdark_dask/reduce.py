@@ -119,9 +119,21 @@ def _layout(ds) -> StoreLayout:
     return StoreLayout(**ds.attrs["layout"])
 
 
+MIN_GROUPS = 3
+
+
+def check_groups(ngroups: int) -> None:
+    """The flag rules need at least :data:`MIN_GROUPS` groups: RC reads groups 1-3 (report
+    §4.1.3), and jump detection (telegraph, RTN) needs two group differences."""
+    if ngroups < MIN_GROUPS:
+        raise BuildError(f"inputs of {ngroups} group(s): the flag rules need at least "
+                         f"{MIN_GROUPS} (RC reads groups 1-3; jump detection, two differences)")
+
+
 def check_store(ds) -> StoreLayout:
     """Clear errors for stores the reductions cannot use."""
     layout = _layout(ds)
+    check_groups(layout.ngroups)
     n = ds.sizes.get("exposure", 0)
     if n == 0:
         raise BuildError("the store holds no exposure; run nrsdark calibrate first")

@@ -266,3 +266,65 @@ def test_no_command_leaves_a_temporary_folder(cal_manifest, sim_cal, tmp_path, m
     finally:
         tempfile.tempdir = None
     assert "error" in capsys.readouterr().err
+
+
+# ---- refuse what cannot work -----------------------------------------------------------------
+
+def _err(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_fewer_groups_than_the_rules_need_are_refused(tmp_path, capsys):
+    from nrsdark_dask.select import select_inputs, write_manifest
+    from nrsdark_dask.simulate import SimConfig, simulate_dataset
+
+    d = tmp_path / "sim"
+    simulate_dataset(d, SimConfig(subarray="SUBS200A1", ngroups=2, nexp=2, seed=2,
+                                  gratings={"G395H": 1}))
+    write_manifest(select_inputs([d / "uncal"], telemetry=d / "telemetry.ecsv"),
+                   tmp_path / "m.ecsv")
+    code = cli.main(["calibrate", str(tmp_path / "m.ecsv"), "--store", str(tmp_path / "s.zarr"),
+                     "--refkit", str(d / "refkit"), "--scheduler", "threads"])
+    assert code == 2 and "2 group(s): the flag rules need at least 3" in _err(capsys)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("size", ["0", "1e400", "-5GB", "lots"])
+def test_bad_sizes_are_one_line_errors(cal_store, cal_manifest, tmp_path, capsys, size):
+    code = cli.main(["build", "--store", str(cal_store["path"]), "--outdir", str(tmp_path / "o"),
+                     f"--task-memory={size}"])
+    assert code == 2 and "size" in _err(capsys)
+    code = cli.main(["calibrate", str(cal_manifest), "--store", str(tmp_path / "s.zarr"),
+                     f"--task-memory={size}", "--scheduler", "threads"])
+    assert code == 2 and "size" in _err(capsys)
+    (tmp_path / "c.toml").write_text(f'[run]\ntask_memory = "{size}"\n')
+    code = cli.main(["build", "--store", str(cal_store["path"]), "--outdir", str(tmp_path / "o"),
+                     "--config", str(tmp_path / "c.toml")])
+    assert code == 2 and "[run] task_memory" in _err(capsys)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("[dark]\nframes = 100000000\n", "[dark] frames must be <= 10000"),
+    ('[run]\ninputs = ["inA", "--accept-no-telemetry"]\nstore = "s.zarr"\noutdir = "o"\n',
+     "[run] inputs: '--accept-no-telemetry' starts with '-'"),
+    ('[run]\ninputs = ["inA"]\nstore = "-s.zarr"\noutdir = "o"\n', "[run] store: '-s.zarr'"),
+])
+def test_settings_out_of_range_or_read_as_options_are_refused(tmp_path, capsys, monkeypatch,
+                                                              toml, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text(toml)
+    assert cli.main(["run", "c.toml"]) == 2
+    assert message in _err(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
+def test_periods_with_too_few_inputs_build_the_master_only(cal_store, tmp_path, capsys):
+    code = cli.main(["periods", "--store", str(cal_store["path"]), "--outdir",
+                     str(tmp_path / "p")])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "fewer than the" in captured.err and "the master only" in captured.err
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["master", "periods.ecsv"]
