@@ -112,12 +112,13 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     ds = open_dataset(store, exclude=set(culled) | set(exclude))
     layout = check_store(ds)
     positions, rs = ds.encoding["nrsdark_positions"], RampStore(store)
+    if damaged := rs.verify(positions):
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise BuildError(f"the store is damaged: {damaged[0]}{more}; `nrsdark verify --store "
+                         f"{store}` lists it all, `nrsdark repair` rebuilds damaged metadata")
     if unchecked := rs.unverifiable(positions):
         warnings.warn(f"{len(unchecked)} exposure(s) of {store} predate chunk manifests; "
                       "their chunks cannot be checked", stacklevel=2)
-    if damaged := rs.verify(positions):
-        raise BuildError(f"the store is damaged ({len(damaged)} problem(s); `nrsdark verify` "
-                         "lists them all):\n  " + "\n  ".join(damaged[:10]))
     used, asked = store_ingest(ds.attrs.get("provenance", {})), ingest_settings(cfg)
     if used != asked:
         raise BuildError(f"the configuration asks {asked}, but {store} was calibrated with "

@@ -1,7 +1,7 @@
 """The ``nrsdark`` command.  Argument parsing only: each subcommand calls one library function.
 
-Subcommands so far: ``simulate``, ``select``, ``calibrate``, ``cull``, ``build``, ``analyze``,
-``periods``, ``plan``, ``verify``.  Planned (see README): run.
+Subcommands: ``simulate``, ``select``, ``calibrate``, ``cull``, ``build``, ``analyze``,
+``periods``, ``masks``, ``plan``, ``run``, ``verify``, ``repair``.
 """
 
 from __future__ import annotations
@@ -293,9 +293,16 @@ def _plan(args) -> int:
 def _verify(args) -> int:
     from .store import RampStore, StoreError
 
+    from .metadata import problems as metadata_problems
+
     store = RampStore(args.store)
     if not store.exists():
         raise FileNotFoundError(f"no store at {args.store}")
+    if bad := metadata_problems(store.path):
+        for line in bad:
+            print(f"  {line}")
+        raise StoreError(f"{args.store}: {len(bad)} damaged metadata file(s); `nrsdark repair "
+                         f"--store {args.store}` rebuilds what the store keeps")
     n = len(store.committed())
     for name in store.unverifiable():
         print(f"  {name}: no chunk manifest (committed by an older nrsdark_dask; not checked)")
@@ -306,6 +313,26 @@ def _verify(args) -> int:
     if problems:
         raise StoreError(f"{args.store}: {len(problems)} problem(s) in {n} exposures ({what})")
     print(f"{args.store}: {n} exposures, every chunk present with its {what}")
+    return 0
+
+
+def _repair(args) -> int:
+    from .metadata import repair
+    from .store import RampStore, StoreError
+
+    store = RampStore(args.store)
+    if not (store.path / "zarr.json").exists() and not (store.path / "nrsdark_chunks").exists():
+        raise FileNotFoundError(f"no store at {args.store}")
+    fixed, lost = repair(store)
+    for line in fixed:
+        print(f"  repaired: {line}")
+    for line in lost:
+        print(f"  lost: {line}")
+    if problems := store.verify():
+        raise StoreError(f"{args.store}: still damaged after the repair ({problems[0]}; "
+                         f"{len(problems)} problem(s))")
+    print(f"{args.store}: " + ("nothing to repair; " if not fixed else "")
+          + f"{len(store.committed())} exposures, metadata readable, every chunk present")
     return 0
 
 
@@ -516,13 +543,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_plan)
 
     s = sub.add_parser("verify", help="check a store's committed chunks against their manifests",
-                       description="Every chunk file each committed exposure's manifest lists "
-                       "must be there with its size and CRC32C checksum (reads the whole store; "
-                       "--quick: sizes only, as build does before computing).  Exit code 2 "
-                       "when anything is missing or damaged.")
+                       description="Every metadata file must be readable, and every chunk file "
+                       "each committed exposure's manifest lists must be there with its size and "
+                       "CRC32C checksum (reads the whole store; --quick: sizes only, as build "
+                       "and calibrate do before starting; every chunk a command reads is "
+                       "checked against its checksum as it is read).  Exit code 2 when anything "
+                       "is missing or damaged.")
     s.add_argument("--store", required=True)
     s.add_argument("--quick", action="store_true", help="sizes only, no checksums")
     s.set_defaults(func=_verify)
+
+    s = sub.add_parser("repair", help="rebuild a store's damaged metadata from what it keeps",
+                       description="Restores the root zarr.json from its backup, an array's "
+                       "zarr.json from the root's consolidated metadata and a chunk manifest "
+                       "from the chunk files as they are now; says what was repaired and what "
+                       "was lost; then checks chunk sizes (`verify` checks the checksums).  "
+                       "Exit status 0 when the store is whole afterwards, else 2.")
+    s.add_argument("--store", required=True)
+    s.set_defaults(func=_repair)
     return p
 
 

@@ -100,6 +100,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 from . import __version__
 from . import instrument as inst
+from . import metadata
 from .chunksums import CHUNKS, ChunkSums, checked_store, crc32c
 from .paths import check_name, inside
 
@@ -117,18 +118,29 @@ CODECS = ("none", "zstd", "blosc-lz4")
 
 
 @contextmanager
-def _quiet_zarr():
+def _quiet_zarr(root=None):
     """zarr warns about our non-zarr entries (lock, log, staging) and about consolidated
-    metadata not being in the v3 spec; both are expected here."""
+    metadata not being in the v3 spec; both are expected here.  With the store's ``root``,
+    a failure that a damaged metadata file explains becomes a one-line StoreError naming
+    the file (:func:`metadata.damage`)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
         warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently.*")
-        yield
+        try:
+            yield
+        except Exception as exc:
+            if root is not None and not isinstance(exc, StoreError) \
+                    and (named := metadata.damage(location(root), exc)) is not None:
+                raise named from None
+            raise
 
 
 def _consolidate(path):
-    with _quiet_zarr():
+    """The commit: the consolidated metadata rewritten (one atomic file replace), then its
+    backup (:mod:`.metadata`)."""
+    with _quiet_zarr(path):
         zarr.consolidate_metadata(path)
+    metadata.write_backup(Path(path))
 
 
 def _codec(name: str):
@@ -533,7 +545,7 @@ class RampStore:
         return fs.exists(root)
 
     def layout(self) -> StoreLayout:
-        with _quiet_zarr():
+        with _quiet_zarr(self.path):
             attrs = zarr.open_group(str(self.path), mode="r", use_consolidated=True).attrs
         if attrs.get("nrsdark_schema") not in READABLE_SCHEMAS:
             raise StoreError(f"{self.path} is not an nrsdark store (schema "
@@ -541,12 +553,12 @@ class RampStore:
         return StoreLayout(**attrs["layout"])
 
     def provenance(self) -> dict:
-        with _quiet_zarr():
+        with _quiet_zarr(self.path):
             return dict(zarr.open_group(str(self.path), mode="r",
                                         use_consolidated=True).attrs.get("provenance", {}))
 
     def committed(self) -> list[str]:
-        with _quiet_zarr():
+        with _quiet_zarr(self.path):
             g = zarr.open_group(str(self.path), mode="r", use_consolidated=True)
             return [str(s) for s in g["exposure"][:]]
 
@@ -610,11 +622,12 @@ class RampStore:
         _consolidate(path)
 
     @contextmanager
-    def writer(self):
+    def writer(self, trim: bool = True):
         """Exclusive write access for this process: an OS lock (``flock``) on ``.nrsdark.lock``,
         which dies with its process (no stale lock to take over, no race between two takers);
-        the file names the holder (pid, host) for the refusal message.  Repairs the store on
-        entry.  On NFS, ``flock`` needs NFSv4 (Linux emulates it with byte-range locks)."""
+        the file names the holder (pid, host) for the refusal message.  Trims what the commit
+        does not hold on entry (``trim``; :func:`metadata.repair` trims after mending the
+        metadata).  On NFS, ``flock`` needs NFSv4 (Linux emulates it with byte-range locks)."""
         lock = self.local_path("writing a store") / LOCK
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         while True:
@@ -639,7 +652,8 @@ class RampStore:
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(me).encode())
         try:
-            self._repair()
+            if trim:
+                self._repair()
             yield self
         finally:
             shutil.rmtree(self.path / STAGING, ignore_errors=True)
@@ -649,7 +663,7 @@ class RampStore:
     def _repair(self):
         """Trim arrays to the committed length and drop staged exposures (after a kill)."""
         n = len(self.committed())
-        with _quiet_zarr():
+        with _quiet_zarr(self.path):
             g = zarr.open_group(self.path, mode="r+", use_consolidated=False)
             arrays = list(g.arrays())
         for name, arr in arrays:
@@ -664,9 +678,16 @@ class RampStore:
 
     def check_appendable(self) -> None:
         """Only stores of this schema take new exposures (older ones name exposures by file
-        name alone and have no chunk manifests); they are still read and built."""
+        name alone and have no chunk manifests); they are still read and built.  Nor does a
+        store whose metadata or committed chunks are damaged (``verify --quick``: what the
+        next commit would build on)."""
         self.local_path("adding exposures to a store")
-        with _quiet_zarr():
+        if bad := self.verify():
+            raise StoreError(f"{self.path} is damaged ({len(bad)} problem(s), first: {bad[0]})"
+                             f"; `nrsdark verify --store {self.path}` lists them and `nrsdark "
+                             "repair` rebuilds its metadata: nothing is added to a damaged "
+                             "store")
+        with _quiet_zarr(self.path):
             schema = zarr.open_group(self.path, mode="r", use_consolidated=True).attrs.get(
                 "nrsdark_schema")
         if schema != SCHEMA_VERSION:
@@ -676,7 +697,7 @@ class RampStore:
 
     def committed_hashes(self) -> dict[str, str]:
         """``{input SHA-256: exposure}`` of the committed exposures."""
-        with _quiet_zarr():
+        with _quiet_zarr(self.path):
             g = zarr.open_group(str(self.path), mode="r", use_consolidated=True)
             if "input_sha256" not in g:
                 return {}
@@ -688,6 +709,10 @@ class RampStore:
             return json.loads(fs.cat_file(root))
         except FileNotFoundError:
             return None
+        except ValueError as exc:
+            raise StoreError(f"the store's metadata is damaged: chunk manifest {root} is not "
+                             f"valid JSON ({exc}); `nrsdark repair --store {self.path}` "
+                             "rebuilds it") from None
 
     def unverifiable(self, exposures=None) -> list[str]:
         """Committed exposures without a chunk manifest (committed by an older nrsdark_dask):
@@ -700,8 +725,12 @@ class RampStore:
         """Problems with the committed exposures' chunks (an empty list: all there): every
         chunk file the exposure's manifest lists must exist with its size (and, with
         ``checksums``, its CRC32C: a full read of the exposure); no other chunk file may sit
-        in its place.  ``exposures``: store indices (default: all).  Cost without checksums:
-        one directory walk per exposure and array (local or at a URL)."""
+        in its place; every metadata file must be readable (:func:`metadata.problems`, which
+        alone is reported when there are any).  ``exposures``: store indices (default: all).
+        Cost without checksums: one directory walk per exposure and array (local or at a
+        URL)."""
+        if bad := metadata.problems(self.path):
+            return bad
         names = self.committed()
         layout = self.layout()
         fs, _ = _filesystem(self.path)
@@ -735,7 +764,7 @@ class RampStore:
         if name in committed:
             raise StoreError(f"exposure {name} is already in the store")
         n = len(committed)
-        with _quiet_zarr():
+        with _quiet_zarr(self.path):
             g = zarr.open_group(self.path, mode="r+", use_consolidated=False)
         layout = self.layout()
         manifest = self.path / CHUNKS / f"{n}.json"
@@ -765,8 +794,15 @@ class RampStore:
             f.write(json.dumps(event) + "\n")
 
     def read_log(self) -> list[dict]:
+        """The log's events; a damaged line (a run killed mid-write) is skipped."""
         p = self.path / LOG
-        return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+        out = []
+        for line in p.read_text(errors="replace").splitlines() if p.exists() else ():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
 
 
 def _remove_chunks_from(array_dir: Path, n: int):
@@ -790,12 +826,12 @@ def open_dataset(path, exclude=(), **kwargs) -> xr.Dataset:
     path = location(path)
     if not RampStore(path).exists():
         raise FileNotFoundError(f"no store at {path}")
-    with _quiet_zarr():
+    with _quiet_zarr(path):
         ds = xr.open_zarr(checked_store(path), consolidated=True, **kwargs)
     # the per-exposure coordinates are a few values each: numpy, not dask, so that reading
     # them (a file's HISTORY, a grating check) never computes anything; read without dask
     # (chunks=None: xarray's own lazy arrays, decoded), all at once
-    with _quiet_zarr():
+    with _quiet_zarr(path):
         plain = xr.open_zarr(checked_store(path), consolidated=True, chunks=None, **kwargs)
     lazy = [c for c in EXPOSURE_COORDS if c in ds.coords and dask.is_dask_collection(ds[c].data)]
     ds = ds.assign_coords({c: (ds[c].dims, plain[c].values, ds[c].attrs) for c in lazy})
@@ -855,7 +891,7 @@ def read_block(array_path, index: tuple) -> np.ndarray:
     else:
         root, var = array_path.rsplit("/", 1)
     store = checked_store(root)
-    with _quiet_zarr():
+    with _quiet_zarr(root):
         arr = zarr.open_array(store, path=var, mode="r")
     first, rest = index[0], tuple(index[1:])
     positions = None if isinstance(first, slice) else [int(i) for i in first]

@@ -328,3 +328,62 @@ def test_periods_with_too_few_inputs_build_the_master_only(cal_store, tmp_path, 
     assert code == 1, captured.err
     assert "fewer than the" in captured.err and "the master only" in captured.err
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["master", "periods.ecsv"]
+
+
+# ---- damaged metadata is named and repaired --------------------------------------------------
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("what", ["root", "array", "manifest"])
+def test_truncated_metadata_is_named_refused_and_repaired(damaged_copy, cal_manifest, sim_cal,
+                                                          tmp_path, capsys, what):
+    store = damaged_copy()
+    names = RampStore(store).committed()
+    before = open_dataset(store).rate.values
+    file = {"root": store / "zarr.json", "array": store / "ramp" / "zarr.json",
+            "manifest": store / "nrsdark_chunks" / "1.json"}[what]
+    _truncate(file)
+    capsys.readouterr()
+    assert cli.main(["verify", "--store", str(store), "--quick"]) == 2
+    out = capsys.readouterr()
+    assert f"{file} is not valid JSON" in out.out
+    # build names the file in one line, and so does an appending calibrate
+    assert cli.main(["build", "--store", str(store), "--outdir", str(tmp_path / "o")]) == 2
+    err = _err(capsys)
+    assert str(file) in err and "nrsdark repair" in err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+    assert cli.main(["calibrate", str(cal_manifest), "--store", str(store), "--refkit",
+                     str(sim_cal["dir"] / "refkit"), "--scheduler", "threads"]) == 2
+    err = _err(capsys)
+    assert str(file) in err
+    # repaired: says what, and the store is whole again
+    assert cli.main(["repair", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert f"repaired: {file}" in out
+    if what == "manifest":
+        assert f"lost: {names[1]}: damage to its chunks before this repair" in out
+    assert cli.main(["verify", "--store", str(store)]) == 0
+    assert RampStore(store).committed() == names
+    np.testing.assert_array_equal(open_dataset(store).rate.values, before)
+    assert cli.main(["repair", "--store", str(store)]) == 0
+    assert "nothing to repair" in capsys.readouterr().out
+
+
+def test_a_root_and_its_backup_both_damaged_is_named_as_lost(damaged_copy, capsys):
+    store = damaged_copy()
+    _truncate(store / "zarr.json")
+    _truncate(store / "nrsdark_meta_backup.json")
+    assert cli.main(["repair", "--store", str(store)]) == 2
+    out = capsys.readouterr()
+    assert "lost:" in out.out and "both damaged" in out.out
+
+
+def test_a_damaged_log_line_is_skipped(damaged_copy):
+    store = damaged_copy()
+    n = len(RampStore(store).read_log())
+    with open(store / "nrsdark_log.jsonl", "a") as f:
+        f.write('{"event": "comm')
+    assert len(RampStore(store).read_log()) == n
