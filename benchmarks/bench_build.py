@@ -130,8 +130,11 @@ def ensure_allslits(nexp: int, ngroups: int, seed: int, recalibrate: bool) -> tu
 
 
 # ---- one build / baseline run ---------------------------------------------------------------
+UNCHECKED = {"NRSDARK_CHUNK_CHECKS": "0"}  # the per-read CRC32C checks off (their cost)
+
+
 def build_run(store: Path, label: str, workers: int, extra: list[str], split: bool,
-              kill_above=None, check: bool = True) -> dict:
+              kill_above=None, check: bool = True, env: dict | None = None) -> dict:
     outdir = U.DATA / "out" / label
     if outdir.exists():
         shutil.rmtree(outdir)
@@ -141,7 +144,7 @@ def build_run(store: Path, label: str, workers: int, extra: list[str], split: bo
     timing = U.DATA / "logs" / f"{label}.timing.json"
     cmd = ([PYTHON, TIMED, timing, "--preload", PRELOAD_BUILD, "--entry",
             "nrsdark_dask.cli:main", "--", *args] if split else [NRSDARK, *args])
-    env = ONE_THREAD if workers == 1 else None
+    env = {**(ONE_THREAD if workers == 1 else {}), **(env or {})}
     try:
         res = run_monitored(cmd, label, env=env, kill_above=kill_above)
         if check or not res["killed"]:
@@ -203,14 +206,16 @@ def part_b(store: Path, info: dict, a) -> dict:
     if not a.no_warmup:
         print("warm-up build (untimed: numba cache, page cache)")
         build_run(store, "build-warmup", 2, extra, a.split)
-    runs = {"w1": [], "w2": [], "baseline": []}
+    runs = {"w1": [], "w2": [], "baseline": [], "w2u": []}
     for i in range(a.repeat):
         print(f"timed runs{f' (repeat {i + 1}/{a.repeat})' if a.repeat > 1 else ''}")
         runs["w1"].append(build_run(store, "build-w1", 1, extra, a.split))
         runs["w2"].append(build_run(store, "build-w2", 2, extra, a.split))
+        runs["w2u"].append(build_run(store, "build-w2-unchecked", 2, extra, a.split,
+                                     env=UNCHECKED))
         if not a.no_baseline:
             runs["baseline"].append(baseline_run(store, "baseline", a.split))
-    w1, w2 = best(runs["w1"]), best(runs["w2"])
+    w1, w2, w2u = best(runs["w1"]), best(runs["w2"]), best(runs["w2u"])
     bl = best(runs["baseline"]) if runs["baseline"] else None
     share = w1["cpu_s"] / w1["wall_s"]
     busy = share < 0.85
@@ -244,6 +249,9 @@ def part_b(store: Path, info: dict, a) -> dict:
         metric("peak RSS build, 1 thread", w1["peak_rss"] / GiB, "GiB", fmt="{:.2f}"),
         metric("peak RSS build, 2 threads", w2["peak_rss"] / GiB, "GiB", fmt="{:.2f}"),
         metric("peak RSS baseline", bl["peak_rss"] / GiB if bl else None, "GiB", fmt="{:.2f}"),
+        metric("CRC32C checks on read: cost (2 threads, vs NRSDARK_CHUNK_CHECKS=0)",
+               100 * (w2["wall_s"] / w2u["wall_s"] - 1), "%", target=5, op="<=",
+               fmt="{:.1f}"),
     ]
     print_metrics(metrics)
     case = f"{nbytes / MB:.0f}MB"
@@ -500,6 +508,10 @@ def part_d(a):
         evict(store, a.drop, files)
         r = build_run(store, "build-big-w2", 2, extra, a.split,
                       kill_above=parse_bytes(a.big_kill_above), check=False)
+        print("build, 2 threads, cold, without the per-read CRC32C checks")
+        evict(store, a.drop, files)
+        ru = build_run(store, "build-big-w2-unchecked", 2, extra, a.split,
+                       kill_above=parse_bytes(a.big_kill_above), check=False, env=UNCHECKED)
         _header()
         _row("build big, 2 threads", r, ramp_bytes)
         if r["killed"]:
@@ -528,11 +540,15 @@ def part_d(a):
                _rate(ramp_bytes, r) / read_rate, "", target=0.5, fmt="{:.2f}"),
         metric("store write (synthetic, no jwst)", None if write_s is None else
                ramp_bytes / MB / write_s, "MB/s", fmt="{:.0f}"),
+        metric("CRC32C checks on read: cost (cold, 2 threads)", None
+               if r["killed"] or ru["killed"] else 100 * (r["wall_s"] / ru["wall_s"] - 1), "%",
+               target=5, op="<=", fmt="{:.1f}"),
     ]
     print_metrics(metrics)
     case = f"{ramp_bytes / 1e9:.0f}GB" if ramp_bytes >= 1e10 else f"{ramp_bytes / 1e9:.1f}GB"
     write_result("big", case, f"build larger than RAM, {nexp} x {ngroups} groups FULL",
                  metrics, {"store": info, "ram_bytes": ram, "write_s": write_s, "build": r,
+                           "build_unchecked": ru,
                            "read_s": read_s,
                            "build_args": extra, "kill_above": a.big_kill_above})
 
