@@ -96,6 +96,18 @@ def cal_store(sim_cal, cal_manifest, tmp_path_factory):
     return {"path": path, "summary": summary}
 
 
+@pytest.fixture
+def damaged_copy(cal_store, tmp_path_factory):
+    """A function giving a fresh copy of the cal_store store, to damage."""
+    import shutil
+
+    def make():
+        dst = tmp_path_factory.mktemp("damaged") / "d.zarr"
+        shutil.copytree(cal_store["path"], dst)
+        return dst
+    return make
+
+
 @pytest.fixture(scope="session")
 def sci(tmp_path_factory):
     """Monitor-like ramps for the science tests: SUBS400A1 (128 x 2048), 60 groups, 11 clean

@@ -58,15 +58,6 @@ def test_two_takers_of_a_dead_owners_lock_never_both_hold_it(tmp_path):
         pass
 
 
-@pytest.fixture(scope="module")
-def damaged_copy(cal_store, tmp_path_factory):
-    def make():
-        dst = tmp_path_factory.mktemp("damaged") / "d.zarr"
-        shutil.copytree(cal_store["path"], dst)
-        return dst
-    return make
-
-
 def test_a_deleted_exposure_chunk_is_found_and_refused(damaged_copy, tmp_path, capsys):
     store = damaged_copy()
     assert RampStore(store).verify(checksums=True) == []
