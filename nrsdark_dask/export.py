@@ -432,11 +432,12 @@ def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
             stored = da.store(sources, targets, lock=False, compute=False)
             _, computed = dask.compute(stored, also)  # on the scheduler the caller configured
         else:
-            if products is None:
+            if products is None and p.store:
                 clean_dead_products(p.store)
+            # beside the store; products computed from an edited dataset (no store): in outdir
+            default = products_location(p.store or outdir / "nrsdark", stamp)
             computed = _compute_on_cluster(client, sources, targets, names, dims, also,
-                                           products or products_location(p.store, stamp),
-                                           keep_products, progress)
+                                           products or default, keep_products, progress)
         if accept is not None:
             accept(computed)
         for reftype, part in parts.items():

@@ -86,7 +86,7 @@ from . import instrument as inst
 from . import kernels as K
 from .config import Config
 from .products import BY_NAME, FLAGS, Product
-from .store import StoreBlock, StoreLayout, child, read_block
+from .store import VARIABLES, StoreBlock, StoreLayout, child, read_block
 
 DQ = inst.DQ
 DEFAULT_TASK_MEMORY = 1 << 30
@@ -130,10 +130,34 @@ def check_groups(ngroups: int) -> None:
                          f"{MIN_GROUPS} (RC reads groups 1-3; jump detection, two differences)")
 
 
+NEEDED = ("ramp", "groupdq", "rate", "pixeldq", "neg_jumps", "group1", "rc_next")
+
+
 def check_store(ds) -> StoreLayout:
-    """Clear errors for stores the reductions cannot use."""
+    """Clear errors for datasets the reductions cannot use: too few groups or exposures, a
+    store made before the ingest summaries (schema 1: recalibrate), a variable missing or
+    not on the store's dimensions, a selection of rows, columns or groups (a build makes
+    whole-frame reference files: select exposures only)."""
     layout = _layout(ds)
     check_groups(layout.ngroups)
+    if missing := [v for v in NEEDED + (("bias_groups",) if layout.has_bias else ())
+                   if v not in ds.data_vars]:
+        old = {"group1", "rc_next"} & set(missing)
+        raise BuildError(f"the dataset lacks {', '.join(missing)}" + (
+            " (a store made before the ingest summaries, schema 1: calibrate its inputs into "
+            "a new store)" if old else ""))
+    for v in ds.data_vars:
+        if v in VARIABLES and ds[v].dims != VARIABLES[v][0]:
+            raise BuildError(f"variable {v} has dimensions {ds[v].dims}, the store's are "
+                             f"{VARIABLES[v][0]} (assign a whole array, e.g. "
+                             f"ds['{v}'] = ds.{v} * 0 + 5)")
+    for dim, size in (("group", layout.ngroups), ("y", layout.ny), ("x", layout.nx),
+                      ("y_raw", layout.ny_raw)):
+        if dim in ds.sizes and ds.sizes[dim] != size:
+            raise BuildError(f"the dataset holds {ds.sizes[dim]} of the store's {size} {dim}: "
+                             "a build makes whole-frame reference files from every group; "
+                             "select exposures only (isel/sel on exposure, or build --cull / "
+                             "open_dataset(exclude=...))")
     n = ds.sizes.get("exposure", 0)
     if n == 0:
         raise BuildError("the store holds no exposure; run nrsdark calibrate first")
@@ -251,7 +275,7 @@ def rate_snr(ds: xr.Dataset, cfg: Config | None = None) -> dict:
     ``snr_required``, ``deliverable`` and ``n``.  Reads only (E, y, x) rate tiles; what
     ``nrsdark plan --store`` and period predictions use before building anything."""
     cfg = cfg or Config()
-    layout = check_store(ds)
+    ds, layout = _source(ds)
     rate = ds.rate.data.rechunk({0: -1})
     n = da.isfinite(rate).sum(axis=0)
     mean_rate = da.nanmean(rate, axis=0)
@@ -322,24 +346,9 @@ def _thresholds(ds, neg, mean_rate, unc, hot, active, cfg: Config) -> dict:
     return S
 
 
-def _rc_inputs(ds, stack):
-    """group 1 and the packed group 2-3 flags; schema-1 stores lack them and pay one extra
-    read of the ramps (a warning says so; recalibrating writes them at ingest)."""
-    if "group1" in ds and "rc_next" in ds:
-        return stack("group1"), stack("rc_next")
-    warnings.warn("this store has no group1/rc_next ingest summaries (made before schema 2): "
-                  "the RC rule reads group 1-3 from the ramps, a second pass", stacklevel=3)
-    g1 = ds.ramp.data[:, 0]
-    bad = np.uint8(inst.RC_NEXT_FLAGS)
-    q = ds.groupdq.data
-    nxt = ((q[:, 1] & bad) != 0).astype(np.uint8) | (((q[:, 2] & bad) != 0).astype(np.uint8) << 1)
-    ch = stack("rate").chunks
-    return g1.rechunk(ch), nxt.rechunk(ch)
-
-
 def _rc_flags(ds, stack, S, layout, cfg: Config) -> da.Array:
     """RC (report §4.1.3): candidate in more than half of the inputs; 1-pixel halo."""
-    g1, nxt = _rc_inputs(ds, stack)
+    g1, nxt = stack("group1"), stack("rc_next")
     if layout.ngroups < 3:
         return da.zeros(g1.shape[1:], dtype=bool, chunks=g1.chunks[1:])
     d3 = {0: 0, 1: 1, 2: 1}
@@ -430,10 +439,31 @@ def _store_stack(ds: xr.Dataset, var: str, chunks2) -> da.Array:
 
 
 def _is_pristine(ds: xr.Dataset) -> bool:
-    """The dataset is the store as opened (not loaded, rechunked or selected): the ramp pass
-    may read the store's chunks itself."""
-    return ("nrsdark_store" in ds.encoding and hasattr(ds.ramp.data, "name")
-            and ds.ramp.data.name == ds.encoding.get("nrsdark_ramp"))
+    """The dataset is the store as opened: every variable :func:`store.open_dataset` made is
+    there as the very dask array it made (not edited, loaded, rechunked or selected), so the
+    build may read the store's chunks itself.  Otherwise it computes from what the dataset
+    holds (:func:`_source`)."""
+    names = ds.encoding.get("nrsdark_names")
+    return bool(names) and "nrsdark_store" in ds.encoding and all(
+        v in ds.data_vars and getattr(ds[v].data, "name", None) == n for v, n in names.items())
+
+
+def _source(ds: xr.Dataset) -> tuple[xr.Dataset, StoreLayout]:
+    """The dataset a build computes from, and its layout: :func:`check_store`'s refusals,
+    then, unless it is pristine, every variable as a dask array chunked like the store (a
+    loaded or assigned numpy array is wrapped, not re-read from the store)."""
+    layout = check_store(ds)
+    if _is_pristine(ds):
+        return ds, layout
+    ds = ds.copy()
+    ds.encoding = {}  # nothing of the store's is used for what the dataset holds
+    ty, tx = layout.tile_y, layout.tile_x
+    chunk = {"exposure": 1, "group": layout.group_chunk or layout.ngroups, "y": ty, "x": tx,
+             "bias_group": 2, "y_raw": ty}
+    for v in ds.data_vars:
+        if not dask.is_dask_collection(ds[v].data):
+            ds[v] = ds[v].chunk({d: chunk.get(d, -1) for d in ds[v].dims})
+    return ds, layout
 
 
 def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
@@ -651,7 +681,7 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
     for IRS2) or None.  ``task_memory``: the ramp pass's per-task budget in bytes (1 GiB).
     """
     cfg = cfg or Config()
-    layout = check_store(ds)
+    ds, layout = _source(ds)
     n_exp = ds.sizes["exposure"]
     ramp = ds.ramp.data
     chunks2 = ramp.chunks[2:]
@@ -748,7 +778,7 @@ def task_count(p: Products) -> int:
 def frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:
     """The whole-frame statistics alone, lazily: they read only per-exposure images."""
     cfg = cfg or Config()
-    layout = check_store(ds)
+    ds, layout = _source(ds)
     chunks2 = ds.rate.data.chunks[1:]
     S = dict(_images(ds, layout, cfg, chunks2)["stats"])
     if layout.has_bias:

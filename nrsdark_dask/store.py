@@ -41,7 +41,8 @@ so a ramp chunk is near 8 MiB (:func:`default_group_chunk`: 30 of 88 groups, 29 
 256 x 256 tiles).  A reduction reads a group block of all exposures of a tile (E chunks per
 group chunk) and never more, so its memory is set by a budget, not by E x ngroups
 (``reduce.plan_blocks``); appending an exposure touches only its own chunks.  Schema-1 stores
-(one chunk per exposure and tile, all groups) are still read.
+(one chunk per exposure and tile, all groups, no ingest summaries) still open; a build
+refuses them (``reduce.check_store``).
 
 Per-exposure summaries made at ingest, while the exposure is in memory anyway: the negative-
 jump counts, the clipped group-1 frame statistics, the group-1 image with the group 2-3 flags
@@ -109,7 +110,7 @@ from .paths import check_name, inside
 SCHEMA_VERSION = 4
 READABLE_SCHEMAS = (1, 2, 3, 4)  # 1: no group chunking, no group1/rc_next/first_jump;
 # 2: exposures named by file name, no chunk manifests; 3: no jump_counts, rc_next without the
-# very-hot bit (all read and built, not appended to)
+# very-hot bit (all read, 2-4 built, none but 4 appended to)
 STAGING = "_staging"
 LOCK = ".nrsdark.lock"
 LOG = "nrsdark_log.jsonl"
@@ -822,9 +823,10 @@ def open_dataset(path, exclude=(), **kwargs) -> xr.Dataset:
     left out (identities ``name@hash``, or plain file names, as in a cull table); naming one
     the store does not hold is an error (a list made for another store).  The store path and the
     exposures' positions in the store are kept in ``ds.encoding`` (``nrsdark_store``,
-    ``nrsdark_positions``): the build's ramp pass reads blocks straight from the store
-    (:class:`StoreBlock`) while the dataset is unmodified (``nrsdark_ramp``: its ramp's dask
-    name)."""
+    ``nrsdark_positions``): the build reads blocks straight from the store
+    (:class:`StoreBlock`) while the dataset is unmodified (``nrsdark_names``: each variable's
+    dask name); edited, loaded, rechunked or selected, it computes from what the dataset
+    holds."""
     path = location(path)
     if not RampStore(path).exists():
         raise FileNotFoundError(f"no store at {path}")
@@ -852,7 +854,7 @@ def open_dataset(path, exclude=(), **kwargs) -> xr.Dataset:
     if order != list(range(ds.sizes["exposure"])):
         ds = ds.isel(exposure=order)
     ds.encoding.update(nrsdark_store=str(path), nrsdark_positions=tuple(order),
-                       nrsdark_ramp=ds.ramp.data.name)
+                       nrsdark_names={v: ds[v].data.name for v in ds.data_vars})
     return ds
 
 

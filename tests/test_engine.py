@@ -121,19 +121,6 @@ def test_budget_sets_the_group_block_not_the_data():
         parse_bytes("lots")
 
 
-def test_schema1_store_still_builds(cal_store, tmp_path):
-    """Stores made before the ingest summaries: RC reads groups 1-3 from the ramps (warned)."""
-    ds = open_dataset(cal_store["path"])
-    old = ds.drop_vars(["group1", "rc_next", "first_jump"])
-    with pytest.warns(UserWarning, match="ingest summaries"):
-        p = R.build_products(old)
-    new = R.build_products(ds)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        a, b = dask.compute(p["rc"].data, new["rc"].data)
-    np.testing.assert_array_equal(a, b)
-
-
 def test_fast_block_reads_equal_zarr(blocked):
     """store.read_block (chunk files read into place) equals zarr's own indexing, for aligned
     and unaligned blocks, compressed and uncompressed arrays, and missing (fill) chunks."""
