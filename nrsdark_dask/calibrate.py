@@ -247,8 +247,8 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     (default 256 x 256, no compression, chunks near 8 MiB; see ``store.py``); given for an
     existing store they must be its own.  Everything is checked before any work and before
     the store is created: the scheduler (and that its address answers), the chunking, that
-    the inputs agree with each other and with the store, that the reference kit fits them, that no exposure comes twice.
-    An exposure is known by its file name and content hash (:func:`store.exposure_id`); one
+    the inputs agree with each other and with the store, that the reference kit fits them,
+    that no exposure comes twice.  An exposure is known by its file name and content hash (:func:`store.exposure_id`); one
     whose content the store already holds is skipped.  A row whose file has disappeared fails
     alone.
 

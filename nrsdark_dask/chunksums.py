@@ -1,10 +1,10 @@
 """Chunk checksums: every chunk a command reads is checked against the CRC32C its commit
 recorded (issue 19).
 
-Each commit writes ``nrsdark_chunks/<index>.json``: ``{variable: {path below <var>/c/<index>/:
-[size, CRC32C]}, "_exposure": name}`` for every chunk file of the exposure (``store.py``).  Readers check the
-bytes of each chunk file they read against it, in the task that reads the chunk, before
-decoding:
+Each commit writes ``nrsdark_chunks/<index>.json``: ``{variable: {path below
+<var>/c/<index>/: [size, CRC32C]}, "_exposure": name}`` for every chunk file of the exposure
+(``store.py``).  Readers check the bytes of each chunk file they read against it, in the task
+that reads the chunk, before decoding:
 
 * :class:`ChunkSums` holds one store's manifests (loaded once per process and exposure; a
   local manifest is re-read when its file changes, as after a repair) and checks one chunk;

@@ -33,8 +33,9 @@ import json
 import os
 from pathlib import Path
 
+from .chunksums import CHUNKS
+
 BACKUP = "nrsdark_meta_backup.json"
-CHUNKS = "nrsdark_chunks"
 
 
 def _read_json(path: Path) -> tuple[dict | None, str | None]:

@@ -70,9 +70,10 @@ Commit protocol (nothing half-written is ever visible):
 3. rewrites the consolidated metadata (root ``zarr.json``, an atomic file replace).  That
    rewrite is the commit: readers (xarray uses the consolidated metadata) see n + 1 exposures
    only from then on.  Then the root is copied to ``nrsdark_meta_backup.json``
-   (:mod:`.metadata`: ``nrsdark repair`` restores a damaged root from it).  A run killed anywhere leaves a store that opens with whole exposures;
-   :meth:`RampStore.writer` trims any uncommitted tail (arrays, chunks, manifests) and clears
-   the staging area.  :meth:`RampStore.verify` checks committed chunks against the manifests,
+   (:mod:`.metadata`: ``nrsdark repair`` restores a damaged root from it).  A run killed
+   anywhere leaves a store that opens with whole exposures; :meth:`RampStore.writer` trims
+   any uncommitted tail (arrays, chunks, manifests) and clears the staging area.
+   :meth:`RampStore.verify` checks committed chunks against the manifests,
    and every chunk read is checked against its CRC32C (:mod:`.chunksums`).
 
 A new store is built as ``.<name>.tmp-<pid>`` beside its final name and renamed when whole.

@@ -116,7 +116,7 @@ def test_cluster_progress_lines_in_logs():
 
     out = io.StringIO()
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                      dashboard_address=":0") as lc, Client(lc) as client:
+                      dashboard_address="127.0.0.1:0") as lc, Client(lc) as client:
         futures = client.compute([da.ones(8, chunks=1).map_blocks(slow).sum()])
         futures_progress(futures, "build", stream=out, every_s=0.3)
         assert futures[0].result() == 8
