@@ -1,10 +1,17 @@
 """nrsdark_dask: NIRSpec bias, dark and bad-pixel-mask reference files on Dask, Zarr and xarray.
 
-Module map (one pixel's way from uncal file to FITS):
+One pixel's way from uncal file to FITS (README's "Layout" lists every module):
 
-* :mod:`nrsdark_dask.instrument` - NIRSpec facts (readout patterns, subarrays, IRS2 layout, DQ)
-* :mod:`nrsdark_dask.simulate` - simulated uncal darks with ground truth and a reference kit
-* :mod:`nrsdark_dask.jwst_recipe` - running jwst ``calwebb_detector1`` offline or with CRDS
+* :mod:`nrsdark_dask.select` - the pre-filter: a manifest of accepted inputs
+* :mod:`nrsdark_dask.calibrate` - jwst detector1 per exposure (:mod:`nrsdark_dask.tiled`: in
+  pieces as Dask tasks; :mod:`nrsdark_dask.jwst_recipe`: the recipe, offline or with CRDS;
+  :mod:`nrsdark_dask.ingest`: the per-exposure summaries)
+* :mod:`nrsdark_dask.store` - the calibrated ramps in a Zarr store, opened as xarray
+  (:mod:`nrsdark_dask.chunksums` checks every chunk read)
+* :mod:`nrsdark_dask.reduce` - lazy graphs of :mod:`nrsdark_dask.kernels` over tiles: the
+  products of :mod:`nrsdark_dask.products`
+* :mod:`nrsdark_dask.build` and :mod:`nrsdark_dask.export` - one computation into
+  CRDS-format FITS
 * :mod:`nrsdark_dask.cli` - the ``nrsdark`` command
 """
 

@@ -34,14 +34,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# --- DQ bits: taken from stdatamodels, never re-typed --------------------------------------
-from stdatamodels.jwst.datamodels.dqflags import pixel as DQ  # noqa: E402,N812,F401 (re-exported)
+# --- DQ bits: taken from stdatamodels, never re-typed ------------------------------------------
+# ``DQ`` (stdatamodels' pixel flags), ``GROUP_UNUSABLE`` (group flags that make a count
+# unusable: jwst's saturation step sets only SATURATED in GROUPDQ, and ramp fitting ignores such
+# groups, so do the average ramp and the RC rule) and ``RC_NEXT_FLAGS`` (report §4.1.3: an RC
+# candidate's next two groups are flagged with one of these) are made on first use (PEP 562):
+# importing stdatamodels' datamodels takes ~0.5 s, which commands that need no DQ bits (``nrsdark
+# --help``, ``plan``) do not pay.
+_DQ_NAMES = ("DQ", "GROUP_UNUSABLE", "RC_NEXT_FLAGS")
 
-GROUP_UNUSABLE = DQ["DO_NOT_USE"] | DQ["SATURATED"]
-"""Group flags that make a count unusable: jwst's saturation step sets only SATURATED in GROUPDQ,
-and ramp fitting ignores such groups (so do the average ramp and the RC rule)."""
-RC_NEXT_FLAGS = DQ["JUMP_DET"] | GROUP_UNUSABLE
-"""Report §4.1.3: an RC candidate's next two groups are flagged with one of these."""
+
+def __getattr__(name):
+    if name not in _DQ_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from stdatamodels.jwst.datamodels.dqflags import pixel
+
+    unusable = pixel["DO_NOT_USE"] | pixel["SATURATED"]
+    globals().update(DQ=pixel, GROUP_UNUSABLE=unusable,
+                     RC_NEXT_FLAGS=pixel["JUMP_DET"] | unusable)
+    return globals()[name]
 
 FULL_SIZE = 2048
 """Pixels per side of a NIRSpec H2RG (science orientation, reference pixels included)."""

@@ -87,7 +87,6 @@ FLAGS: tuple[Flag, ...] = (
 )
 
 BY_NAME = {p.name: p for p in PRODUCTS}
-FLAG_NAMES = tuple(f.name for f in FLAGS)
 
 
 def file_products(reftype: str) -> list[Product]:

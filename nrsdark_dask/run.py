@@ -40,7 +40,6 @@ from pathlib import Path
 
 from .config import Config, ConfigError
 
-STAGES = ("select", "calibrate", "cull", "build", "analyze")
 
 
 def commands(config_path) -> list[tuple[str, list[str]]]:

@@ -225,7 +225,6 @@ EXPOSURE_COORDS = {
     "crds_context": (str, {}),
     "references": (str, {"long_name": "reference files used (JSON)"}),
 }
-STATIC_COORDS = ("group", "group_time", "y", "x", "bias_group", "y_raw")
 
 
 @dataclass(frozen=True)
@@ -340,10 +339,6 @@ def location(path) -> Path | str:
     if "://" in text:
         return text.rstrip("/")
     return Path(path)
-
-
-def is_remote(path) -> bool:
-    return isinstance(location(path), str)
 
 
 def child(base, *parts) -> Path | str:
