@@ -38,10 +38,10 @@ from astropy.io import fits
 
 from . import __version__
 from . import instrument as inst
+from . import kernels as K
 from .config import Config
 from .instrument import DQ
 from .kernels import artifacts as art
-from .reduce import _clipped_mean_std, _clipped_median
 
 REFTYPES = ("superbias", "dark", "mask")
 
@@ -116,7 +116,7 @@ def _hot(path, geometry, hot_rate) -> np.ndarray | None:
                 dq = dq[y0:y0 + geometry.ysize, x0:x0 + geometry.xsize]
             return (dq & np.uint32(DQ["HOT"])) != 0
         if reftype == "dark":
-            return np.array(h["DRK"].data, np.float64) > hot_rate
+            return K.hot_pixels(np.array(h["DRK"].data, np.float64), hot_rate)
     return None
 
 
@@ -136,7 +136,7 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
     known = ~((drk == 0) & (unc == 0))
     active = ~inst.reference_pixel_mask(geo)
     n_active = int(active.sum())
-    hot = (drk > cfg.dark.hot_rate) & active
+    hot = K.hot_pixels(drk, cfg.dark.hot_rate) & active
     bits = {"n_rc": "RC", "n_telegraph": "TELEGRAPH", "n_bad_reference": "BAD_REF_PIXEL"}
     s = {
         "dark_file": str(files["dark"]), "detector": str(head.get("DETECTOR", "")).strip(),
@@ -151,11 +151,12 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
     s["telegraph_fraction"] = s["n_telegraph"] / n_active
     s["negative_rate_fraction"] = int(((drk < 0) & active).sum()) / n_active
     s["median_rate"] = float(np.median(drk[active & known]))
-    s["frame_rate"] = float(_clipped_mean_std(drk, active & known & ~hot, 3.0, 5)[0])
+    s["frame_rate"] = float(K.mean_clipped_mean_std(drk, active & known & ~hot, 3.0, 5)[0])
     s["mean_rate"] = float(np.mean(drk[active & known & ~hot]))
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = drk / unc
-    s["snr"] = float(_clipped_median(ratio, active & (unc > 0), cfg.delivery.snr_clip_sigma)[0])
+    s["snr"] = float(K.median_clipped_median(ratio, active & (unc > 0),
+                                             cfg.delivery.snr_clip_sigma)[0])
     s["snr_required"] = cfg.delivery.snr_irs2 if family == "IRS2" else cfg.delivery.snr_trad
     s["deliverable"] = bool(s["snr"] >= s["snr_required"])
     if "superbias" in files:
@@ -163,7 +164,7 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
             bias = np.array(h["SCI"].data, np.float64)
         rows = inst.irs2_normal_rows(s["detector"]) if bias.shape[0] == 3200 else \
             np.ones(bias.shape[0], bool)
-        s["bias_level"] = float(_clipped_mean_std(bias, np.broadcast_to(
+        s["bias_level"] = float(K.mean_clipped_mean_std(bias, np.broadcast_to(
             rows[:, None], bias.shape), 3.0, 5)[0])
         s["superbias_file"] = str(files["superbias"])
     if "mask" in files:
@@ -308,7 +309,7 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
     flags = np.zeros(d["dq"].shape, np.float32)
     for value, bit in ((1, "TELEGRAPH"), (2, "RC"), (3, "BAD_REF_PIXEL")):
         flags[(d["dq"] & np.uint32(DQ[bit])) != 0] = value
-    flags[(d["drk"] > cfg.dark.hot_rate) & active] = 4
+    flags[K.hot_pixels(d["drk"], cfg.dark.hot_rate) & active] = 4
     fig, ax = plt.subplots(figsize=(10, h_img + 0.8))
     ys, xs = np.nonzero(flags)
     names = {1: "TELEGRAPH", 2: "RC", 3: "BAD_REF_PIXEL", 4: "HOT"}

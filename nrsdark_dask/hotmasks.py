@@ -47,7 +47,7 @@ from .config import Config, settings_history
 from .cull import cull_note, read_culled
 from .instrument import DQ
 from .kernels import flags as K
-from .reduce import _mask, _raw_rows, _science_rows, check_store
+from .reduce import check_store, output_mask
 from .store import open_dataset
 
 DAYS_PER_MONTH = 30.44
@@ -154,9 +154,9 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
                              num_workers=threads):
             hot = [np.asarray(h) for h in dask.compute(*hot)]
     hot_known = np.zeros(ref.shape, bool) if known is None else \
-        _science_rows((known & np.uint32(DQ["HOT"])) != 0, layout)
+        layout.science_rows((known & np.uint32(DQ["HOT"])) != 0)
     seen = hot_known.copy()
-    rows, raw_rows = [], _raw_rows(layout)
+    rows = []
     first_mjd = None
     for (label, idx), h in zip(members.items(), hot):
         d = np.sort(dates[idx])
@@ -166,7 +166,7 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
             first_mjd, origin = mjd, str(mid)[:10]
         new = h & ~seen
         seen |= h
-        dq = np.asarray(_mask(da.from_array(h), known, layout, raw_rows))
+        dq = np.asarray(output_mask(da.from_array(h), known, layout))
         path = write_mask(dq, outdir, layout, d, label,
                           f"NIRSpec hot-pixel mask of {label}: {idx.size} inputs", history=[
                               f"Hot-pixel mask of bin {label} ({per}): {idx.size} inputs from "

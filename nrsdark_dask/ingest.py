@@ -16,7 +16,8 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from . import instrument as inst
-from .kernels import first_jump_index, jump_counts, negative_jump_counts, rc_next_flags
+from .kernels import (bias_combination, first_jump_index, jump_counts, negative_jump_counts,
+                      rc_next_flags)
 from .select import truncation
 from .store import StoreError, StoreLayout, date_seconds, file_sha256
 
@@ -56,7 +57,7 @@ def bias_level(bias_groups: np.ndarray, layout) -> float:
     if layout.family == "IRS2":
         science &= inst.irs2_normal_rows(layout.detector)[:, None]
     a = inst.bias_weight(inst.get_read_pattern(layout.readpatt), layout.tframe)
-    return float(np.median(((1 + a) * b[0] - a * b[1])[science]))
+    return float(np.median(bias_combination(b[0], b[1], a)[science]))
 
 
 def layout_of(row, tile, codec, group_chunk=None) -> StoreLayout:

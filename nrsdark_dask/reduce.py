@@ -221,44 +221,14 @@ def _fill(arr: da.Array, product: Product) -> da.Array:
     return out.astype(product.dtype)
 
 
-def _clip_survivors(x: np.ndarray, valid: np.ndarray, sigma: float, iters: int,
-                    centre) -> np.ndarray:
-    """The values of ``x[valid]`` (finite) that survive ``iters`` rounds of sigma clipping
-    about ``centre`` (``np.mean`` or ``np.median``) with the std: astropy ``sigma_clip``
-    semantics (a round that rejects nothing ends it)."""
-    keep = valid & np.isfinite(x)
-    for _ in range(iters):
-        v = x[keep]
-        if v.size == 0:
-            break
-        with np.errstate(invalid="ignore"):
-            new = keep & (np.abs(x - centre(v)) <= sigma * v.std())
-        if new.sum() == keep.sum():
-            break
-        keep = new
-    return x[keep]
-
-
-def _clipped_mean_std(x: np.ndarray, valid: np.ndarray, sigma: float, iters: int):
-    """Mean and std of ``x[valid]`` after ``iters`` rounds of sigma clipping about the mean."""
-    v = _clip_survivors(x, valid, sigma, iters, np.mean)
-    return np.array([v.mean(), v.std()] if v.size else [np.nan, np.nan])
-
-
 def _clipped_stats_lazy(x: da.Array, valid: da.Array, sigma=3.0, iters=5):
     """Whole-frame clipped mean and std of an image (0-d dask arrays): one task on the
     gathered image (a full frame is 16 MB) instead of ``iters`` rounds of tree reductions."""
     valid = da.broadcast_to(valid, x.shape)
-    out = da.map_blocks(lambda a, b: _clipped_mean_std(a, b, sigma, iters),
+    out = da.map_blocks(lambda a, b: K.mean_clipped_mean_std(a, b, sigma, iters),
                         x.rechunk(-1), valid.rechunk(-1), drop_axis=list(range(x.ndim)),
                         new_axis=0, chunks=((2,),), dtype=np.float64, token="frame-statistics")
     return out[0], out[1]
-
-
-def _clipped_median(x: np.ndarray, valid: np.ndarray, sigma: float, iters: int = 5):
-    """Median of ``x[valid]`` after sigma clipping about the median (the SNR of report §4.2)."""
-    v = _clip_survivors(x, valid, sigma, iters, np.median)
-    return np.array([np.median(v) if v.size else np.nan])
 
 
 def _median_robust_sigma(values: np.ndarray):
@@ -375,7 +345,10 @@ def _rtn_flags(neg: da.Array, jumps, layout, cfg: Config, S: dict) -> da.Array:
                              "schema 4) holds only negative-jump counts: recalibrate it")
         return da.map_blocks(K.rtn_candidates_esa, jumps, layout.ngroups, dtype=bool,
                              drop_axis=0)
-    return (neg > _per_exposure(S["rtn_threshold"])).sum(axis=0) > 1  # "st" (config checks)
+    # "st" (the configuration checks the rule's name): a candidate in more than one input
+    cand = da.map_blocks(lambda n, t: K.rtn_candidates_st(n, t.ravel()), neg,
+                         _per_exposure(S["rtn_threshold"]), dtype=bool, token="rtn-candidates")
+    return cand.sum(axis=0) > 1
 
 
 # ---- stage 2: the ramp pass ---------------------------------------------------------------
@@ -661,7 +634,7 @@ def _bias(ds: xr.Dataset, layout: StoreLayout, cfg: Config, given: dict) -> dict
     planes = [(unreliable, DQ["UNRELIABLE_BIAS"])] + _fill_flags(values, "superbias")
     dq = da.map_blocks(lambda *ps: K.dq_from_flags(ps, [b for _, b in planes]),
                        *[p for p, _ in planes], dtype=np.uint32, token="superbias-dq")
-    raw_rows = _raw_rows(layout)
+    raw_rows = layout.raw_science_rows()
     science = da.broadcast_to(da.from_array(raw_rows[:, None], chunks=(bias.chunks[0], 1)),
                               bias.shape).rechunk(bias.chunks)
     level, _ = _clipped_stats_lazy(bias, science)
@@ -700,7 +673,7 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
            else _dark(rp, img, layout, times)),
         **_ramp_pass(ds, layout, plan, img, cfg, QA_OUTPUTS),
         "dark_dq": _dark_dq(flags, _fill_flags(values, "dark")), **values,
-        "mask": _mask(img["hot"], mask_in, layout, _raw_rows(layout)),
+        "mask": output_mask(img["hot"], mask_in, layout),
     }
     if layout.has_bias:
         bias = _bias(ds, layout, cfg, given)
@@ -731,7 +704,7 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
     S["median_rate"] = da.nanmedian(da.where(active, mean_rate, np.nan).ravel().rechunk(-1),
                                     axis=0)
     if mask_in is not None:
-        known = da.from_array((_science_rows(mask_in, layout) & DQ["HOT"]) != 0, chunks=chunks2)
+        known = da.from_array((layout.science_rows(mask_in) & DQ["HOT"]) != 0, chunks=chunks2)
         S["n_new_hot"] = (img["hot"] & ~known).sum()
     S.update(delivery(img["mean_rate"], img["unc"], img["active"], layout, cfg))
     return Products(layout=layout, plan=plan, exposures=np.asarray(ds.exposure.values).tolist(),
@@ -747,7 +720,7 @@ def delivery(mean_rate, unc, active, layout: StoreLayout, cfg: Config) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = mean_rate / unc
     ok = active & (unc > 0)
-    snr = da.map_blocks(lambda a, b: _clipped_median(a, b, d.snr_clip_sigma), ratio.rechunk(-1),
+    snr = da.map_blocks(lambda a, b: K.median_clipped_median(a, b, d.snr_clip_sigma), ratio.rechunk(-1),
                         ok.rechunk(-1), drop_axis=[0, 1], new_axis=0, chunks=((1,),),
                         dtype=np.float64, token="delivery-snr")[0]
     required = d.snr_irs2 if layout.family == "IRS2" else d.snr_trad
@@ -793,20 +766,10 @@ def compute_frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:
     return {k: np.asarray(v) for k, v in values.items()}
 
 
-def _raw_rows(layout: StoreLayout) -> np.ndarray:
-    """Which raw rows hold science pixels (all of them except in IRS2)."""
-    if layout.family == "IRS2":
-        return inst.irs2_normal_rows(layout.detector)
-    return np.ones(layout.ny_raw, bool)
-
-
-def _science_rows(raw: np.ndarray, layout: StoreLayout) -> np.ndarray:
-    return raw[_raw_rows(layout)] if raw.shape[0] != layout.ny else raw
-
-
-def _mask(hot: da.Array, mask_in, layout: StoreLayout, raw_rows: np.ndarray) -> da.Array:
+def output_mask(hot: da.Array, mask_in, layout: StoreLayout) -> da.Array:
     """Output MASK (raw layout): the input mask OR HOT|DO_NOT_USE on the new hot pixels; with
     no input mask, reference pixels (and IRS2 reference samples) get REFERENCE_PIXEL."""
+    raw_rows = layout.raw_science_rows()
     flag = np.uint32(DQ["HOT"] | DQ["DO_NOT_USE"])
     hot_dq = da.where(hot, flag, np.uint32(0))
     if layout.family == "IRS2":  # science row i sits at raw row idx[i]

@@ -306,6 +306,17 @@ class StoreLayout:
         """The science-layout region of the detector the store covers."""
         return inst.Subarray(self.subarray, self.xstart, self.ystart, self.nx, self.ny)
 
+    def raw_science_rows(self) -> np.ndarray:
+        """Which raw rows (``y_raw``) hold science pixels: all but IRS2's reference samples."""
+        if self.family == "IRS2":
+            return inst.irs2_normal_rows(self.detector)
+        return np.ones(self.ny_raw, bool)
+
+    def science_rows(self, raw: np.ndarray) -> np.ndarray:
+        """An image in the raw layout (``y_raw`` rows, e.g. a MASK) cut to the science rows;
+        one already in the science layout is returned as it is."""
+        return raw[self.raw_science_rows()] if raw.shape[0] != self.ny else raw
+
     def group_times(self) -> np.ndarray:
         return inst.group_times(inst.get_read_pattern(self.readpatt), self.tframe, self.ngroups)
 

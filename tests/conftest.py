@@ -1,5 +1,6 @@
 """Shared simulated data sets (small: subarrays, few groups) and helpers."""
 
+import contextlib
 import logging
 import socket
 
@@ -33,6 +34,59 @@ def _quiet_jwst():
     logging.getLogger("stpipe").setLevel(logging.WARNING)
     logging.getLogger("jwst").setLevel(logging.WARNING)
     logging.getLogger("stcal").setLevel(logging.WARNING)
+
+
+class CountingScheduler:
+    """A dask scheduler that counts its computes and raises above ``max_computes`` (xarray's
+    ``raise_if_dask_computes``); runs the graph on ``base`` (default: dask's threads)."""
+
+    def __init__(self, max_computes=None, base=None):
+        import dask.threaded
+
+        self.total_computes, self.max_computes = 0, max_computes
+        self.base = base or dask.threaded.get
+
+    def __call__(self, dsk, keys, **kwargs):
+        self.total_computes += 1
+        if self.max_computes is not None and self.total_computes > self.max_computes:
+            raise RuntimeError(f"too many dask computes: {self.total_computes} > "
+                               f"{self.max_computes}")
+        return self.base(dsk, keys, **kwargs)
+
+
+@contextlib.contextmanager
+def raise_if_dask_computes(max_computes=0):
+    """Any compute beyond ``max_computes`` (``dask.compute``, ``.compute()``, ``np.asarray``
+    of a dask array...) on the default scheduler raises."""
+    import dask
+
+    scheduler = CountingScheduler(max_computes)
+    with dask.config.set(scheduler=scheduler):
+        yield scheduler
+
+
+@pytest.fixture
+def computes(monkeypatch):
+    """Every compute on a local dask scheduler, whatever the code under test configures
+    (the default, or ``scheduler="threads"``/``"sync"`` as a command sets it): a list of the
+    scheduler names used, one entry a compute."""
+    import dask
+    import dask.base
+
+    calls = []
+    for name, fn in list(dask.base.named_schedulers.items()):
+        def run(dsk, keys, _fn=fn, _name=name, **kwargs):
+            calls.append(_name)
+            return _fn(dsk, keys, **kwargs)
+
+        monkeypatch.setitem(dask.base.named_schedulers, name, run)
+
+    def default(dsk, keys, **kwargs):
+        calls.append("default")
+        return dask.threaded.get(dsk, keys, **kwargs)
+
+    with dask.config.set(scheduler=default):
+        yield calls
 
 
 @pytest.fixture
@@ -210,13 +264,11 @@ def synthetic_store(path, h: dict, n_exp: int, seed: int = 0, hot=()):
     """A store written through the store API without jwst (like ``calibrate`` writes one):
     ``h`` the primary-header keywords ``StoreLayout.from_header`` reads; per exposure white
     noise (9 DN) on a 0.01 DN/s dark, and pixels ``hot`` ((y, x) pairs) at 50 DN/s; the ingest
-    summaries made with the same kernels as ``calibrate``."""
+    summaries made by calibrate's own ``ingest.pixel_summaries``."""
     import numpy as np
 
-    from nrsdark_dask import instrument as inst
-    from nrsdark_dask import kernels as K
-    from nrsdark_dask.ingest import group1_statistics
-    from nrsdark_dask.store import NO_JUMP, RampStore, StoreLayout, write_staging
+    from nrsdark_dask.ingest import group1_statistics, pixel_summaries
+    from nrsdark_dask.store import RampStore, StoreLayout, write_staging
 
     layout = StoreLayout.from_header(h, has_bias=True)
     store = RampStore.create(path, layout, provenance={"ingest": {"neg_jump_sigma": 3.0}})
@@ -234,11 +286,8 @@ def synthetic_store(path, h: dict, n_exp: int, seed: int = 0, hot=()):
             bias = 12000 + rng.normal(0, 5, (2, layout.ny_raw, layout.nx)).astype(np.float32)
             data = {"ramp": ramp, "groupdq": gdq, "pixeldq": np.zeros(rate.shape, np.uint32),
                     "rate": (rate + rng.normal(0, 0.05, rate.shape)).astype(np.float32),
-                    "rate_err": np.full(rate.shape, 0.05, np.float32),
-                    "neg_jumps": np.zeros(rate.shape, np.int16), "group1": g1,
-                    "rc_next": K.rc_next_flags(gdq, inst.RC_NEXT_FLAGS),
-                    "first_jump": np.full(rate.shape, NO_JUMP, np.int16),
-                    "jump_counts": np.zeros(rate.shape, np.int16), "bias_groups": bias}
+                    "rate_err": np.full(rate.shape, 0.05, np.float32), "bias_groups": bias,
+                    **pixel_summaries(ramp, gdq, 12.7, layout.group_times(), 3.0)}
             name = f"synthetic_{e}_uncal.fits@{e:012d}"
             write_staging(path, name, layout, data)
             m, s = group1_statistics(g1, layout)

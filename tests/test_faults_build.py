@@ -6,27 +6,12 @@ import os
 import shutil
 import subprocess
 
-import dask
 import pytest
 from astropy.io import fits
 
 from nrsdark_dask import cli
 from nrsdark_dask import export
 from nrsdark_dask.build import build
-
-
-@pytest.fixture
-def computes(monkeypatch):
-    """Counts dask.compute calls (a check that refuses must come before any)."""
-    calls = []
-    real = dask.compute
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(dask, "compute", counting)
-    return calls
 
 
 def _kit(sim_cal, reftype):

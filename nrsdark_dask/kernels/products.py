@@ -5,6 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def bias_combination(g1: np.ndarray, g2: np.ndarray, weight: float) -> np.ndarray:
+    """Groups 1 and 2 projected back to time 0 (report §4.1.1): ``(1 + a) g1 - a g2``, ``a =
+    weight`` (:func:`nrsdark_dask.instrument.bias_weight`), in the inputs' precision."""
+    a = float(weight)
+    return (1 + a) * g1 - a * g2
+
+
 def bias_from_groups(g1: np.ndarray, g2: np.ndarray, levels: np.ndarray | None = None,
                      valid: np.ndarray | None = None, weight: float = 1.0):
     """Superbias of one tile (report §4.1.1): groups 1 and 2 projected back to time 0,
@@ -24,8 +31,7 @@ def bias_from_groups(g1: np.ndarray, g2: np.ndarray, levels: np.ndarray | None =
     if valid is not None:
         v &= valid
     n = v.sum(axis=0)
-    a = float(weight)
-    x = np.where(v, (1.0 + a) * g1.astype(np.float64) - a * g2, 0.0)
+    x = np.where(v, bias_combination(g1.astype(np.float64), g2, weight), 0.0)
     if levels is None:
         shift = np.zeros((x.shape[0], 1, 1))
     else:
