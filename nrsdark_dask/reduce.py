@@ -318,9 +318,7 @@ def _thresholds(ds, neg, mean_rate, unc, hot, active, cfg: Config) -> dict:
 
 def _rc_flags(ds, stack, S, layout, cfg: Config) -> da.Array:
     """RC (report §4.1.3): candidate in more than half of the inputs; 1-pixel halo."""
-    g1, nxt = stack("group1"), stack("rc_next")
-    if layout.ngroups < 3:
-        return da.zeros(g1.shape[1:], dtype=bool, chunks=g1.chunks[1:])
+    g1, nxt = stack("group1"), stack("rc_next")  # check_groups: at least 3 groups
     d3 = {0: 0, 1: 1, 2: 1}
     g1o = da.overlap.overlap(g1, depth=d3, boundary="none")
     nxo = da.overlap.overlap(nxt, depth=d3, boundary="none")

@@ -50,8 +50,6 @@ def test_every_reader_checks_what_it_reads(damaged_copy, monkeypatch):
     chunk the manifest lists that is gone."""
     store = damaged_copy()
     chunk = _one_chunk(store, "rate")
-    good = open_dataset(store).rate.isel(exposure=0).values  # other exposures stay readable
-    assert np.isfinite(good).any()
     _flip(chunk, 4)
     ds = open_dataset(store)
     name = RampStore(store).committed()[1]
@@ -62,10 +60,10 @@ def test_every_reader_checks_what_it_reads(damaged_copy, monkeypatch):
         read_block(store / "rate", (slice(pos, pos + 1), slice(None), slice(None)))
     with pytest.raises(CorruptChunk, match=str(chunk)):
         read_block(store / "rate", (slice(pos, pos + 1), slice(None, None, 2), slice(None)))
-    monkeypatch.setenv("NRSDARK_CHUNK_CHECKS", "0")  # the benchmarks' switch: only it reads
+    monkeypatch.setenv("NRSDARK_CHUNK_CHECKS", "0")  # checks off: the damage reads silently
     read_block(store / "rate", (slice(pos, pos + 1), slice(None), slice(None)))
     monkeypatch.delenv("NRSDARK_CHUNK_CHECKS")
-    np.testing.assert_array_equal(
+    np.testing.assert_array_equal(  # another exposure stays readable, on both paths
         read_block(store / "rate", ([0], slice(None), slice(None)))[0],
         open_dataset(store).rate.sel(exposure=RampStore(store).committed()[0]).values)
     gone = _one_chunk(store, "pixeldq", 2)

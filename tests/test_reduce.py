@@ -90,7 +90,7 @@ def test_science_against_truth(sci):
     assert r >= 0.7 and false_frac <= 0.002
     r, pr, nt, nf = _score(arr["bad_reference"], truth["badref"], truth["refpix"])
     lines.append(f"bad reference: recall {r:.3f} precision {pr:.3f} (truth {nt}, flagged {nf})")
-    assert r == 1.0
+    assert r == 1.0 and pr >= 0.8  # 5 of 5, one extra (issue 21 aims at 0.95)
 
     # mean rate: pulls of DRK against truth with UNC, after the exposure-averaged pedestal
     # offset common to all pixels (reported, and checked against its own uncertainty)
@@ -129,14 +129,22 @@ def test_science_against_truth(sci):
 
 
 def test_esa_rtn_rule_is_offered(sci):
+    """The ESA rule against truth, as the ST rule is scored in test_science_against_truth;
+    the two flag nearly the same pixels here (README: 1325 vs 1314)."""
     ds = open_dataset(sci["store"])
+    truth = sci["truth"]
     cfg = Config(dark=DarkConfig(rtn_rule="esa"))
     p = R.build_products(ds, cfg=cfg, stats=R.compute_frame_statistics(ds, cfg))
-    esa = int(p.stats["n_telegraph"].compute())
+    tele, esa = dask.compute(p["telegraph"].data, p.stats["n_telegraph"])
     st = int(R.build_products(ds, stats=R.compute_frame_statistics(ds)).stats["n_telegraph"]
              .compute())
-    print(f"\nTELEGRAPH pixels: ST rule {st}, ESA rule {esa}")
-    assert esa > 0 and st > 0
+    active = ~truth["refpix"]
+    r, pr, nt, nf = _score(tele, truth["rtn"], active & ~truth["hot"])
+    false_frac = (tele & ~truth["rtn"] & active).sum() / active.sum()
+    print(f"\nTELEGRAPH pixels: ST rule {st}, ESA rule {int(esa)}; ESA recall {r:.3f} "
+          f"precision {pr:.3f}, false flags {false_frac:.5f} of pixels")
+    assert r >= 0.7 and false_frac <= 0.002
+    assert abs(int(esa) - st) <= 0.1 * st
 
 
 def test_stores_the_reductions_cannot_use(cal_store, tmp_path):
