@@ -107,9 +107,8 @@ class ChunkSums:
             why = "is not part of its commit"
         elif data is None:
             why = "is missing"
-        elif len(memoryview(data).cast("B")) != entry[0]:
-            why = (f"has {len(memoryview(data).cast('B'))} bytes, {entry[0]} when committed "
-                   "(truncated or replaced)")
+        elif (size := memoryview(data).nbytes) != entry[0]:
+            why = f"has {size} bytes, {entry[0]} when committed (truncated or replaced)"
         elif crc32c(data) != entry[1]:
             why = "does not match its CRC32C checksum (corrupt)"
         else:

@@ -321,7 +321,8 @@ def _repair(args) -> int:
     from .store import RampStore, StoreError
 
     store = RampStore(args.store)
-    if not (store.path / "zarr.json").exists() and not (store.path / "nrsdark_chunks").exists():
+    path = store.local_path("repairing a store")
+    if not (path / "zarr.json").exists() and not (path / "nrsdark_chunks").exists():
         raise FileNotFoundError(f"no store at {args.store}")
     fixed, lost = repair(store)
     for line in fixed:

@@ -53,9 +53,7 @@ def bias_level(bias_groups: np.ndarray, layout) -> float:
     """Median of the superbias combination ``(1 + a) g1 - a g2`` over the science pixels (the
     exposure's bias level; SPEC §3)."""
     b = bias_groups
-    science = np.isfinite(b[0]) & np.isfinite(b[1])
-    if layout.family == "IRS2":
-        science &= inst.irs2_normal_rows(layout.detector)[:, None]
+    science = np.isfinite(b[0]) & np.isfinite(b[1]) & layout.raw_science_rows()[:, None]
     a = inst.bias_weight(inst.get_read_pattern(layout.readpatt), layout.tframe)
     return float(np.median(bias_combination(b[0], b[1], a)[science]))
 

@@ -69,13 +69,12 @@ def problems(root) -> list[str]:
         return []
     out = []
     data, why = _read_json(root / "zarr.json")
-    if why := _root_problem(data, why):
-        out.append(f"{root / 'zarr.json'} {why}")
-        data, _ = _read_json(root / BACKUP)  # the arrays are still checked against it
-        if _root_problem(data, None) if data else True:
-            data = None
     backup, bwhy = _read_json(root / BACKUP)
-    if (bwhy := _root_problem(backup, bwhy)) and bwhy != "is missing":
+    why, bwhy = _root_problem(data, why), _root_problem(backup, bwhy)
+    if why:
+        out.append(f"{root / 'zarr.json'} {why}")
+        data = None if bwhy else backup  # the arrays are still checked against the backup
+    if bwhy and bwhy != "is missing":
         out.append(f"{root / BACKUP} {bwhy}")
     arrays = sorted(data["consolidated_metadata"]["metadata"]) if data else sorted(
         p.parent.name for p in root.glob("*/zarr.json"))
@@ -121,7 +120,7 @@ def repair(store) -> tuple[list[str], list[str]]:
     """Rebuild the damaged metadata of ``store`` (a :class:`~nrsdark_dask.store.RampStore`,
     local) under its lock; returns ``(repaired, lost)``, one line each.  What cannot be
     rebuilt is left as it is and named in ``lost``."""
-    from .store import crc32c, _chunk_files
+    from .store import StoreLayout, chunk_checksums
 
     root = store.local_path("repairing a store")
     fixed, lost = [], []
@@ -151,28 +150,22 @@ def repair(store) -> tuple[list[str], list[str]]:
                 _write_atomic(root / name / "zarr.json", json.dumps(entry, indent=2))
                 fixed.append(f"{root / name / 'zarr.json'} rewritten from the root's "
                              "consolidated metadata")
-        n = meta["exposure"]["shape"][0]
         names = store.committed()
-        variables = [v for v in meta if meta[v].get("dimension_names", [None])[0] == "exposure"
-                     and len(meta[v].get("shape", [])) > 1]
-        for i in range(n):
+        variables = StoreLayout(**data["attributes"]["layout"]).variables()
+        for i, name in enumerate(names):
             path = root / CHUNKS / f"{i}.json"
-            m, why = _read_json(path)
-            if why is None or why == "is missing" and not path.parent.exists():
+            _, why = _read_json(path)
+            if why in (None, "is missing"):  # missing: committed before manifests, no rebuild
                 continue
-            if why == "is missing":
-                continue  # an exposure committed before manifests: nothing to rebuild from
-            listed = {"_exposure": names[i]}
-            for var in variables:
-                listed[var] = {rel: [size, crc32c(Path(f).read_bytes())]
-                               for rel, (f, size) in _chunk_files(root / var, i).items()}
+            listed = {"_exposure": name}
+            listed.update({var: chunk_checksums(root, var, i) for var in variables})
             _write_atomic(path, json.dumps(listed))
             fixed.append(f"{path} rebuilt from the chunk files as they are now")
-            lost.append(f"{names[i]}: damage to its chunks before this repair can no longer be "
+            lost.append(f"{name}: damage to its chunks before this repair can no longer be "
                         "told (its checksums were recomputed)")
-        if _root_problem(backup, bwhy) or backup != data:
+        if backup != data:  # damaged, stale or missing (a store made before backups: silently)
             write_backup(root)
-            if bwhy != "is missing" or _root_problem(backup, bwhy) is None:
+            if bwhy != "is missing":
                 fixed.append(f"{root / BACKUP} rewritten")
         store._repair()  # trim what the commit does not hold
     return fixed, lost

@@ -508,15 +508,21 @@ def create_staging(path: Path, layout: StoreLayout):
     return g
 
 
-def staged_checksums(path: Path, var: str, row_chunk: int | None = None) -> dict:
-    """``{chunk file below c/0/: [size, CRC32C]}`` of a staged variable; with ``row_chunk``,
-    only the chunks of that tile row (what one tiled-calibration piece wrote)."""
+def chunk_checksums(root: Path, var: str, index: int, row_chunk: int | None = None) -> dict:
+    """``{chunk file below <var>/c/<index>/: [size, CRC32C]}`` of exposure ``index`` of the
+    store (or staged exposure) at ``root``: a commit's manifest entry; with ``row_chunk``, only
+    the chunks of that tile row (what one tiled-calibration piece wrote)."""
     row_axis = list(VARIABLES[var][0]).index("y_raw" if var == "bias_groups" else "y") - 1
     out = {}
-    for rel, (f, size) in _chunk_files(path / var, 0).items():
+    for rel, (f, size) in _chunk_files(root / var, index).items():
         if row_chunk is None or int(rel.split("/")[row_axis]) == row_chunk:
             out[rel] = [size, crc32c(Path(f).read_bytes())]
     return out
+
+
+def staged_checksums(path: Path, var: str, row_chunk: int | None = None) -> dict:
+    """:func:`chunk_checksums` of a staged exposure (``path``: ``_staging/<exposure>``)."""
+    return chunk_checksums(path, var, 0, row_chunk)
 
 
 def seal_staging(path: Path, chunks: dict) -> None:
@@ -714,15 +720,9 @@ class RampStore:
             return {str(h): str(e) for h, e in zip(g["input_sha256"][:], g["exposure"][:])}
 
     def _manifest(self, index: int) -> dict | None:
-        fs, root = _filesystem(child(self.path, CHUNKS, f"{index}.json"))
-        try:
-            return json.loads(fs.cat_file(root))
-        except FileNotFoundError:
-            return None
-        except ValueError as exc:
-            raise StoreError(f"the store's metadata is damaged: chunk manifest {root} is not "
-                             f"valid JSON ({exc}); `nrsdark repair --store {self.path}` "
-                             "rebuilds it") from None
+        """Exposure ``index``'s chunk manifest (:meth:`chunksums.ChunkSums.manifest`: read
+        once per process, a damaged one named in one line); None before manifests."""
+        return ChunkSums(self.path).manifest(index)
 
     def unverifiable(self, exposures=None) -> list[str]:
         """Committed exposures without a chunk manifest (committed by an older nrsdark_dask):
