@@ -37,19 +37,21 @@ def _quiet_jwst():
 
 
 class CountingScheduler:
-    """A dask scheduler that counts its computes and raises above ``max_computes`` (xarray's
+    """A dask scheduler that records each compute as ``name`` in ``calls`` (shared between
+    schedulers to count them together) and raises above ``max_computes`` (xarray's
     ``raise_if_dask_computes``); runs the graph on ``base`` (default: dask's threads)."""
 
-    def __init__(self, max_computes=None, base=None):
+    def __init__(self, max_computes=None, base=None, name="default", calls=None):
         import dask.threaded
 
-        self.total_computes, self.max_computes = 0, max_computes
+        self.max_computes, self.name = max_computes, name
         self.base = base or dask.threaded.get
+        self.calls = [] if calls is None else calls
 
     def __call__(self, dsk, keys, **kwargs):
-        self.total_computes += 1
-        if self.max_computes is not None and self.total_computes > self.max_computes:
-            raise RuntimeError(f"too many dask computes: {self.total_computes} > "
+        self.calls.append(self.name)
+        if self.max_computes is not None and len(self.calls) > self.max_computes:
+            raise RuntimeError(f"too many dask computes: {len(self.calls)} > "
                                f"{self.max_computes}")
         return self.base(dsk, keys, **kwargs)
 
@@ -75,17 +77,9 @@ def computes(monkeypatch):
 
     calls = []
     for name, fn in list(dask.base.named_schedulers.items()):
-        def run(dsk, keys, _fn=fn, _name=name, **kwargs):
-            calls.append(_name)
-            return _fn(dsk, keys, **kwargs)
-
-        monkeypatch.setitem(dask.base.named_schedulers, name, run)
-
-    def default(dsk, keys, **kwargs):
-        calls.append("default")
-        return dask.threaded.get(dsk, keys, **kwargs)
-
-    with dask.config.set(scheduler=default):
+        monkeypatch.setitem(dask.base.named_schedulers, name,
+                            CountingScheduler(base=fn, name=name, calls=calls))
+    with dask.config.set(scheduler=CountingScheduler(calls=calls)):
         yield calls
 
 
@@ -206,6 +200,36 @@ def copy_store(src, dst, group_chunk=None, order=None):
             store.commit(name, {c: one[c].values.item() for c in EXPOSURE_COORDS
                                 if c != "exposure" and c in one.coords})
     return dst
+
+
+def kill_worker_running(address, target, task: str, timeout: float, join: float):
+    """Run ``target()`` in a thread while watching the cluster at ``address``: SIGKILL the
+    first worker seen processing a task whose key holds ``task``, then wait up to ``join`` s
+    for ``target``.  Returns ``(pid, key)`` of the kill, or None if ``target`` ended (or
+    ``timeout`` s passed) first."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        pids = client.run(os.getpid)  # {worker address: pid}
+        thread = threading.Thread(target=target)
+        thread.start()
+        victim = None
+        deadline = time.time() + timeout
+        while victim is None and thread.is_alive() and time.time() < deadline:
+            for addr, keys in client.processing().items():
+                keys = [k for k in keys if task in str(k)]
+                if keys:
+                    victim = pids[addr], keys[0]
+                    os.kill(victim[0], signal.SIGKILL)
+                    break
+            time.sleep(0.005)
+        thread.join(join)
+    return victim
 
 
 class DaskProcesses:

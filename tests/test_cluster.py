@@ -2,9 +2,6 @@
 ``dask worker`` processes on 127.0.0.1, the same files as the threaded run bit for bit, and a
 worker killed (SIGKILL) in the middle of a build."""
 
-import os
-import signal
-import threading
 import time
 
 import numpy as np
@@ -17,7 +14,7 @@ from nrsdark_dask.build import build
 from nrsdark_dask.calibrate import calibrate
 from nrsdark_dask.store import open_dataset
 
-from conftest import DaskProcesses
+from conftest import DaskProcesses, kill_worker_running
 
 
 def assert_same_files(a: dict, b: dict):
@@ -67,8 +64,6 @@ def test_calibrate_and_build_through_a_scheduler_address(cluster, cal_manifest, 
 
 
 def test_a_killed_worker_does_not_change_the_files(cluster, cal_store, threaded, tmp_path):
-    from distributed import Client
-
     result, error = {}, []
 
     def run():
@@ -78,24 +73,11 @@ def test_a_killed_worker_does_not_change_the_files(cluster, cal_store, threaded,
         except BaseException as exc:  # noqa: BLE001 - reported below
             error.append(exc)
 
-    with Client(cluster.address) as client:
-        pids = client.run(os.getpid)  # {worker address: pid}
-        thread = threading.Thread(target=run)
-        thread.start()
-        victim = None
-        deadline = time.time() + 120
-        while victim is None and thread.is_alive() and time.time() < deadline:
-            for addr, keys in client.processing().items():
-                keys = [k for k in keys if "ramp-pass" in str(k)]
-                if keys:  # a worker in the middle of the pass over the ramps
-                    victim = pids[addr], len(keys), keys[0]
-                    os.kill(victim[0], signal.SIGKILL)
-                    break
-            time.sleep(0.005)
-        thread.join(300)
+    # a worker in the middle of the pass over the ramps
+    victim = kill_worker_running(cluster.address, run, "ramp-pass", timeout=120, join=300)
     assert victim is not None, "the build finished before a worker could be killed"
-    assert "ramp-pass" in str(victim[2])
-    print(f"\nkilled worker pid {victim[0]} while it ran {victim[2]}")
+    assert "ramp-pass" in str(victim[1])
+    print(f"\nkilled worker pid {victim[0]} while it ran {victim[1]}")
     assert not error, error
     assert [w.poll() for w in cluster.workers].count(None) == 1  # one worker really gone
     assert_same_files(result["files"], threaded["files"])

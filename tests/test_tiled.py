@@ -6,10 +6,6 @@ edges, on threads and on a real cluster that loses a worker in the middle of a s
 CI: a TRAD subarray (ALLSLITS) and a 5-group IRS2 full frame.  Slow: the issue's full frames
 (TRAD 20 and 88 groups, IRS2 25 groups on NRS1 and NRS2)."""
 
-import os
-import signal
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -124,9 +120,7 @@ def test_a_killed_worker_changes_nothing(edge_set, tmp_path, monkeypatch):
     scheduler runs the slab again elsewhere and the store is bit for bit the reference.  The
     workers start without this process's CRDS settings, as on a real cluster: every piece
     sets jwst up itself."""
-    from distributed import Client
-
-    from conftest import DaskProcesses
+    from conftest import DaskProcesses, kill_worker_running
 
     for var in ("CRDS_PATH", "STPIPE_DISABLE_CRDS_STEPPARS"):
         monkeypatch.delenv(var, raising=False)
@@ -144,20 +138,7 @@ def test_a_killed_worker_changes_nothing(edge_set, tmp_path, monkeypatch):
             out["error"] = exc
 
     try:
-        with Client(cluster.address, timeout=30) as client:
-            pids = client.run(os.getpid)
-            thread = threading.Thread(target=run)
-            thread.start()
-            killed = None
-            deadline = time.time() + 300
-            while killed is None and thread.is_alive() and time.time() < deadline:
-                for addr, keys in client.processing().items():
-                    if any("jump-slab" in str(k) for k in keys):
-                        os.kill(pids[addr], signal.SIGKILL)
-                        killed = addr
-                        break
-                time.sleep(0.02)
-            thread.join(600)
+        killed = kill_worker_running(cluster.address, run, "jump-slab", timeout=300, join=600)
         assert killed is not None, "no jump slab was seen running"
         assert "error" not in out, out.get("error")
         assert len(out["summary"]["committed"]) == 2 and not out["summary"]["failed"]
