@@ -39,6 +39,7 @@ from astropy.io import fits
 from . import __version__
 from . import instrument as inst
 from . import kernels as K
+from . import products as P
 from .config import Config
 from .instrument import DQ
 from .kernels import artifacts as art
@@ -104,7 +105,7 @@ def _read_dark(path):
     return out
 
 
-def _hot(path, geometry, hot_rate) -> np.ndarray | None:
+def _hot(path, geometry, cfg: Config) -> np.ndarray | None:
     """HOT pixels of a comparison: the MASK's HOT bit, else its DARK's DRK over the limit."""
     with fits.open(path, memmap=False) as h:
         reftype = str(h[0].header.get("REFTYPE", "")).strip().lower()
@@ -116,8 +117,27 @@ def _hot(path, geometry, hot_rate) -> np.ndarray | None:
                 dq = dq[y0:y0 + geometry.ysize, x0:x0 + geometry.xsize]
             return (dq & np.uint32(DQ["HOT"])) != 0
         if reftype == "dark":
-            return K.hot_pixels(np.array(h["DRK"].data, np.float64), hot_rate)
+            images = {"mean_rate": np.array(h["DRK"].data, np.float64),
+                      "unc": np.array(h["UNC"].data, np.float64)}
+            return flag_pixels(P.flag("hot"), None, images, cfg,
+                               ~inst.reference_pixel_mask(geometry))
     return None
+
+
+def flag_pixels(flag, dq: np.ndarray | None, images: dict, cfg: Config,
+                active: np.ndarray) -> np.ndarray | None:
+    """A flag's pixels in a written DARK: its first DARK DQ bit; for a flag the DARK carries
+    in no bit of its own (HOT: the MASK does) its rule on the DARK's own images (DRK as
+    ``mean_rate``, UNC as ``unc``), the build's code (``reduce.flag_from_images``); None
+    when neither tells (the flag is not counted)."""
+    if flag.dark_dq and dq is not None:
+        return (dq & np.uint32(DQ[flag.dark_dq[0]])) != 0
+    rule = flag.rule(cfg.dark)
+    if rule.statistics or not set(rule.inputs) <= set(images):
+        return None
+    from .reduce import flag_from_images
+
+    return np.asarray(flag_from_images(flag.name, images, cfg, active))
 
 
 def statistics(files: dict, cfg: Config | None = None, compare: dict | None = None,
@@ -136,16 +156,18 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
     known = ~((drk == 0) & (unc == 0))
     active = ~inst.reference_pixel_mask(geo)
     n_active = int(active.sum())
-    hot = K.hot_pixels(drk, cfg.dark.hot_rate) & active
-    bits = {"n_rc": "RC", "n_telegraph": "TELEGRAPH", "n_bad_reference": "BAD_REF_PIXEL"}
+    images = {"mean_rate": drk, "unc": unc}
+    pixels = {f.name: p for f in P.FLAGS if f.counted
+              and (p := flag_pixels(f, dq, images, cfg, active)) is not None}
+    hot = pixels["hot"]
     s = {
         "dark_file": str(files["dark"]), "detector": str(head.get("DETECTOR", "")).strip(),
         "readpatt": readpatt if str(head.get("READPATT", "")).strip() == readpatt else
         str(head.get("P_READPA", readpatt)).strip("| "), "subarray": geo.name, "family": family,
         "pedigree": str(head.get("PEDIGREE", "")).strip(),
         "useafter": str(head.get("USEAFTER", "")).strip(), "n_inputs": len(_inputs(head)),
-        "dark_planes": d["nplanes"], "n_active": n_active, "n_hot": int(hot.sum()),
-        **{k: int(((dq & np.uint32(DQ[b])) != 0).sum()) for k, b in bits.items()},
+        "dark_planes": d["nplanes"], "n_active": n_active,
+        **{f"n_{name}": int(p.sum()) for name, p in pixels.items()},
         "n_unreliable_dark": int(((dq & np.uint32(DQ["UNRELIABLE_DARK"])) != 0).sum()),
     }
     s["telegraph_fraction"] = s["n_telegraph"] / n_active
@@ -171,7 +193,7 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
         s["mask_file"] = str(files["mask"])
     if compare:
         prev = compare.get("mask") or compare.get("dark")
-        known = _hot(prev, geo, cfg.dark.hot_rate)
+        known = _hot(prev, geo, cfg)
         if known is not None and known.shape == hot.shape:
             s["n_new_hot"] = int((hot & ~known).sum())
             s["compare_hot_from"] = str(prev)
@@ -191,40 +213,17 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
     return s
 
 
-# Where each flag rule becomes reliable, measured on simulation truth by
-# benchmarks/flag_reliability.py (results/flag_reliability.md): NRS1 TRAD NRSRAPID, 3 ALLSLITS
-# sets of 88 groups and 1 FULL set of 20 groups, 20 clean exposures each, builds from subsets
-# of N = 3..20.  The limit is the larger of the two cases (bad reference: FULL alone); the
-# message carries the numbers.
-RELIABLE_N = {
-    # precision >= 0.9 from N = 6 (88 groups) / 8 (20 groups); at N = 3 it is 0.58 / 0.54,
-    # the false RC being fast telegraph pixels.  Recall is 0.89 / 0.79 at every N (RC pixels
-    # saturated in group 1 show no RC signature): not a matter of N.
-    "RC": (8, "precision 0.54-0.58 at 3 inputs, >= 0.9 from 8; fast telegraph pixels pass "
-              "for RC"),
-    # recall >= 0.9 from N = 3 (88 groups) / 4 (20 groups: 0.86 at 3); precision >= 0.99.
-    "TELEGRAPH": (4, "recall 0.86 at 3 inputs of 20 groups, >= 0.93 from 4"),
-    # recall >= 0.9 from N = 10 on FULL (164 true pixels; 16 on ALLSLITS, where ~9 true
-    # pixels per set make it noisy: 0.91 at 10, 0.88 at 12); precision never
-    # reaches 0.9 (best 0.85 at 12; 0.47 at 3), the false ones mostly next to noisy ones.
-    "bad-reference": (10, "precision 0.47 and recall 0.75 at 3 inputs; recall >= 0.9 from "
-                         "10, precision at most 0.85 at any N"),
-    # HOT: precision and recall 1.000 from N = 3, the fewest measured.
-    "HOT": (3, "not measured under 3 inputs"),
-}
-
-
 def warnings_for(s: dict) -> list[str]:
-    """Warnings for the report: a flag rule with fewer inputs than :data:`RELIABLE_N` (the N
-    from which its precision, or where that is not a matter of N its recall, reached 0.9 on
-    simulation truth), with what was measured;
+    """Warnings for the report: a flag with fewer inputs than its row's ``reliable_n`` (the
+    N from which its precision, or where that is not a matter of N its recall, reached 0.9 on
+    simulation truth; :data:`~nrsdark_dask.products.FLAGS`), with what was measured;
     and, when not deliverable, the inputs sqrt(N) says would reach the SNR."""
     out = []
     n = s["n_inputs"]
-    for rule, (need, measured) in RELIABLE_N.items():
-        if n and n < need:
-            out.append(f"only {n} inputs: the {rule} flags need {need} to be reliable "
-                       f"({measured}; benchmarks/results/flag_reliability.md)")
+    for f in P.FLAGS:
+        if f.reliable_n and n and n < f.reliable_n[0]:
+            out.append(f"only {n} inputs: the {f.label} flags need {f.reliable_n[0]} to be "
+                       f"reliable ({f.reliable_n[1]}; benchmarks/results/flag_reliability.md)")
     if not s["deliverable"]:
         out.append(f"SNR {s['snr']:.2f} is under the required {s['snr_required']:g}; by "
                    f"sqrt(N) about {int(np.ceil(n * (s['snr_required'] / s['snr'])**2)) if n and s['snr'] > 0 else '?'} "
@@ -306,19 +305,16 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
     out["drk_histogram"] = _png(fig)
     one("unc", d["unc"], f"UNC, SNR {s['snr']:.2f}", "DN/s")
     one("cube_last_plane", d["last_plane"], f"DARK cube, plane {d['nplanes']}", "DN")
-    flags = np.zeros(d["dq"].shape, np.float32)
-    for value, bit in ((1, "TELEGRAPH"), (2, "RC"), (3, "BAD_REF_PIXEL")):
-        flags[(d["dq"] & np.uint32(DQ[bit])) != 0] = value
-    flags[K.hot_pixels(d["drk"], cfg.dark.hot_rate) & active] = 4
+    images = {"mean_rate": d["drk"], "unc": d["unc"]}
+    shown = [(f.label, p) for f in P.FLAGS if f.counted
+             and (p := flag_pixels(f, d["dq"], images, cfg, active)) is not None]
     fig, ax = plt.subplots(figsize=(10, h_img + 0.8))
-    ys, xs = np.nonzero(flags)
-    names = {1: "TELEGRAPH", 2: "RC", 3: "BAD_REF_PIXEL", 4: "HOT"}
-    for value, color in ((1, "C2"), (2, "C3"), (3, "C1"), (4, "k")):
-        sel = flags[ys, xs] == value
-        ax.scatter(xs[sel] + geo.xstart - 1, ys[sel] + geo.ystart - 1, s=1, color=color,
-                   label=f"{names[value]} ({int(sel.sum())})")
-    ax.set_xlim(geo.xstart - 1, geo.xstart - 1 + flags.shape[1])
-    ax.set_ylim(geo.ystart - 1, geo.ystart - 1 + flags.shape[0])
+    for i, (label, p) in enumerate(shown):  # later rows drawn over earlier ones
+        ys, xs = np.nonzero(p)
+        ax.scatter(xs + geo.xstart - 1, ys + geo.ystart - 1, s=1, color=f"C{i}",
+                   label=f"{label} ({ys.size})")
+    ax.set_xlim(geo.xstart - 1, geo.xstart - 1 + d["dq"].shape[1])
+    ax.set_ylim(geo.ystart - 1, geo.ystart - 1 + d["dq"].shape[0])
     ax.legend(fontsize=7, markerscale=6, loc="upper right")
     ax.set_title("flagged pixels", fontsize=9)
     fig.tight_layout()

@@ -144,10 +144,17 @@ def _calibrate(args) -> int:
     return 1 if summary["failed"] else 0
 
 
+def _flag_counts(s: dict) -> str:
+    """``HOT 12, RC 3, ...; new HOT 2``: the counted flags of the table, by their DQ bit."""
+    from .products import FLAGS
+
+    counted = [f for f in FLAGS if f.stat and f.stat in s]
+    new = [f"new {f.label} {s[f'n_new_{f.name}']}" for f in counted if f"n_new_{f.name}" in s]
+    return ", ".join([f"{f.label} {s[f.stat]}" for f in counted] + new)
+
+
 def _build(args) -> int:
     from .build import build
-
-    from .products import FLAGS
 
     t0 = time.time()
     summary = build(args.store, args.outdir, mask_in=args.mask_in, scheduler=args.scheduler,
@@ -157,11 +164,8 @@ def _build(args) -> int:
     for reftype, path in summary["files"].items():
         print(f"{reftype.upper():9s} {path}")
     s = summary["stats"]
-    counts = ", ".join(f"{f.label} {s[f.stat]}" for f in FLAGS if f.stat)
     print(f"{summary['plan']}; {time.time() - t0:.1f} s")
-    print(f"inputs {s['n_exposures']}; {counts}" +
-          (f"; new hot {s['n_new_hot']}" if "n_new_hot" in s else "") +
-          f"; TELEGRAPH fraction {100 * s['telegraph_fraction']:.2f} %; negative rates "
+    print(f"inputs {s['n_exposures']}; {_flag_counts(s)}; TELEGRAPH fraction {100 * s['telegraph_fraction']:.2f} %; negative rates "
           f"{100 * s['negative_rate_fraction']:.2f} %; frame rate {s['frame_rate']:.5f} DN/s; "
           f"median rate {s['median_rate']:.5f} DN/s" +
           (f"; bias level {s['bias_level']:.1f} DN" if "bias_level" in s else ""))
@@ -198,10 +202,8 @@ def _analyze(args) -> int:
 
     s = analyze(args.outdir, compare=args.compare, config=args.config, report_dir=args.report)
     print(f"{s['html']}  ({s['json']})")
-    print(f"{s['detector']} {s['readpatt']} {s['subarray']}: {s['n_inputs']} inputs; HOT "
-          f"{s['n_hot']}, RC {s['n_rc']}, TELEGRAPH {s['n_telegraph']}, BAD_REF_PIXEL "
-          f"{s['n_bad_reference']}" + (f", new hot {s['n_new_hot']}" if "n_new_hot" in s else "")
-          + f"; median rate {s['median_rate']:.5f} DN/s; negative {100 * s['negative_rate_fraction']:.2f} %"
+    print(f"{s['detector']} {s['readpatt']} {s['subarray']}: {s['n_inputs']} inputs; "
+          f"{_flag_counts(s)}; median rate {s['median_rate']:.5f} DN/s; negative {100 * s['negative_rate_fraction']:.2f} %"
           + (f"; bias level {s['bias_level']:.1f} DN" if "bias_level" in s else ""))
     for w in s["warnings"]:
         print(f"  warning: {w}")

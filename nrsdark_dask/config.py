@@ -8,7 +8,7 @@
     [select]
     dt_full_frame = 0.02
     [dark]
-    rtn_sigma = 5.0
+    telegraph_sigma = 5.0
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import math
 import re
 import tomllib
 import typing
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -129,19 +130,24 @@ class DarkConfig:
     """Average dark and flags (SPEC §6-§7, report §4.1.3-4)."""
 
     SECTION: typing.ClassVar[str] = "dark"
+    # the flags' settings are "<flag>_<keyword>" (products.FLAGS); the old names still read
+    RENAMED: typing.ClassVar[dict] = {"rtn_sigma": "telegraph_sigma",
+                                      "rtn_rule": "telegraph_rule",
+                                      "badref_sigma": "bad_reference_sigma",
+                                      "unreliable_err_sigma": "high_unc_sigma"}
     clip_sigma: float = _num(3.0, **POSITIVE)
     rc_group1_sigma: float = _num(10.0, **POSITIVE)
     # "any" or "all" of groups 2-3 JUMP_DET/unusable (see kernels.flags.rc_candidates)
     rc_next_groups: str = field(default="any", metadata={"choices": ("any", "all")})
     # a neighbour below this fraction of the candidate's excess is IPC, not a shared CR
     rc_ipc_fraction: float = _num(0.02, min=0.0, max=1.0)
-    rtn_sigma: float = _num(5.0, **POSITIVE)
+    telegraph_sigma: float = _num(5.0, **POSITIVE)
     neg_jump_sigma: float = _num(3.0, **POSITIVE)  # a negative jump drops by > this x CDS (ingest)
     # "st" (report) or "esa" (N > (1-0.9973)*(Ngroups-1)*4)
-    rtn_rule: str = field(default="st", metadata={"choices": ("st", "esa")})
-    badref_sigma: float = _num(4.0, **POSITIVE)
+    telegraph_rule: str = field(default="st", metadata={"choices": ("st", "esa")})
+    bad_reference_sigma: float = _num(4.0, **POSITIVE)
     hot_rate: float = _num(1.0, **POSITIVE)  # DN/s
-    unreliable_err_sigma: float = _num(3.0, **POSITIVE)
+    high_unc_sigma: float = _num(3.0, **POSITIVE)
     # planes of the DARK (one frame each, NFRAMES = 1); 0: as many frames as the inputs span.
     # At most 10000: 2 x 134 GB of SCI and ERR for a full frame (the longest NIRSpec darks
     # span ~1000 frames)
@@ -278,6 +284,11 @@ class Config:
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: [{name}] must be a table of key = value")
             known = {f.name: f for f in fields(sub)}
+            renamed = getattr(sub, "RENAMED", {})
+            for key in set(values) & set(renamed):
+                warnings.warn(f"{path}: [{name}] {key} is now {renamed[key]}", FutureWarning,
+                              stacklevel=2)
+                values[renamed[key]] = values.pop(key)
             bad = set(values) - set(known)
             if bad:
                 raise ConfigError(f"{path}: unknown keys in [{name}]: {', '.join(sorted(bad))}")

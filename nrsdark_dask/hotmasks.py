@@ -10,7 +10,7 @@ few 0.1 DN/s, while the delivery SNR needs the *median* pixel's ~0.01 DN/s measu
    one before); a bin with fewer than ``[masks] min_inputs`` inputs joins the next one (the
    last joins the one before), labelled ``FIRST_LAST`` (e.g. ``2024-04_2024-06``);
 2. **hot**: in each bin, HOT = mean of the bin's rate images > ``hot_rate``, on active pixels:
-   the build's rule (``kernels.flags.hot_pixels``) on the bin's inputs;
+   the build's HOT row (``products.FLAGS``, ``reduce.flag_from_images``) on the bin's inputs;
 3. **masks**: one MASK per bin (``OUTDIR/nrsdark_<det>_<readpatt>_<sub>_mask_<label>.fits``):
    the comparison mask (``--mask-in``, cut to the store's region) OR HOT|DO_NOT_USE on the
    bin's hot pixels, PEDIGREE / USEAFTER from the bin's dates. For subarray stores the masks
@@ -46,8 +46,7 @@ from . import instrument as inst
 from .config import Config, settings_history
 from .cull import cull_note, read_culled
 from .instrument import DQ
-from .kernels import flags as K
-from .reduce import check_store, output_mask
+from .reduce import check_store, flag_from_images, output_mask, rate_images
 from .store import open_dataset
 
 DAYS_PER_MONTH = 30.44
@@ -147,8 +146,7 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
             [members.pop(last), pending])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*Mean of empty.*")
-        hot = [da.map_blocks(K.hot_pixels, da.nanmean(rate[np.sort(idx)], axis=0),
-                             cfg.dark.hot_rate, dtype=bool) & active
+        hot = [flag_from_images("hot", rate_images(rate[np.sort(idx)]), cfg, active)
                for idx in members.values()]
         with dask.config.set(scheduler="sync" if kind == "sync" else "threads",
                              num_workers=threads):
@@ -166,7 +164,7 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
             first_mjd, origin = mjd, str(mid)[:10]
         new = h & ~seen
         seen |= h
-        dq = np.asarray(output_mask(da.from_array(h), known, layout))
+        dq = np.asarray(output_mask({"hot": da.from_array(h)}, known, layout))
         path = write_mask(dq, outdir, layout, d, label,
                           f"NIRSpec hot-pixel mask of {label}: {idx.size} inputs", history=[
                               f"Hot-pixel mask of bin {label} ({per}): {idx.size} inputs from "

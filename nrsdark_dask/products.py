@@ -1,21 +1,29 @@
-"""The product table: every array a build makes, declared once (the way flox declares each
-aggregation once).  ``reduce`` builds one lazy array per row, ``export`` writes the rows that
-have a reference-file place, the CLI and the QA read the statistics named here.
+"""The product and flag tables: every array a build makes, and every pixel-flag rule, declared
+once (the way flox declares each aggregation once).
 
-A row says what a product is (dims, dtype, units, meaning), what is written where its value is
-unknown (``fill``) and which DQ bit of its file then marks the pixel (``fill_flag``), and where
-it lands (reference-file type and FITS extension; ``None``: QA only).  Pixel flags are a second
-table: the DQ bits each flag sets in the DARK's pixel DQ, whether it also makes the dark
-UNRELIABLE_DARK, and the statistic that counts it.
+:data:`PRODUCTS`: ``reduce`` builds one lazy array per row, ``export`` writes the rows that
+have a reference-file place.  A row says what a product is (dims, dtype, units, meaning),
+what is written where its value is unknown (``fill``) and which DQ bit of its file then marks
+the pixel (``fill_flag``), and where it lands (reference-file type and FITS extension;
+``None``: QA only).
 
-Adding a flag rule is one kernel (``kernels/flags.py``), one graph builder in ``reduce`` and one
-row in :data:`FLAGS`; export, DQ assembly, DQ_DEF and the printed summary follow from the row.
+:data:`FLAGS`: one row per pixel flag, executable.  A row names its rule (kernel, inputs,
+statistics, how per-input candidates combine, settings), the DQ bits it sets in the DARK and
+the MASK, whether it makes the DARK UNRELIABLE_DARK, and from how many inputs it is reliable.
+Everything iterates over it: ``reduce`` evaluates the rules and assembles the DQ planes,
+``export`` writes DQ_DEF, ``analyze`` counts the flags and warns, the CLI prints the counts,
+README's flag table is :func:`flags_markdown`.  A flag has one name: its (y, x) product, its
+statistic ``n_<name>``, its settings ``[dark] <name>_<keyword>``.  Adding a flag rule end to
+end is one kernel (``kernels/flags.py``), one row here and one ``[dark]`` field per setting
+(tested with a throwaway rule: ``tests/test_flag_table.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import kernels as K
 
 @dataclass(frozen=True)
 class Product:
@@ -30,18 +38,91 @@ class Product:
     extname: str | None = None
 
 
+COMBINE = {
+    # how per-input candidates (E, y, x) become the flag (y, x); "pixel": the kernel's own
+    # answer is the flag
+    "pixel": "the kernel's answer",
+    "all": "in every input",
+    "more_than_half": "in more than half of the inputs",
+    "more_than_one": "in more than one input",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How a flag is computed: ``kernel(*inputs, *statistics, **settings, **bits)``.
+
+    ``inputs``: per-exposure images of the store, (E, y, x) (``group1``, ``rc_next``,
+    ``neg_jumps``, ``jump_counts``, ``pixeldq``, ``rate``, ...) or images of the build, (y, x)
+    (``mean_rate``, ``unc``; with ``scope="reference"``: ``ref_counts``, ``ref_err``, the
+    group-averaged average ramp and its error).  ``statistics``: whole-frame statistics of
+    the build (``reduce.STATISTICS``), per exposure (E,) or scalars.  ``settings``: kernel
+    keywords, each the ``[dark] <flag>_<keyword>`` setting.  ``bits``: kernel keywords given
+    the sum of the named DQ bits.  ``halo``: pixels of the neighbouring tiles the kernel
+    sees.  ``scope``: ``"active"`` (science pixels, tile by tile), ``"frame"`` (every pixel,
+    tile by tile) or ``"reference"`` (all reference pixels of the frame in one call)."""
+
+    name: str
+    kernel: Callable
+    inputs: tuple[str, ...]
+    statistics: tuple[str, ...] = ()
+    combine: str = "pixel"
+    settings: tuple[str, ...] = ()
+    bits: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    halo: int = 0
+    scope: str = "active"
+    description: str = ""
+
+    def __post_init__(self):
+        if self.combine not in COMBINE:
+            raise ValueError(f"rule {self.name}: combine must be one of {', '.join(COMBINE)}")
+        if self.scope not in ("active", "frame", "reference"):
+            raise ValueError(f"rule {self.name}: scope must be 'active', 'frame' or "
+                             "'reference'")
+
+
 @dataclass(frozen=True)
 class Flag:
-    name: str  # also the name of its (y, x) bool product
-    dq: tuple[str, ...]  # bits set in the DARK pixel DQ
-    unreliable_dark: bool  # also UNRELIABLE_DARK (report §4.1.4 (2))
-    stat: str | None  # statistic counting it (None: not counted)
+    """One pixel flag: its rules (the first is the default; with several, ``[dark]
+    <name>_rule`` chooses), what it sets, and how far to trust it."""
+
+    name: str  # the one name: (y, x) product, statistic n_<name>, settings <name>_<keyword>
     long_name: str
+    rules: tuple[Rule, ...]
+    dark_dq: tuple[str, ...] = ()  # bits set in the DARK pixel DQ
+    mask_dq: tuple[str, ...] = ()  # bits set in the MASK
+    unreliable_dark: bool = True  # also UNRELIABLE_DARK in the DARK (report §4.1.4 (2))
+    counted: bool = True  # a statistic n_<name>, printed and analyzed
+    excludes: tuple[str, ...] = ()  # flags (earlier rows) whose pixels this one leaves alone
+    average_ramp: bool = False  # the pixel's DARK cube is its average ramp, not rate x time
+    ipc: bool = False  # so is the cube of its 4-neighbours (inter-pixel capacitance)
+    # (N, what was measured): fewer inputs than N draw a warning (analyze)
+    reliable_n: tuple[int, str] | None = None
+
+    @property
+    def stat(self) -> str | None:
+        return f"n_{self.name}" if self.counted else None
 
     @property
     def label(self) -> str:
-        """How a count of it is printed: its DQ bit name (HOT for the hot pixels)."""
-        return self.dq[0] if self.dq else self.name.upper()
+        """How a count of it is printed: its first DQ bit's name."""
+        return (self.dark_dq or self.mask_dq or (self.name.upper(),))[0]
+
+    def rule(self, dark_config) -> Rule:
+        """The rule ``[dark] <name>_rule`` chooses (the first without a setting)."""
+        if len(self.rules) == 1:
+            return self.rules[0]
+        chosen = getattr(dark_config, f"{self.name}_rule")
+        for r in self.rules:
+            if r.name == chosen:
+                return r
+        raise ValueError(f"[dark] {self.name}_rule must be one of "
+                         f"{', '.join(r.name for r in self.rules)}, not {chosen!r}")
+
+    def settings(self, dark_config, rule: Rule | None = None) -> dict:
+        """The rule's kernel keywords from ``[dark]``."""
+        rule = rule or self.rule(dark_config)
+        return {k: getattr(dark_config, f"{self.name}_{k}") for k in rule.settings}
 
 
 G3, F3, YX, RAW = ("group", "y", "x"), ("frame", "y", "x"), ("y", "x"), ("y_raw", "x")
@@ -72,18 +153,62 @@ PRODUCTS: tuple[Product, ...] = (
             "(below 2: no std)"),
 )
 
+# Reliable-N: where each rule became reliable, measured on simulation truth by
+# benchmarks/flag_reliability.py (results/flag_reliability.md): NRS1 TRAD NRSRAPID, 3 ALLSLITS
+# sets of 88 groups and 1 FULL set of 20 groups, 20 clean exposures each, builds from subsets
+# of N = 3..20; the N from which precision (or, where that is not a matter of N, recall)
+# reached 0.9, the larger of the two cases (bad reference: FULL alone).
 FLAGS: tuple[Flag, ...] = (
-    Flag("rc", ("RC", "DO_NOT_USE"), True, "n_rc", "RC pixel (report §4.1.3)"),
-    Flag("bad_reference", ("BAD_REF_PIXEL", "DO_NOT_USE"), True, "n_bad_reference",
-         "bad reference pixel (report §4.1.3)"),
-    Flag("telegraph", ("TELEGRAPH",), False, "n_telegraph",
-         "random telegraph pixel, not hot (report §4.1.3)"),
     # HOT reaches science through the MASK (jwst ORs the DARK's DQ into PIXELDQ too, so a HOT
-    # bit here would only repeat it); the report's DARK marks hot pixels UNRELIABLE_DARK
-    Flag("hot", (), True, "n_hot", "mean dark rate > hot_rate (report §4.1.4)"),
-    Flag("flagged_everywhere", (), True, None,
-         "flagged in the pixel DQ of every input (REFERENCE_PIXEL ignored)"),
-    Flag("high_unc", (), True, None, "rate uncertainty > mean + 3 sigma"),
+    # bit in the DARK would only repeat it); the report's DARK marks hot pixels UNRELIABLE_DARK
+    Flag("hot", "mean dark rate above [dark] hot_rate (report §4.1.4)",
+         (Rule("report", K.hot_pixels, ("mean_rate",), settings=("rate",),
+               description="DRK > hot_rate"),),
+         mask_dq=("HOT", "DO_NOT_USE"), ipc=True,
+         # precision and recall 1.000 from N = 3, the fewest measured
+         reliable_n=(3, "not measured under 3 inputs")),
+    Flag("rc", "RC pixel (report §4.1.3)",
+         (Rule("report", K.rc_candidates, ("group1", "rc_next"), ("g1_mean", "g1_std"),
+               "more_than_half", ("group1_sigma", "ipc_fraction", "next_groups"), halo=1,
+               description="group 1 > its clipped mean + rc_group1_sigma std, no 4-neighbour "
+                           "above it (IPC aside), groups 2-3 flagged"),),
+         dark_dq=("RC", "DO_NOT_USE"), average_ramp=True, ipc=True,
+         # precision >= 0.9 from N = 6 (88 groups) / 8 (20 groups); at N = 3 it is 0.58 /
+         # 0.54, the false RC being fast telegraph pixels.  Recall is 0.89 / 0.79 at every N
+         # (RC pixels saturated in group 1 show no RC signature): not a matter of N.
+         reliable_n=(8, "precision 0.54-0.58 at 3 inputs, >= 0.9 from 8; fast telegraph "
+                        "pixels pass for RC")),
+    Flag("telegraph", "random telegraph pixel, not hot (report §4.1.3)",
+         (Rule("st", K.telegraph_candidates_st, ("neg_jumps",),
+               ("neg_jumps_mean", "neg_jumps_std"), "more_than_one", ("sigma",),
+               description="negative jumps > their frame mean + telegraph_sigma std"),
+          Rule("esa", K.telegraph_candidates_esa, ("jump_counts",), ("ngroups",),
+               description="mean jumps > (1 - 0.9973) (Ngroups - 1) 4")),
+         dark_dq=("TELEGRAPH",), unreliable_dark=False, excludes=("hot",),
+         # recall >= 0.9 from N = 3 (88 groups) / 4 (20 groups: 0.86 at 3); precision >= 0.99
+         reliable_n=(4, "recall 0.86 at 3 inputs of 20 groups, >= 0.93 from 4")),
+    Flag("bad_reference", "bad reference pixel (report §4.1.3)",
+         (Rule("report", K.bad_reference_pixels, ("ref_counts", "ref_err"), (), "pixel",
+               ("sigma",), scope="reference",
+               description="group-averaged count or error > bad_reference_sigma robust "
+                           "sigmas from the reference pixels' median"),),
+         dark_dq=("BAD_REF_PIXEL", "DO_NOT_USE"),
+         # recall >= 0.9 from N = 10 on FULL (164 true pixels; 16 on ALLSLITS, where ~9 true
+         # pixels per set make it noisy); precision never reaches 0.9 (best 0.85 at 12; 0.47
+         # at 3), the false ones mostly next to noisy ones
+         reliable_n=(10, "precision 0.47 and recall 0.75 at 3 inputs; recall >= 0.9 from 10, "
+                         "precision at most 0.85 at any N")),
+    Flag("flagged_everywhere", "flagged in the pixel DQ of every input (REFERENCE_PIXEL "
+         "ignored)",
+         (Rule("report", K.flagged, ("pixeldq",), (), "all",
+               bits=(("ignore", ("REFERENCE_PIXEL",)),), scope="frame",
+               description="any DQ bit but REFERENCE_PIXEL"),),
+         counted=False),
+    Flag("high_unc", "rate uncertainty above the frame mean + high_unc_sigma std",
+         (Rule("report", K.high_uncertainty, ("unc",), ("unc_mean", "unc_std"),
+               settings=("sigma",), scope="frame",
+               description="UNC > its frame mean + high_unc_sigma std"),),
+         counted=False),
 )
 
 BY_NAME = {p.name: p for p in PRODUCTS}
@@ -98,6 +223,35 @@ def dq_def_names() -> tuple[str, ...]:
     """DQ bits our files can carry (for the DQ_DEF tables)."""
     names = {"DO_NOT_USE", "SATURATED", "JUMP_DET", "HOT", "WARM", "REFERENCE_PIXEL",
              "UNRELIABLE_DARK"}
-    names |= {b for f in FLAGS for b in f.dq}
+    names |= {b for f in FLAGS for b in f.dark_dq + f.mask_dq}
     names |= {p.fill_flag for p in PRODUCTS if p.fill_flag}
     return tuple(sorted(names))
+
+
+def flag(name: str) -> Flag:
+    for f in FLAGS:
+        if f.name == name:
+            return f
+    raise KeyError(f"no flag {name!r}; flags: {', '.join(f.name for f in FLAGS)}")
+
+
+def flags_markdown() -> str:
+    """README's flag table, made from :data:`FLAGS` (a test keeps README's copy equal)."""
+    rows = ["| flag | rule (kernel: inputs; statistics) | a pixel is flagged | DARK DQ | MASK DQ "
+            "| settings `[dark]` | reliable from N |", "|---|---|---|---|---|---|---|"]
+    for f in FLAGS:
+        bits = list(f.dark_dq) + (["UNRELIABLE_DARK"] if f.unreliable_dark else [])
+        for r in f.rules:
+            name = f"`{f.name}`" + (f' (`{f.name}_rule = "{r.name}"`)' if len(f.rules) > 1
+                                    else "")
+            stats = f"; {', '.join(r.statistics)}" if r.statistics else ""
+            how = COMBINE[r.combine] if r.combine != "pixel" else "where the kernel says"
+            if r.description:
+                how = f"{r.description}; {how}" if r.combine != "pixel" else r.description
+            if f.excludes:
+                how += f"; not {', '.join(f.excludes)}"
+            settings = ", ".join(f"`{f.name}_{k}`" for k in r.settings) or "-"
+            rows.append(f"| {name} | `{r.kernel.__name__}`: {', '.join(r.inputs)}{stats} "
+                        f"| {how} | {' '.join(bits) or '-'} | {' '.join(f.mask_dq) or '-'} "
+                        f"| {settings} | {f.reliable_n[0] if f.reliable_n else '-'} |")
+    return "\n".join(rows) + "\n"

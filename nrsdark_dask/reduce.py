@@ -84,8 +84,9 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import instrument as inst
 from . import kernels as K
+from . import products as P
 from .config import Config
-from .products import BY_NAME, FLAGS, Product
+from .products import BY_NAME, Flag, Product, Rule
 from .store import VARIABLES, StoreBlock, StoreLayout, child, read_block
 
 DQ = inst.DQ
@@ -231,10 +232,6 @@ def _clipped_stats_lazy(x: da.Array, valid: da.Array, sigma=3.0, iters=5):
     return out[0], out[1]
 
 
-def _median_robust_sigma(values: np.ndarray):
-    return np.array(K.median_robust_sigma(values))
-
-
 def _per_exposure(values: da.Array) -> da.Array:
     return da.asarray(values).reshape((-1, 1, 1)).rechunk(-1)
 
@@ -246,107 +243,154 @@ def rate_snr(ds: xr.Dataset, cfg: Config | None = None) -> dict:
     ``nrsdark plan --store`` and period predictions use before building anything."""
     cfg = cfg or Config()
     ds, layout = _source(ds)
-    rate = ds.rate.data.rechunk({0: -1})
-    n = da.isfinite(rate).sum(axis=0)
-    mean_rate = da.nanmean(rate, axis=0)
-    unc = da.nanstd(rate, axis=0, ddof=1) / da.sqrt(n)
+    im = rate_images(ds.rate.data.rechunk({0: -1}))
     ref = inst.reference_pixel_mask(layout.geometry())
-    active = ~da.from_array(ref, chunks=mean_rate.chunks)
-    return {**delivery(mean_rate, unc, active, layout, cfg), "n": ds.sizes["exposure"]}
+    active = ~da.from_array(ref, chunks=im["mean_rate"].chunks)
+    return {**delivery(im["mean_rate"], im["unc"], active, layout, cfg),
+            "n": ds.sizes["exposure"]}
+
+
+def rate_images(rate: da.Array) -> dict:
+    """DRK (``mean_rate``: the plain mean of the inputs' rates, report) and UNC (``unc``: its
+    standard error, ddof = 1) from rate images (E, y, x), lazily."""
+    n = da.isfinite(rate).sum(axis=0)
+    return {"mean_rate": da.nanmean(rate, axis=0),
+            "unc": da.nanstd(rate, axis=0, ddof=1) / da.sqrt(n)}
 
 
 # ---- stage 1: small images ----------------------------------------------------------------
 def _images(ds: xr.Dataset, layout: StoreLayout, cfg: Config, chunks2,
             given: dict | None = None) -> dict:
-    """Mean rate, UNC, HOT, RC, TELEGRAPH, IPC neighbours, use-the-average-ramp mask, and
-    the whole-frame statistics they need (all lazy; only (E, y, x) images are read).
-    ``given``: statistics already computed (numbers) replace the lazy ones."""
+    """Mean rate, UNC, the flags of the table's active-pixel rows, the IPC neighbours, which
+    pixels take the average ramp in the cube, and the whole-frame statistics they need (all
+    lazy; only (E, y, x) images are read).  ``given``: statistics already computed (numbers)
+    replace the lazy ones."""
     ref = inst.reference_pixel_mask(layout.geometry())
     refpix = da.from_array(ref, chunks=chunks2)
     active = ~refpix
+    pristine = _is_pristine(ds)
 
+    @functools.cache
     def stack(var):  # (E, y, x), every exposure of a tile in one block
-        if _is_pristine(ds):
+        if var not in ds:
+            raise BuildError(f"this store has no {var} (made before it was recorded at "
+                             "ingest): recalibrate it for this flag rule")
+        if pristine:
             return _store_stack(ds, var, chunks2)
         return getattr(ds, var).data.rechunk({0: -1, 1: chunks2[0], 2: chunks2[1]})
 
-    rate = stack("rate")
-    mean_rate = da.nanmean(rate, axis=0)
-    n = da.isfinite(rate).sum(axis=0)
-    unc = da.nanstd(rate, axis=0, ddof=1) / da.sqrt(n)
-    hot = da.map_blocks(K.hot_pixels, mean_rate, cfg.dark.hot_rate, dtype=bool) & active
-    neg = stack("neg_jumps")
-    S = _thresholds(ds, neg, mean_rate, unc, hot, active, cfg)
+    images = rate_images(stack("rate"))
+    mean_rate, unc = images["mean_rate"], images["unc"]
+    S = _statistics(ds, stack, images, active, layout)
     S.update(given or {})
-    rc = _rc_flags(ds, stack, S, layout, cfg) & active
-    jumps = stack("jump_counts") if "jump_counts" in ds else None
-    telegraph = _rtn_flags(neg, jumps, layout, cfg, S) & active & ~hot
-    ipc = da.map_overlap(K.neighbours, hot | rc, depth=1, boundary="none", dtype=bool)
+    flags = {}
+    for f in P.FLAGS:
+        rule = f.rule(cfg.dark)
+        if rule.scope != "reference":
+            flags[f.name] = evaluate(f, rule, lambda v: images[v] if v in images else stack(v),
+                                     S, cfg, active, flags)
+    if "frame_rate" not in S:
+        S["frame_rate"], _ = _clipped_stats_lazy(mean_rate, active & ~flags["hot"])
+    own = functools.reduce(operator.or_, [flags[f.name] for f in P.FLAGS if f.average_ramp
+                                          and f.name in flags], refpix)
+    lit = [flags[f.name] for f in P.FLAGS if f.ipc and f.name in flags]
+    ipc = da.map_overlap(K.neighbours, functools.reduce(operator.or_, lit), depth=1,
+                         boundary="none", dtype=bool) if lit else False
     pix = stack("pixeldq")
-    everywhere = ((pix & np.uint32(~np.uint32(DQ["REFERENCE_PIXEL"]))) != 0).all(axis=0)
     dnu = ((pix & np.uint32(DQ["DO_NOT_USE"])) != 0).all(axis=0)
     return {
         "ref": ref, "refpix": refpix, "active": active, "mean_rate": mean_rate, "unc": unc,
-        "hot": hot, "rc": rc, "telegraph": telegraph, "use_ramp": refpix | rc | dnu | ipc,
-        "flagged_everywhere": everywhere,
-        "high_unc": unc > S["unc_mean"] + cfg.dark.unreliable_err_sigma * S["unc_std"],
+        "flags": flags, "use_ramp": own | dnu | ipc,
         "first_jump": stack("first_jump") if "first_jump" in ds else None,
         "stats": S,
     }
 
 
-def _thresholds(ds, neg, mean_rate, unc, hot, active, cfg: Config) -> dict:
-    """Whole-frame statistics of small images (lazy 0-d or (E,) arrays):
+def _statistics(ds, stack, images, active, layout: StoreLayout) -> dict:
+    """The whole-frame statistics the flag rules take (lazy 0-d or (E,) arrays; ``Rule
+    .statistics`` names them):
 
-    =====================  ==============================================================
-    g1_mean, rc_threshold  clipped group-1 mean (+ 10 sigma), per exposure, from ingest
-    rtn_threshold (E,)     mean + 5 sigma of the negative-jump counts over active pixels
-    frame_rate             3-sigma clipped mean of DRK over active, non-hot pixels
-    unc_mean, unc_std      of UNC over active pixels (UNRELIABLE_DARK, 3 sigma)
-    =====================  ==============================================================
-    """
-    S = {"g1_mean": ds.g1_mean.data,
-         "rc_threshold": ds.g1_mean.data + cfg.dark.rc_group1_sigma * ds.g1_std.data}
-    neg_active = da.where(active[None], neg.astype(np.float32), np.nan)
-    S["rtn_threshold"] = da.nanmean(neg_active, axis=(1, 2)) \
-        + cfg.dark.rtn_sigma * da.nanstd(neg_active, axis=(1, 2))
-    S["frame_rate"], _ = _clipped_stats_lazy(mean_rate, active & ~hot)
+    ============================  ========================================================
+    g1_mean, g1_std (E,)          clipped group-1 mean and std of each exposure (ingest)
+    neg_jumps_mean, _std (E,)     mean and std of the negative-jump counts, active pixels
+    unc_mean, unc_std             of UNC over the active pixels where it is finite
+    ngroups                       groups of the inputs
+    ============================  ========================================================
+
+    and ``frame_rate`` (3-sigma clipped mean of DRK over active, non-hot pixels), made once
+    HOT is known."""
+    S = {"g1_mean": ds.g1_mean.data, "g1_std": ds.g1_std.data, "ngroups": layout.ngroups}
+    neg_active = da.where(active[None], stack("neg_jumps").astype(np.float32), np.nan)
+    S["neg_jumps_mean"] = da.nanmean(neg_active, axis=(1, 2))
+    S["neg_jumps_std"] = da.nanstd(neg_active, axis=(1, 2))
+    unc = images["unc"]
     unc_a = da.where(active & da.isfinite(unc), unc, np.nan)
     S["unc_mean"], S["unc_std"] = da.nanmean(unc_a), da.nanstd(unc_a)
     return S
 
 
-def _rc_flags(ds, stack, S, layout, cfg: Config) -> da.Array:
-    """RC (report §4.1.3): candidate in more than half of the inputs; 1-pixel halo."""
-    g1, nxt = stack("group1"), stack("rc_next")  # check_groups: at least 3 groups
-    d3 = {0: 0, 1: 1, 2: 1}
-    g1o = da.overlap.overlap(g1, depth=d3, boundary="none")
-    nxo = da.overlap.overlap(nxt, depth=d3, boundary="none")
+def _kernel_call(rule: Rule, settings: dict, n_inputs: int, per_exposure: tuple):
+    """The block function of a rule: the kernel on the block's inputs, its per-exposure
+    statistics as (E,) and scalar ones as numbers, and its settings."""
 
-    def block(a, p, m, t):
-        return K.rc_candidates(a, p, m.ravel(), t.ravel(), ipc_fraction=cfg.dark.rc_ipc_fraction,
-                               next_groups=cfg.dark.rc_next_groups)
+    def call(*blocks):
+        args, stats = blocks[:n_inputs], blocks[n_inputs:]
+        stats = [np.asarray(v).ravel() if e else np.asarray(v).ravel()[0]
+                 for v, e in zip(stats, per_exposure)]
+        return rule.kernel(*args, *stats, **settings)
 
-    cand = da.map_blocks(block, g1o, nxo, _per_exposure(S["g1_mean"]),
-                         _per_exposure(S["rc_threshold"]), dtype=bool, chunks=g1o.chunks,
-                         token="rc-candidates")
-    cand = da.overlap.trim_internal(cand, d3, boundary="none")
-    return cand.sum(axis=0) > g1.shape[0] / 2
+    return call
 
 
-def _rtn_flags(neg: da.Array, jumps, layout, cfg: Config, S: dict) -> da.Array:
-    """RTN (report §4.1.3): ST rule (negative jumps; candidate in more than one input) or the
-    ESA rule (all jumps, averaged over the inputs)."""
-    if cfg.dark.rtn_rule == "esa":
-        if jumps is None:
-            raise BuildError("the ESA RTN rule counts every jump, and this store (made before "
-                             "schema 4) holds only negative-jump counts: recalibrate it")
-        return da.map_blocks(K.rtn_candidates_esa, jumps, layout.ngroups, dtype=bool,
-                             drop_axis=0)
-    # "st" (the configuration checks the rule's name): a candidate in more than one input
-    cand = da.map_blocks(lambda n, t: K.rtn_candidates_st(n, t.ravel()), neg,
-                         _per_exposure(S["rtn_threshold"]), dtype=bool, token="rtn-candidates")
-    return cand.sum(axis=0) > 1
+def evaluate(flag: Flag, rule: Rule, image, S: dict, cfg: Config, active,
+             done: dict | None = None) -> da.Array:
+    """One flag of the table, lazily (on active pixels, or every pixel for ``scope="frame"``): ``rule.kernel`` mapped over the tiles
+    of its inputs (``image(name)``: a dask array (E, y, x) or (y, x)) with the statistics
+    ``S`` names, per-input candidates combined as the row says, and the pixels of the flags it
+    ``excludes`` (``done``) left out."""
+    settings = {**flag.settings(cfg.dark, rule),
+                **{k: sum(DQ[b] for b in bits) for k, bits in rule.bits}}
+    arrays = [image(v) for v in rule.inputs]
+    nd = arrays[0].ndim
+    per_input = nd == 3
+    stats, per_exposure = [], []
+    for name in rule.statistics:
+        v = S[name]
+        e = np.ndim(v) == 1
+        stats.append(_per_exposure(v) if e else da.asarray(v).reshape((1,) * nd))
+        per_exposure.append(e)
+    fn = _kernel_call(rule, settings, len(arrays), tuple(per_exposure))
+    depth = {**({0: 0} if nd == 3 else {}), nd - 2: rule.halo, nd - 1: rule.halo} \
+        if rule.halo else None
+    if depth:
+        arrays = [da.overlap.overlap(a, depth=depth, boundary="none") for a in arrays]
+    drop = [0] if per_input and rule.combine == "pixel" else []
+    out = da.map_blocks(fn, *arrays, *stats, dtype=bool, drop_axis=drop,
+                        token=f"{flag.name.replace('_', '-')}-candidates")
+    if depth:
+        out = da.overlap.trim_internal(out, depth, boundary="none")
+    if rule.combine == "all":
+        out = out.all(axis=0)
+    elif rule.combine == "more_than_half":
+        out = out.sum(axis=0) > out.shape[0] / 2
+    elif rule.combine == "more_than_one":
+        out = out.sum(axis=0) > 1
+    if rule.scope == "active":
+        out = out & active
+    for other in flag.excludes:
+        out = out & ~done[other]
+    return out
+
+
+def flag_from_images(name: str, images: dict, cfg: Config, active) -> da.Array:
+    """A flag whose rule reads only build images (``mean_rate``, ``unc``) and no statistic,
+    on images made elsewhere (the HOT of ``nrsdark masks`` and of ``analyze``): the same
+    row, the same code as the build."""
+    f = P.flag(name)
+    rule = f.rule(cfg.dark)
+    if rule.statistics or not set(rule.inputs) <= set(images):
+        raise BuildError(f"the {name} rule needs {', '.join(rule.inputs + rule.statistics)}")
+    return evaluate(f, rule, lambda v: da.asarray(images[v]), {}, cfg, active)
 
 
 # ---- stage 2: the ramp pass ---------------------------------------------------------------
@@ -550,37 +594,35 @@ def _dark(rp: dict, img: dict, layout: StoreLayout, frame_times: np.ndarray) -> 
 
 
 # ---- stage 3: reference pixels, DQ --------------------------------------------------------
-def _bad_reference(ref_sums: da.Array, img: dict, cfg: Config) -> da.Array:
-    """Bad reference pixels (report §4.1.3): group-averaged average ramp and error of each
-    reference pixel against the median and robust sigma over all reference pixels.
+def _reference_flag(flag: Flag, rule: Rule, ref_sums: da.Array, img: dict,
+                    cfg: Config) -> da.Array:
+    """A flag of the reference pixels (``scope="reference"``; the bad reference pixels, report
+    §4.1.3): the kernel sees the group-averaged average ramp (``ref_counts``) and its error
+    (``ref_err``) of every reference pixel of the frame at once.
 
     Works on the reference pixels only (their positions are known when the graph is built):
     it depends on the ramp pass of the tiles that hold reference pixels, never waits on the
     others, and every tile's flag image is a cheap scatter of one small 1-D result."""
     s = ref_sums.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mc, me = s[0] / s[1], s[2] / s[3]
+        images = {"ref_counts": s[0] / s[1], "ref_err": s[2] / s[3]}
     ref = img["ref"]
+    shape_like = images["ref_counts"]
     if not ref.any():
-        return da.zeros(mc.shape, dtype=bool, chunks=mc.chunks)
+        return da.zeros(shape_like.shape, dtype=bool, chunks=shape_like.chunks)
     where = np.nonzero(ref)
     index = np.full(ref.shape, -1, np.int32)
     index[where] = np.arange(where[0].size)
-
-    def flag_points(c, e):
-        (cm, cs), (em, es) = _median_robust_sigma(c), _median_robust_sigma(e)
-        return K.bad_reference_pixels(c, e, np.ones(c.shape, bool), (cm, em), (cs, es),
-                                      cfg.dark.badref_sigma)
-
-    points = da.map_blocks(flag_points, mc.vindex[where].rechunk(-1),
-                           me.vindex[where].rechunk(-1), dtype=bool, token="bad-reference")
+    fn = functools.partial(rule.kernel, **flag.settings(cfg.dark, rule))
+    points = da.map_blocks(fn, *[images[v].vindex[where].rechunk(-1) for v in rule.inputs],
+                           dtype=bool, token=flag.name.replace("_", "-"))
 
     def scatter(idx, pts):
         out = idx >= 0
         out[out] = pts[idx[out]]
         return out
 
-    return da.blockwise(scatter, "yx", da.from_array(index, chunks=mc.chunks), "yx",
+    return da.blockwise(scatter, "yx", da.from_array(index, chunks=shape_like.chunks), "yx",
                         points, "n", concatenate=True, dtype=bool)
 
 
@@ -593,8 +635,10 @@ def _fill_flags(values: dict, file: str) -> list[tuple[da.Array, int]]:
 def _dark_dq(flags: dict, fills: list) -> da.Array:
     """DARK pixel DQ from the flag table (report §4.1.4)."""
     planes, bits = [], []
-    for f in FLAGS:
-        bit = sum(DQ[b] for b in f.dq) | (DQ["UNRELIABLE_DARK"] if f.unreliable_dark else 0)
+    for f in P.FLAGS:
+        bit = sum(DQ[b] for b in f.dark_dq) | (DQ["UNRELIABLE_DARK"] if f.unreliable_dark else 0)
+        if not bit:
+            continue
         planes.append(flags[f.name])
         bits.append(bit)
     for plane, bit in fills:
@@ -662,16 +706,18 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
     S = img["stats"]
     times = dark_frame_times(layout, cfg)
     rp = _ramp_pass(ds, layout, plan, img, cfg, frame_times=times)
-    flags = {"hot": img["hot"], "rc": img["rc"], "telegraph": img["telegraph"],
-             "bad_reference": _bad_reference(rp["ref_sums"], img, cfg),
-             "flagged_everywhere": img["flagged_everywhere"], "high_unc": img["high_unc"]}
+    flags = dict(img["flags"])
+    for f in P.FLAGS:
+        rule = f.rule(cfg.dark)
+        if rule.scope == "reference":
+            flags[f.name] = _reference_flag(f, rule, rp["ref_sums"], img, cfg)
     values = {"dark_rate": img["mean_rate"], "dark_rate_unc": img["unc"]}
     lazy = {
         **({k: rp[k] for k in ("dark_cube", "dark_err")} if "dark_cube" in rp
            else _dark(rp, img, layout, times)),
         **_ramp_pass(ds, layout, plan, img, cfg, QA_OUTPUTS),
         "dark_dq": _dark_dq(flags, _fill_flags(values, "dark")), **values,
-        "mask": output_mask(img["hot"], mask_in, layout),
+        "mask": output_mask(flags, mask_in, layout),
     }
     if layout.has_bias:
         bias = _bias(ds, layout, cfg, given)
@@ -694,16 +740,19 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
         A[name] = xr.DataArray(arr, dims=("y", "x"), coords={"y": ds.y, "x": ds.x})
 
     active, mean_rate = img["active"], img["mean_rate"]
-    S.update({f.stat: flags[f.name].sum() for f in FLAGS if f.stat})
+    S.update({f.stat: flags[f.name].sum() for f in P.FLAGS if f.stat})
     S["n_exposures"] = n_exp
     S["n_active"] = active.sum()
     S["telegraph_fraction"] = S["n_telegraph"] / S["n_active"]
     S["negative_rate_fraction"] = ((mean_rate < 0) & active).sum() / S["n_active"]
     S["median_rate"] = da.nanmedian(da.where(active, mean_rate, np.nan).ravel().rechunk(-1),
                                     axis=0)
-    if mask_in is not None:
-        known = da.from_array((layout.science_rows(mask_in) & DQ["HOT"]) != 0, chunks=chunks2)
-        S["n_new_hot"] = (img["hot"] & ~known).sum()
+    if mask_in is not None:  # pixels a MASK flag finds that the input MASK did not have
+        for f in P.FLAGS:
+            if f.mask_dq and f.counted:
+                known = da.from_array((layout.science_rows(mask_in) & DQ[f.mask_dq[0]]) != 0,
+                                      chunks=chunks2)
+                S[f"n_new_{f.name}"] = (flags[f.name] & ~known).sum()
     S.update(delivery(img["mean_rate"], img["unc"], img["active"], layout, cfg))
     return Products(layout=layout, plan=plan, exposures=np.asarray(ds.exposure.values).tolist(),
                     dates=ds.date, arrays=A, stats=S, store=ds.encoding.get("nrsdark_store", ""),
@@ -764,18 +813,21 @@ def compute_frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:
     return {k: np.asarray(v) for k, v in values.items()}
 
 
-def output_mask(hot: da.Array, mask_in, layout: StoreLayout) -> da.Array:
-    """Output MASK (raw layout): the input mask OR HOT|DO_NOT_USE on the new hot pixels; with
-    no input mask, reference pixels (and IRS2 reference samples) get REFERENCE_PIXEL."""
+def output_mask(flags: dict, mask_in, layout: StoreLayout) -> da.Array:
+    """Output MASK (raw layout): the input mask OR each flag's ``mask_dq`` bits (HOT|
+    DO_NOT_USE on the hot pixels); with no input mask, reference pixels (and IRS2 reference
+    samples) get REFERENCE_PIXEL.  ``flags``: (y, x) bool dask arrays by flag name."""
     raw_rows = layout.raw_science_rows()
-    flag = np.uint32(DQ["HOT"] | DQ["DO_NOT_USE"])
-    hot_dq = da.where(hot, flag, np.uint32(0))
+    planes = [(flags[f.name], np.uint32(sum(DQ[b] for b in f.mask_dq))) for f in P.FLAGS
+              if f.mask_dq and f.name in flags]
+    first = planes[0][0]
+    dq = functools.reduce(operator.or_, [da.where(p, b, np.uint32(0)) for p, b in planes])
     if layout.family == "IRS2":  # science row i sits at raw row idx[i]
         idx = np.flatnonzero(raw_rows)
         rows = np.zeros(layout.ny_raw, int)
         rows[idx] = np.arange(idx.size)
-        hot_dq = da.where(da.from_array(raw_rows[:, None]), hot_dq[rows], np.uint32(0))
-        hot_dq = hot_dq.rechunk((layout.tile_y, hot.chunks[1]))
+        dq = da.where(da.from_array(raw_rows[:, None]), dq[rows], np.uint32(0))
+        dq = dq.rechunk((layout.tile_y, first.chunks[1]))
     if mask_in is None:
         ref = inst.reference_pixel_mask(layout.geometry())
         base = np.zeros((layout.ny_raw, layout.nx), np.uint32)
@@ -789,4 +841,4 @@ def output_mask(hot: da.Array, mask_in, layout: StoreLayout) -> da.Array:
         if base.shape != (layout.ny_raw, layout.nx):
             raise BuildError(f"input mask has shape {base.shape}, expected "
                              f"{(layout.ny_raw, layout.nx)}")
-    return da.from_array(base, chunks=hot_dq.chunks) | hot_dq
+    return da.from_array(base, chunks=dq.chunks) | dq

@@ -193,14 +193,14 @@ def test_a_very_hot_pixel_is_not_rc_and_an_rc_pixel_still_is():
     g1[0, 1, 1], g1[0, 1, 3] = ramp[0, 0, 0], ramp[0, 0, 1]
     flags = np.zeros((1, 3, 5), np.uint8)
     flags[0, 1, 1], flags[0, 1, 3] = nxt[0, 0], nxt[0, 1]
-    cand = K.rc_candidates(g1, flags, np.zeros(1), np.full(1, 1000.0))
+    cand = K.rc_candidates(g1, flags, np.zeros(1), np.full(1, 100.0))  # 1000 DN
     assert cand[0, 1].tolist() == [False, False, False, True, False]
-    assert K.rc_candidates(g1, flags & 3, np.zeros(1), np.full(1, 1000.0))[0, 1, 1]  # before
+    assert K.rc_candidates(g1, flags & 3, np.zeros(1), np.full(1, 100.0))[0, 1, 1]  # before
 
 
 def test_the_esa_rule_counts_every_jump_and_dq_def_bits_are_bit_numbers(sim_cal):
     jumps = np.array([[[5, 0]], [[5, 0]]], np.int16)  # 5 jumps (any sign) in both inputs
-    assert K.rtn_candidates_esa(jumps, ngroups=100).tolist() == [[True, False]]
+    assert K.telegraph_candidates_esa(jumps, ngroups=100).tolist() == [[True, False]]
     gdq = np.zeros((4, 1, 2), np.uint8)
     gdq[1:, 0, 0] = inst.DQ["JUMP_DET"]
     assert K.jump_counts(gdq, inst.DQ["JUMP_DET"]).tolist() == [[3, 0]]

@@ -96,41 +96,39 @@ def test_rc_candidates_rules():
     g1[0, 5, 1] = 1000  # bright but next groups clean -> ramp will be fit, not RC
     g1[0, 1, 5] = 1000  # group 2 last before saturation (not testable), group 3 SATURATED
     nxt[0, 1, 5] = 2
-    cand = K.rc_candidates(g1, nxt, mean=np.array([0.0]), threshold=np.array([100.0]))
+    cand = K.rc_candidates(g1, nxt, mean=np.array([0.0]), std=np.array([10.0]))  # 100 DN
     assert cand[0, 1, 1] and not cand[0, 4, 4] and not cand[0, 5, 1] and cand[0, 1, 5]
     assert cand.sum() == 2
-    strict = K.rc_candidates(g1, nxt, np.array([0.0]), np.array([100.0]), next_groups="all")
+    strict = K.rc_candidates(g1, nxt, np.array([0.0]), np.array([10.0]), next_groups="all")
     assert strict[0, 1, 1] and not strict[0, 1, 5]
     # a very bright RC lights its neighbour above threshold through IPC (1.5 %): kept, unless
     # the report's rule is applied literally
     g1[0, 1, 1], g1[0, 1, 2] = 10000, 150
-    thr = (np.array([0.0]), np.array([100.0]))
+    thr = (np.array([0.0]), np.array([10.0]))
     assert K.rc_candidates(g1, nxt, *thr)[0, 1, 1]
     assert not K.rc_candidates(g1, nxt, *thr, ipc_fraction=0.0)[0, 1, 1]
     g1[0, 1, 2] = 600  # 6 %: charge shared by a cosmic ray
     assert not K.rc_candidates(g1, nxt, *thr)[0, 1, 1]
 
 
-def test_rtn_rules():
+def test_telegraph_rules():
     counts = np.zeros((3, 4, 4), np.int16)
     counts[:, 0, 0] = [3, 0, 4]
     counts[0, 1, 1] = 5
-    cand = K.rtn_candidates_st(counts, threshold=np.array([1.5, 1.5, 1.5]))
+    cand = K.telegraph_candidates_st(counts, np.full(3, 0.5), np.full(3, 0.2))  # 1.5
     assert (cand.sum(axis=0) > 1)[0, 0] and not (cand.sum(axis=0) > 1)[1, 1]
-    esa = K.rtn_candidates_esa(counts, ngroups=88)  # limit (1-0.9973)*87*4 = 0.94
+    esa = K.telegraph_candidates_esa(counts, ngroups=88)  # limit (1-0.9973)*87*4 = 0.94
     assert esa[0, 0] and esa[1, 1] and not esa[2, 2]
 
 
 def test_bad_reference_pixels_and_hot():
-    counts = np.zeros((5, 5))
-    err = np.ones((5, 5))
-    ref = np.zeros((5, 5), bool)
-    ref[0] = True
-    counts[0, 1] = 10
-    err[0, 3] = 9
-    counts[2, 2] = 100  # not a reference pixel
-    bad = K.bad_reference_pixels(counts, err, ref, centre=(0.0, 1.0), scale=(1.0, 1.0))
-    assert bad[0, 1] and bad[0, 3] and bad.sum() == 2
+    rng = np.random.default_rng(2)
+    counts, err = rng.normal(0, 1, 200), rng.normal(1, 1, 200)  # every reference pixel
+    counts[:2], err[2:4] = 10, 9
+    bad = K.bad_reference_pixels(counts, err)
+    assert bad[:4].all() and bad.sum() == 4  # 4 robust sigma, not one of the 196 normal ones
+    (cm, cs), (em, es) = K.median_robust_sigma(counts), K.median_robust_sigma(err)
+    np.testing.assert_array_equal(bad, (np.abs(counts - cm) > 4 * cs) | (np.abs(err - em) > 4 * es))
     rate = np.array([[0.5, 1.0, 1.01, np.nan]])
     np.testing.assert_array_equal(K.hot_pixels(rate), [[False, False, True, False]])
 
@@ -219,7 +217,7 @@ def test_dark_dq_from_the_flag_table():
             "bad_reference": DQ["BAD_REF_PIXEL"] | DNU | U, "hot": U,  # HOT: the MASK's
             "flagged_everywhere": U, "high_unc": U}
     assert {n: int(dq[0, i]) for i, n in enumerate(names)} == want
-    assert K.dq_from_flags([planes["rc"], planes["rc"]], [1, 4])[0, 0] == 5
+    assert K.dq_from_flags([planes["rc"], planes["rc"]], [1, 4])[0, names.index("rc")] == 5
 
 
 def test_clipped_ramp_masks_jumps_like_the_slow_reference():

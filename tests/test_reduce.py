@@ -135,7 +135,7 @@ def test_esa_rtn_rule_is_offered(sci):
     cosmic-ray jumps alone, so it flags far more than the ST rule."""
     ds = open_dataset(sci["store"])
     truth = sci["truth"]
-    cfg = Config(dark=DarkConfig(rtn_rule="esa"))
+    cfg = Config(dark=DarkConfig(telegraph_rule="esa"))
     p = R.build_products(ds, cfg=cfg, stats=R.compute_frame_statistics(ds, cfg))
     tele, esa = dask.compute(p["telegraph"].data, p.stats["n_telegraph"])
     st = int(R.build_products(ds, stats=R.compute_frame_statistics(ds)).stats["n_telegraph"]

@@ -137,7 +137,11 @@ def test_config_toml_overrides_and_rejects_unknown_keys(tmp_path):
     p.write_text("[select]\ndt_full_frame = 0.05\nreject_gratings = ['MIRROR', 'G140M']\n")
     cfg = Config.from_toml(p)
     assert cfg.select.dt_full_frame == 0.05 and cfg.select.reject_gratings == ("MIRROR", "G140M")
-    assert cfg.dark.rtn_sigma == 5.0
+    assert cfg.dark.telegraph_sigma == 5.0
+    p.write_text("[dark]\nrtn_sigma = 6.0\nbadref_sigma = 3.5\n")  # the flags' old key names
+    with pytest.warns(FutureWarning, match="rtn_sigma is now telegraph_sigma"):
+        cfg = Config.from_toml(p)
+    assert (cfg.dark.telegraph_sigma, cfg.dark.bad_reference_sigma) == (6.0, 3.5)
     p.write_text("[select]\ndt_ful = 1\n")
     with pytest.raises(ValueError, match="unknown keys"):
         Config.from_toml(p)

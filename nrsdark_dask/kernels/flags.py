@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .clip import median_robust_sigma
+
 
 def neighbours(mask: np.ndarray) -> np.ndarray:
     """4-neighbours of True pixels (not the pixels themselves unless they are neighbours too).
@@ -26,15 +28,15 @@ def _max_neighbour(a: np.ndarray) -> np.ndarray:
 
 
 def rc_candidates(group1: np.ndarray, next_flags: np.ndarray, mean: np.ndarray,
-                  threshold: np.ndarray, ipc_fraction: float = 0.02,
+                  std: np.ndarray, group1_sigma: float = 10.0, ipc_fraction: float = 0.02,
                   next_groups: str = "any") -> np.ndarray:
     """RC candidates of each exposure (report §4.1.3).
 
     ``group1`` (E, y, x) calibrated counts of group 1; ``next_flags`` (E, y, x) uint8, bit 0
     set where group 2 is flagged JUMP_DET or unusable (DO_NOT_USE, or SATURATED: jwst flags
-    saturation so), bit 1 the same for group 3 (the store's ``rc_next``); ``mean``,
-    ``threshold`` (E,) the frame's group-1 mean and the count 10 sigma above it.  A candidate
-    is above ``threshold``; it is dropped when a 4-neighbour is also above the threshold (a
+    saturation so), bit 1 the same for group 3 (the store's ``rc_next``); ``mean``, ``std``
+    (E,) the frame's clipped group-1 mean and std.  A candidate is more than ``group1_sigma``
+    std above the mean; it is dropped when a 4-neighbour is also above the threshold (a
     cosmic ray spreading charge), and kept only if the next two groups are flagged:
     ``next_groups="any"`` (default) asks one of them, ``"all"`` both.  The report says "flagged
     ... in the next two groups"; both readings reject a cosmic ray in group 1 (its jump is
@@ -48,7 +50,7 @@ def rc_candidates(group1: np.ndarray, next_flags: np.ndarray, mean: np.ndarray,
     Returns bool (E, y, x).  Needs a 1-pixel halo when tiled.
     """
     m = np.asarray(mean, np.float64)[:, None, None]
-    thr = np.asarray(threshold, np.float64)[:, None, None]
+    thr = m + group1_sigma * np.asarray(std, np.float64)[:, None, None]
     with np.errstate(invalid="ignore"):
         excess = np.where(np.isfinite(group1), group1 - m, -np.inf)
         above = excess > thr - m
@@ -64,33 +66,45 @@ def rc_candidates(group1: np.ndarray, next_flags: np.ndarray, mean: np.ndarray,
     return above & ~shared & nxt & ~very_hot
 
 
-def rtn_candidates_st(neg_jumps: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """RTN candidates (report §4.1.3, ST rule): more negative jumps than ``threshold`` (E,),
-    the frame mean count + 5 sigma of each exposure.  ``neg_jumps`` (E, y, x) -> bool."""
-    return neg_jumps > np.asarray(threshold)[:, None, None]
+def telegraph_candidates_st(neg_jumps: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                            sigma: float = 5.0) -> np.ndarray:
+    """Random telegraph candidates (report §4.1.3, ST rule): more negative jumps than the
+    exposure's mean count + ``sigma`` x its std over the active pixels (``mean``, ``std``
+    (E,)).  ``neg_jumps`` (E, y, x) -> bool (E, y, x)."""
+    thr = np.asarray(mean, np.float64) + sigma * np.asarray(std, np.float64)
+    return neg_jumps > thr[:, None, None]
 
 
-def rtn_candidates_esa(jumps: np.ndarray, ngroups: int) -> np.ndarray:
+def telegraph_candidates_esa(jumps: np.ndarray, ngroups: int) -> np.ndarray:
     """ESA rule (report §4.1.3): the number of jumps, positive and negative, averaged over the
     inputs > (1 - 0.9973) (Ngroups - 1) 4.  ``jumps`` (E, y, x) JUMP_DET groups per input.
     Returns bool (y, x) (already the final flag: no "more than one input" step)."""
-    return np.mean(jumps, axis=0) > (1 - 0.9973) * (ngroups - 1) * 4
+    return np.mean(jumps, axis=0) > (1 - 0.9973) * (int(ngroups) - 1) * 4
 
 
-def bad_reference_pixels(mean_counts: np.ndarray, mean_err: np.ndarray, refpix: np.ndarray,
-                         centre: tuple[float, float], scale: tuple[float, float],
-                         nsigma: float = 4.0) -> np.ndarray:
+def bad_reference_pixels(mean_counts: np.ndarray, mean_err: np.ndarray,
+                         sigma: float = 4.0) -> np.ndarray:
     """Bad reference pixels (report §4.1.3): a reference pixel whose group-averaged count or
-    error is more than ``nsigma`` x scale from the median over all reference pixels.
-    ``centre``/``scale``: (median, sigma) of counts and of errors over the reference pixels,
-    computed over the whole frame beforehand.  Returns bool (y, x)."""
+    error is more than ``sigma`` robust sigmas from the median over all reference pixels.
+    ``mean_counts``, ``mean_err``: those of every reference pixel of the frame (any shape).
+    Returns bool, same shape."""
+    (cm, cs), (em, es) = median_robust_sigma(mean_counts), median_robust_sigma(mean_err)
     with np.errstate(invalid="ignore"):
-        bad = (np.abs(mean_counts - centre[0]) > nsigma * scale[0]) | \
-              (np.abs(mean_err - centre[1]) > nsigma * scale[1])
-    return refpix & bad
+        return (np.abs(mean_counts - cm) > sigma * cs) | (np.abs(mean_err - em) > sigma * es)
 
 
-def hot_pixels(mean_rate: np.ndarray, threshold: float = 1.0) -> np.ndarray:
-    """HOT: mean dark rate above ``threshold`` DN/s (report §4.1.4)."""
+def hot_pixels(mean_rate: np.ndarray, rate: float = 1.0) -> np.ndarray:
+    """HOT: mean dark rate above ``rate`` DN/s (report §4.1.4)."""
     with np.errstate(invalid="ignore"):
-        return mean_rate > threshold
+        return mean_rate > rate
+
+
+def high_uncertainty(unc: np.ndarray, mean: float, std: float, sigma: float = 3.0) -> np.ndarray:
+    """UNRELIABLE_DARK by its uncertainty: UNC above the frame's mean + ``sigma`` std."""
+    with np.errstate(invalid="ignore"):
+        return unc > float(mean) + sigma * float(std)
+
+
+def flagged(pixeldq: np.ndarray, ignore: int = 0) -> np.ndarray:
+    """Any DQ bit set in each input's pixel DQ, bits ``ignore`` aside (per input, bool)."""
+    return (pixeldq & np.uint32(~np.uint32(ignore))) != 0

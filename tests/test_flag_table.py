@@ -1,0 +1,94 @@
+"""The executable flag table (issue 20 item 1): a new flag rule end to end is a kernel, a row
+and a ``[dark]`` field.  A throwaway rule goes through the build (DARK DQ, DQ_DEF, the
+statistic), ``analyze`` (count, warning), the CLI's line and README's table, and is checked
+against plain numpy on the store's own images."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from nrsdark_dask import cli
+from nrsdark_dask import instrument as inst
+from nrsdark_dask import products as P
+from nrsdark_dask.config import Config, DarkConfig
+
+
+def low_pedestal(group1, mean, std, sigma=1.0):
+    """Throwaway kernel: group 1 more than ``sigma`` std under the frame's group-1 mean."""
+    return group1 < (mean - sigma * std)[:, None, None]
+
+
+ROW = P.Flag("low_pedestal", "group 1 low (a throwaway rule of the test)",
+             (P.Rule("report", low_pedestal, ("group1",), ("g1_mean", "g1_std"),
+                     "more_than_half", ("sigma",)),),
+             dark_dq=("OTHER_BAD_PIXEL",), unreliable_dark=False,
+             reliable_n=(50, "a test's made-up number"))
+
+
+def test_readme_flag_table_is_the_table():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert P.flags_markdown() in readme, "README's flag table differs: paste flags_markdown()"
+
+
+def test_every_flag_has_one_name_and_its_settings_exist():
+    names = [f.name for f in P.FLAGS]
+    assert len(set(names)) == len(names)
+    dark = {f.name for f in dataclasses.fields(DarkConfig)}
+    for f in P.FLAGS:
+        for r in f.rules:
+            assert {f"{f.name}_{k}" for k in r.settings} <= dark, f.name
+        if len(f.rules) > 1:
+            field = DarkConfig.__dataclass_fields__[f"{f.name}_rule"]
+            assert field.metadata["choices"] == tuple(r.name for r in f.rules)
+    assert not set(DarkConfig.RENAMED.values()) - dark
+
+
+def test_a_throwaway_rule_end_to_end(cal_store, tmp_path, monkeypatch, capsys):
+    from nrsdark_dask.analyze import analyze
+    from nrsdark_dask.build import build
+    from nrsdark_dask.store import StoreLayout, open_dataset
+
+    monkeypatch.setattr(P, "FLAGS", P.FLAGS + (ROW,))
+    Dark = dataclasses.make_dataclass(
+        "DarkConfig", [("low_pedestal_sigma", float,
+                        dataclasses.field(default=1.0, metadata={"above": 0.0}))],
+        bases=(DarkConfig,), frozen=True)
+    cfg = Config(dark=Dark(low_pedestal_sigma=0.5))
+    out = tmp_path / "ref"
+    res = build(cal_store["path"], out, scheduler="sync", config=cfg)
+
+    ds = open_dataset(cal_store["path"])  # the truth: plain numpy on the store's images
+    g1 = ds.group1.values.astype(np.float64)
+    thr = (ds.g1_mean.values - 0.5 * ds.g1_std.values)[:, None, None]
+    active = ~inst.reference_pixel_mask(StoreLayout(**ds.attrs["layout"]).geometry())
+    want = ((g1 < thr).sum(axis=0) > g1.shape[0] / 2) & active
+    assert 0 < want.sum() < active.sum() / 2
+    assert res["stats"]["n_low_pedestal"] == want.sum()
+
+    with fits.open(res["files"]["dark"]) as h:
+        dq = h["DQ"].data.astype(np.uint32)
+        np.testing.assert_array_equal((dq & inst.DQ["OTHER_BAD_PIXEL"]) != 0, want)
+        assert "OTHER_BAD_PIXEL" in list(h["DQ_DEF"].data["NAME"])
+        assert any("low_pedestal_sigma=0.5" in str(c) for c in h[0].header["HISTORY"])
+
+    s = analyze(out)
+    assert s["n_low_pedestal"] == want.sum()
+    assert any("the OTHER_BAD_PIXEL flags need 50" in w for w in s["warnings"])
+    capsys.readouterr()
+    cli.main(["analyze", str(out)])
+    assert f"OTHER_BAD_PIXEL {want.sum()}" in capsys.readouterr().out
+    assert "`low_pedestal`" in P.flags_markdown() and "`low_pedestal_sigma`" in P.flags_markdown()
+
+
+def test_a_rule_is_chosen_by_its_setting():
+    tele = P.flag("telegraph")
+    assert tele.rule(DarkConfig()).name == "st"
+    assert tele.rule(DarkConfig(telegraph_rule="esa")).kernel.__name__ == \
+        "telegraph_candidates_esa"
+    with pytest.raises(KeyError, match="no flag 'badref'"):
+        P.flag("badref")
