@@ -1,6 +1,6 @@
 """Reliability of the pixel-flag rules against the number of inputs N, scored on simulation
-truth (issue 14); ``analyze.RELIABLE_N``, the inputs under which ``nrsdark analyze`` warns
-about a rule, cites its numbers.
+truth (issue 14); each flag row's ``reliable_n`` (``products.FLAGS``), the inputs under which
+``nrsdark analyze`` warns about a rule, cites its numbers.
 
 Data: independent simulated sets (one detector truth per seed), TRAD NRSRAPID, 20 clean
 exposures each: ``allslits88``, 3 sets of NRS1 ALLSLITS (256 x 2048, full width, so it has the

@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _util import metric, print_metrics, write_result  # noqa: E402
 
 from nrsdark_dask import reduce as R  # noqa: E402
-from nrsdark_dask.store import (EXPOSURE_COORDS, RampStore, StoreLayout, _consolidate,  # noqa: E402
-                                open_dataset)
+from nrsdark_dask.store import EXPOSURE_COORDS, RampStore, StoreLayout, open_dataset  # noqa: E402
+from nrsdark_dask.store.writer import _consolidate  # noqa: E402
 
 CASES = [  # label, readpatt, ngroups, exposures, frame time
     ("TRAD FULL 88 groups x 20 exposures", "NRSRAPID", 88, 20, 10.73676),

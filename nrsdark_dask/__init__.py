@@ -7,12 +7,13 @@ One pixel's way from uncal file to FITS (README's "Layout" lists every module):
   pieces as Dask tasks; :mod:`nrsdark_dask.jwst_recipe`: the recipe, offline or with CRDS;
   :mod:`nrsdark_dask.ingest`: the per-exposure summaries)
 * :mod:`nrsdark_dask.store` - the calibrated ramps in a Zarr store, opened as xarray
-  (:mod:`nrsdark_dask.chunksums` checks every chunk read)
+  (:mod:`nrsdark_dask.store.chunksums` checks every chunk read)
 * :mod:`nrsdark_dask.reduce` - lazy graphs of :mod:`nrsdark_dask.kernels` over tiles: the
-  products of :mod:`nrsdark_dask.products`
-* :mod:`nrsdark_dask.build` and :mod:`nrsdark_dask.export` - one computation into
-  CRDS-format FITS
-* :mod:`nrsdark_dask.cli` - the ``nrsdark`` command
+  products and flag rules of :mod:`nrsdark_dask.products`
+* :mod:`nrsdark_dask.build` - one computation into the CRDS-format FITS files that
+  :mod:`nrsdark_dask.export` pre-sizes, validates and publishes
+* :mod:`nrsdark_dask.commands` - the subcommands; :mod:`nrsdark_dask.run` - the stages of
+  ``nrsdark run``; :mod:`nrsdark_dask.cli` - the ``nrsdark`` command and its exit statuses
 """
 
 __version__ = "0.1.0"

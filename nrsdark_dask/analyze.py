@@ -44,7 +44,7 @@ from .config import Config
 from .instrument import DQ
 from .kernels import artifacts as art
 
-REFTYPES = ("superbias", "dark", "mask")
+REFTYPES = tuple(r.reftype for r in P.REFERENCE_FILES)
 
 
 class AnalyzeError(ValueError):
@@ -232,7 +232,8 @@ def warnings_for(s: dict) -> list[str]:
 
 
 # ---- figures -------------------------------------------------------------------------------
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (80 dpi), the figure closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     import matplotlib.pyplot as plt
@@ -280,7 +281,7 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
         fig, ax = plt.subplots(figsize=(10, h_img + 0.8))
         _image(ax, img, title, unit, geo, symmetric)
         fig.tight_layout()
-        out[name] = _png(fig)
+        out[name] = png_bytes(fig)
 
     if "superbias" in files:
         with fits.open(files["superbias"], memmap=False) as h:
@@ -302,7 +303,7 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
     ax.set_title(f"DRK histogram ({100 * s['negative_rate_fraction']:.1f} % negative)",
                  fontsize=9)
     fig.tight_layout()
-    out["drk_histogram"] = _png(fig)
+    out["drk_histogram"] = png_bytes(fig)
     one("unc", d["unc"], f"UNC, SNR {s['snr']:.2f}", "DN/s")
     one("cube_last_plane", d["last_plane"], f"DARK cube, plane {d['nplanes']}", "DN")
     images = {"mean_rate": d["drk"], "unc": d["unc"]}
@@ -318,7 +319,7 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
     ax.legend(fontsize=7, markerscale=6, loc="upper right")
     ax.set_title("flagged pixels", fontsize=9)
     fig.tight_layout()
-    out["flags"] = _png(fig)
+    out["flags"] = png_bytes(fig)
     if "_difference" in s:
         diff = s["_difference"]
         one("difference", diff, "DRK minus the comparison DRK", "DN/s", symmetric=True)
@@ -337,7 +338,7 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
                 ax.set_title(f"difference profile: {what}", fontsize=9)
                 ax.legend(fontsize=8)
         fig.tight_layout()
-        out["difference_profiles"] = _png(fig)
+        out["difference_profiles"] = png_bytes(fig)
     return out
 
 

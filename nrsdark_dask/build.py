@@ -12,25 +12,31 @@ Memory: the ramp pass's tasks are shaped by ``task_memory`` (default 1 GiB, see
 Schedulers (:mod:`nrsdark_dask.cluster`): ``sync`` and ``threads[:N]`` compute in this
 process straight into the pre-sized files; ``local[:N]`` and ``tcp://HOST:PORT`` compute on a
 ``distributed`` cluster whose workers share only the store: they write the products into a
-Zarr group beside it, which this process streams into the files (:mod:`nrsdark_dask.export`).
+Zarr group beside it, which this process streams into the files.  Execution lives here;
+:mod:`nrsdark_dask.export` pre-sizes, validates and publishes the files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import socket
 import warnings
 from pathlib import Path
 
 import dask
+import dask.array as da
 import numpy as np
 
 from .cluster import dask_client, local_progress, parse_scheduler
 from .config import Config, ingest_settings, parse_bytes, settings_history, store_ingest
-from .cull import cull_note, read_culled
-from .export import write_reference_files
+from .export import pending_files, process_alive
 from .jwst_recipe import reference_mismatches
 from .reduce import DEFAULT_TASK_MEMORY, BuildError, build_products, check_store
+from .select import cull_note, read_culled
 from .store import RampStore, file_sha256, open_dataset
+
 
 def cut_to_store(plane: np.ndarray, ystart: int, xstart: int, layout) -> np.ndarray:
     """The store's region of a reference plane that covers it (a full-frame MASK for a
@@ -78,6 +84,92 @@ def insane_statistics(stats: dict) -> list[str]:
     return out
 
 
+def _compute(p, pending, client, products, keep_products: bool, progress: bool, outdir):
+    """The build's one computation: every array of the pending files (tile by tile) and the
+    statistics together, so shared pieces are computed once; without ``client`` on the local
+    scheduler the caller configured, straight into the files; with a ``distributed`` client
+    through a Zarr group of the products (:func:`_compute_on_cluster`).  The statistics are
+    checked (:func:`_refuse_insane`) before the files are published.  Returns the files and
+    the computed statistics."""
+    if client is None:
+        stored = da.store(pending.sources, pending.targets, lock=False, compute=False)
+        _, computed = dask.compute(stored, p.stats)  # on the scheduler the caller configured
+    else:
+        if products is None and p.store:
+            clean_dead_products(p.store)
+        # beside the store; products computed from an edited dataset (no store): in outdir
+        default = products_location(p.store or Path(outdir) / "nrsdark", pending.stamp)
+        computed = _compute_on_cluster(client, pending, p.stats, products or default,
+                                       keep_products, progress)
+    _refuse_insane(computed)
+    return pending.publish(), computed
+
+
+def products_location(store, stamp: str) -> str:
+    """Default home of a cluster build's products: ``<store without .zarr>.products/
+    <stamp>-<host>-<pid>.zarr`` beside the store (the one place every worker can write)."""
+    base = str(store).rstrip("/")
+    base = base[:-5] if base.endswith(".zarr") else base
+    return f"{base}.products/{stamp}-{socket.gethostname()}-{os.getpid()}.zarr"
+
+
+def clean_dead_products(store) -> list[Path]:
+    """Remove the products groups that cluster builds on this host left beside a local
+    ``store`` when they were killed (:func:`products_location`; their process is gone), as
+    :func:`export.check_writable` removes their ``.part`` files.  Returns what was removed."""
+    base = str(store).rstrip("/")
+    if "://" in base:
+        return []
+    folder = Path((base[:-5] if base.endswith(".zarr") else base) + ".products")
+    host, out = socket.gethostname(), []
+    for group in folder.glob(f"*-{host}-*.zarr") if folder.is_dir() else ():
+        owner, _, pid = group.name[:-5].rpartition("-")
+        if owner.partition("-")[2] == host and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(group, ignore_errors=True)
+            out.append(group)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return out
+
+
+def _compute_on_cluster(client, pending, also, products: str, keep: bool, progress: bool):
+    """The cluster path: workers compute every array into a Zarr group ``products`` (each
+    dask block one Zarr chunk, so concurrent writes never share a chunk; xarray opens it:
+    dimension names are set), with ``also`` in the same computation; then this process
+    streams the group into the pending files' ``targets``, one chunk per thread at a time.  The group
+    is removed afterwards unless ``keep``."""
+    import fsspec
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    from .cluster import futures_progress
+
+    group = zarr.open_group(products, mode="w", zarr_format=3)
+    arrays = []
+    sources, targets = pending.sources, pending.targets
+    for name, src, dim in zip(pending.names, sources, pending.dims):
+        arrays.append(group.create_array(
+            name, shape=src.shape, chunks=tuple(int(c[0]) for c in src.chunks),
+            dtype=src.dtype, fill_value=0, dimension_names=dim,
+            compressors=ZstdCodec(level=1) if src.dtype.kind in "ub" else None))
+    try:
+        stored = da.store(sources, arrays, lock=False, compute=False)
+        futures = client.compute([stored, also])
+        if progress:
+            futures_progress(futures, "build")
+        _, computed = client.gather(futures)
+        da.store([da.from_zarr(a) for a in arrays], targets, lock=False, scheduler="threads")
+    finally:
+        if not keep:
+            fs, root = fsspec.core.url_to_fs(products)
+            fs.rm(root, recursive=True)
+            parent = Path(root).parent
+            if "file" in fs.protocol and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()  # the local products folder, once empty (never a bucket)
+    return computed
+
+
+
 def _refuse_insane(stats: dict) -> None:
     if bad := insane_statistics(stats):
         raise BuildError("the build's statistics are not physical, nothing was published: "
@@ -97,7 +189,7 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     straight into the files (``workers`` threads, default N); ``local[:N]`` and
     ``tcp://HOST:PORT`` compute on a ``distributed`` cluster, whose workers write the
     products into a Zarr group ``products`` (default beside the store, see
-    ``export.products_location``; kept with ``keep_products``) that this process then streams
+    ``products_location``; kept with ``keep_products``) that this process then streams
     into the files.  The two paths give bit-identical files.  ``progress``: progress on
     stderr and the dashboard link.  ``cull``: a cull table (``nrsdark cull``); the exposures
     it marks culled are left out (selected from the store, nothing copied) and HISTORY says
@@ -141,11 +233,10 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
         products_ = build_products(ds, cfg, mask_in=mask, task_memory=budget)
         shown = local_progress("build") if progress and client is None \
             else contextlib.nullcontext()
-        with shown:
-            files, summary = write_reference_files(
-                products_, outdir, author=author, versions=versions, also=products_.stats,
-                notes=notes, client=client, products=products, keep_products=keep_products,
-                progress=progress, accept=_refuse_insane)
+        with shown, pending_files(products_, outdir, author=author, versions=versions,
+                                  notes=notes) as pending:
+            files, summary = _compute(products_, pending, client, products, keep_products,
+                                      progress, outdir)
     out = {k: (np.asarray(v).item() if np.ndim(v) == 0 else np.asarray(v).tolist())
            for k, v in summary.items()}
     return {"files": {k: str(v) for k, v in files.items()}, "stats": out,

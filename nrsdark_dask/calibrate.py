@@ -18,7 +18,7 @@ stream from memory-mapped files either way.
 
 * Idempotent and resumable: an exposure is its file name and content hash
   (``store.exposure_id``); exposures whose content is already in the store are skipped; a run
-  killed at any point leaves a store holding only whole exposures (see ``store.py``), and the
+  killed at any point leaves a store holding only whole exposures (see ``store.writer``), and the
   next run completes it.  A worker lost mid-piece is replaced by dask re-running the piece.
 * A failing input (corrupt, truncated, vanished, changed since select, wrong instrument...)
   fails only its own exposure; the reason goes to the store log (``nrsdark_log.jsonl``) and to
@@ -47,8 +47,17 @@ from .config import Config, DarkConfig, ingest_settings, parse_bytes, store_inge
 from .kernels import difference_scatter
 from .reduce import check_groups
 from .select import read_manifest
-from .store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, exposure_id,
-                    file_sha256, staging_path, write_staging)
+from .store import (
+    DEFAULT_TILE,
+    STAGING,
+    RampStore,
+    StoreError,
+    StoreLayout,
+    exposure_id,
+    file_sha256,
+    staging_path,
+    write_staging,
+)
 from .tiled.graph import exposures_in_flight, run_exposures
 from .tiled.plan import DEFAULT_TASK_MEMORY, plan_pieces, scratch_bytes
 from .tiled.stage import refusals, work_path
@@ -244,7 +253,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
 
     ``scheduler``: :mod:`nrsdark_dask.cluster` (default: ``config``'s ``[run] scheduler``,
     else ``local``).  ``tile``, ``codec``, ``group_chunk``: the chunking of a new store
-    (default 256 x 256, no compression, chunks near 8 MiB; see ``store.py``); given for an
+    (default 256 x 256, no compression, chunks near 8 MiB; see ``store.schema``); given for an
     existing store they must be its own.  Everything is checked before any work and before
     the store is created: the scheduler (and that its address answers), the chunking, that
     the inputs agree with each other and with the store, that the reference kit fits them,

@@ -31,6 +31,8 @@ import sys
 import tempfile
 from contextlib import contextmanager
 
+from .config import parse_scheduler  # the --scheduler grammar is configuration ([run])
+
 MEMORY = "MEMORY"
 DASHBOARD_ENV = "NRSDARK_DASHBOARD_ADDRESS"
 
@@ -49,28 +51,6 @@ def _total_memory() -> int:
         return int(psutil.virtual_memory().total)
     except ImportError:  # pragma: no cover - psutil comes with distributed
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def parse_scheduler(scheduler: str) -> tuple[str, int | str | None]:
-    """Check a ``--scheduler`` string before any work: ``("sync", None)``, ``("threads", N)``,
-    ``("local", N)`` or ``("address", "tcp://HOST:PORT")``; a clear ValueError otherwise."""
-    text = str(scheduler).strip()
-    if text == "sync":
-        return text, None
-    for kind, unit in (("threads", "thread"), ("local", "worker")):
-        if text == kind or text.startswith(kind + ":"):
-            n = text.partition(":")[2] or str(os.cpu_count() or 1)
-            if not n.isdigit() or int(n) < 1:
-                raise ValueError(f"bad scheduler {scheduler!r}: {kind}:N needs a {unit} count "
-                                 "N >= 1")
-            return kind, int(n)
-    if text.startswith(("tcp://", "tls://", "ucx://")):
-        host, _, port = text.split("://", 1)[1].rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"bad scheduler address {scheduler!r}: use tcp://HOST:PORT")
-        return "address", text
-    raise ValueError(f"unknown scheduler {scheduler!r}; use threads[:N], local[:N], "
-                     "tcp://HOST:PORT or sync")
 
 
 @contextmanager

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 import typing
@@ -214,10 +215,26 @@ def _not_an_option(value) -> None:
 NOT_AN_OPTION = {"check": _not_an_option}
 
 
-def _scheduler(text: str) -> None:
-    from .cluster import parse_scheduler
-
-    parse_scheduler(text)
+def parse_scheduler(scheduler: str) -> tuple[str, int | str | None]:
+    """Check a ``--scheduler`` string before any work: ``("sync", None)``, ``("threads", N)``,
+    ``("local", N)`` or ``("address", "tcp://HOST:PORT")``; a clear ValueError otherwise."""
+    text = str(scheduler).strip()
+    if text == "sync":
+        return text, None
+    for kind, unit in (("threads", "thread"), ("local", "worker")):
+        if text == kind or text.startswith(kind + ":"):
+            n = text.partition(":")[2] or str(os.cpu_count() or 1)
+            if not n.isdigit() or int(n) < 1:
+                raise ValueError(f"bad scheduler {scheduler!r}: {kind}:N needs a {unit} count "
+                                 "N >= 1")
+            return kind, int(n)
+    if text.startswith(("tcp://", "tls://", "ucx://")):
+        host, _, port = text.split("://", 1)[1].rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"bad scheduler address {scheduler!r}: use tcp://HOST:PORT")
+        return "address", text
+    raise ValueError(f"unknown scheduler {scheduler!r}; use threads[:N], local[:N], "
+                     "tcp://HOST:PORT or sync")
 
 
 @dataclass(frozen=True)
@@ -228,7 +245,7 @@ class RunConfig:
     not given)."""
 
     SECTION: typing.ClassVar[str] = "run"
-    scheduler: str = field(default="", metadata={"check": _scheduler})
+    scheduler: str = field(default="", metadata={"check": parse_scheduler})
     task_memory: str = field(default="", metadata={"check": parse_bytes})
     pieces: str = field(default="", metadata={"choices": ("", "tiled", "whole")})  # calibrate
     # uncal/ramp/jump files or folders (select)

@@ -57,7 +57,7 @@ from .config import Config, CullConfig
 from .instrument import DQ
 from .kernels import artifacts as art
 from .paths import check_name, inside
-from .store import file_sha256, open_dataset
+from .store import open_dataset
 
 KINDS = ("mode_switch", "glow", "persistence")
 WORDS = {"mode_switch": "bias structure after a readout-mode switch",
@@ -277,29 +277,6 @@ def write_table(tab: Table, path) -> Path:
     tab.write(part, format="ascii.ecsv", overwrite=True)
     part.replace(path)
     return path
-
-
-def read_culled(path) -> dict[str, str]:
-    """``{exposure: reason}`` of the exposures (``name@hash`` or plain file names) marked
-    ``culled`` in a cull table."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"cull table {path} does not exist")
-    try:
-        tab = Table.read(path, format="ascii.ecsv")
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
-        raise CullError(f"{path} is not a cull table (ECSV): {exc}") from None
-    missing = {"exposure", "culled"} - set(tab.colnames)
-    if missing:
-        raise CullError(f"{path} is not a cull table: no {', '.join(sorted(missing))} column")
-    culled = [str(v).strip().lower() in ("true", "1", "yes") for v in tab["culled"]]
-    reasons = tab["reason"] if "reason" in tab.colnames else ["culled"] * len(tab)
-    return {str(e): str(r) for e, c, r in zip(tab["exposure"], culled, reasons) if c}
-
-
-def cull_note(path, n: int) -> str:
-    """The HISTORY line of a build that left out ``n`` culled exposures."""
-    return f"Culled: {n} exposure(s) left out by {Path(path).name} (SHA-256 {file_sha256(path)})"
 
 
 def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> list[Path]:

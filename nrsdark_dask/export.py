@@ -19,11 +19,10 @@ import os
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import dask
-import dask.array as da
 import numpy as np
 from astropy.io import fits
 from astropy.time import Time
@@ -31,7 +30,13 @@ from stdatamodels.jwst import datamodels as dm
 
 from . import __version__
 from . import instrument as inst
-from .products import dq_def_names, file_products
+from .products import (
+    REFERENCE_FILES,
+    ReferenceFile,
+    dq_def_names,
+    file_products,
+    reference_file,
+)
 from .reduce import Products
 
 DQ = inst.DQ
@@ -64,19 +69,20 @@ def _dq_def():
     return [(int(np.log2(DQ[n])), DQ[n], n, n.replace("_", " ").lower()) for n in names]
 
 
-def _meta(model, p: Products, reftype: str, descrip: str, author: str, history: list[str]):
+def _meta(model, p: Products, ref: ReferenceFile, author: str, history: list[str]):
     """The file's header keywords (SPEC §9), through the model's schema: :func:`_region_meta`
     and, for subarray darks and biases, the disperser group (P_GRATIN, report Table 5).  A
     DARK is written one frame per plane (NFRAMES = 1, GROUPGAP = 0, NGROUPS = its planes):
     stcal's dark_sub averages its frames for any science readout (stcal#120)."""
-    _region_meta(model, p.layout, p.dates.values, reftype, descrip, author, history)
+    _region_meta(model, p.layout, p.dates.values, ref.reftype.upper(), ref.description, author,
+                 history)
     m = model.meta
     gratings = _gratings(p)
-    if reftype == "DARK":
+    if ref.frame_keywords:
         m.exposure.type = "ANY"
-        m.exposure.ngroups = int(p["dark_cube"].shape[0])
+        m.exposure.ngroups = int(p[file_products(ref.reftype)[0].name].shape[0])
         m.exposure.nframes, m.exposure.groupgap = 1, 0
-    if reftype in ("DARK", "SUPERBIAS"):
+    if ref.grating_any:
         m.instrument.grating = "ANY"
         if gratings:
             m.instrument.p_grating = "|".join(gratings) + "|"
@@ -119,9 +125,10 @@ def write_mask(dq: np.ndarray, outdir, layout, dates, label: str, descrip: str,
     tag = f"{layout.detector.lower()}_{layout.readpatt.lower()}_{layout.subarray.lower()}"
     part = outdir / f"nrsdark_{tag}_mask_{label}.fits.{socket.gethostname()}-{os.getpid()}.part"
     try:
-        with dm.MaskModel(dq=np.asarray(dq, np.uint32), dq_def=_dq_def()) as mask, \
+        ref = reference_file("mask")
+        with getattr(dm, ref.model)(dq=np.asarray(dq, np.uint32), dq_def=_dq_def()) as mask, \
                 tempfile.TemporaryDirectory(dir=outdir) as tmp:
-            _region_meta(mask, layout, dates, "MASK", descrip, author, list(history))
+            _region_meta(mask, layout, dates, ref.reftype.upper(), descrip, author, list(history))
             mask.save(str(Path(tmp) / "mask.fits"))  # the model wants a .fits name
             os.rename(Path(tmp) / "mask.fits", part)
         with fits.open(part, mode="update") as hdul:
@@ -141,13 +148,6 @@ def _gratings(p: Products) -> tuple[str, ...] | None:
         raise ValueError(f"the inputs' gratings ({', '.join(sorted(set(p.gratings)))}) span "
                          f"several {p.layout.subarray} disperser groups: select splits them")
     return groups.pop() if groups else None
-
-
-def writes_mask(layout) -> bool:
-    """Full frames deliver a MASK; subarrays do not (report §6: one dark and one bias per
-    subarray; the full-frame mask serves subarray science, cut by jwst): new hot pixels of a
-    subarray build are UNRELIABLE_DARK in its DARK, and counted."""
-    return layout.subarray == "FULL"
 
 
 def _history(p: Products, versions: dict, notes=()) -> list[str]:
@@ -176,12 +176,13 @@ def check_writable(outdir) -> Path:
     host = socket.gethostname()
     for part in outdir.glob(f"nrsdark_*.fits.{host}-*.part"):
         pid = part.name.rsplit("-", 1)[-1].removesuffix(".part")
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             part.unlink(missing_ok=True)
     return outdir
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (its leftovers are not ours to remove)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -273,26 +274,23 @@ def _presize(path: Path, primary: fits.Header, images: list[tuple[fits.Header, t
     return regions
 
 
+def delivered(ref: ReferenceFile, p: Products) -> bool:
+    """Whether a build delivers this reference file (:data:`products.REFERENCE_FILES`)."""
+    return (not ref.full_frame_only or p.layout.subarray == "FULL") and \
+        (ref.needs is None or ref.needs in p.arrays)
+
+
 def _models(p: Products, author: str, history: list[str]) -> dict:
-    """Empty stdatamodels models with the right ``meta``: their headers and DQ_DEF tables."""
-    dark = dm.DarkNirspecModel(data=np.zeros((1, 1, 1), np.float32),
-                               err=np.zeros((1, 1, 1), np.float32),
-                               dq=np.zeros((1, 1), np.uint32),
-                               dark_rate=np.zeros((1, 1), np.float32),
-                               dark_rate_unc=np.zeros((1, 1), np.float32), dq_def=_dq_def())
-    _meta(dark, p, "DARK", "NIRSpec dark: synthesized cube, JWST-STScI-009226", author, history)
-    models = {"dark": dark}
-    if writes_mask(p.layout):
-        mask = dm.MaskModel(dq=np.zeros((1, 1), np.uint32), dq_def=_dq_def())
-        _meta(mask, p, "MASK", "NIRSpec bad pixel mask with new hot pixels", author, history)
-        models["mask"] = mask
-    if "superbias" in p.arrays:
-        sb = dm.SuperBiasModel(data=np.zeros((1, 1), np.float32),
-                               err=np.zeros((1, 1), np.float32),
-                               dq=np.zeros((1, 1), np.uint32), dq_def=_dq_def())
-        _meta(sb, p, "SUPERBIAS", "NIRSpec superbias: groups 1-2 projected to t = 0, "
-              "JWST-STScI-009226", author, history)
-        models["superbias"] = sb
+    """Empty stdatamodels models with the right ``meta``, for each file the build delivers:
+    their headers and DQ_DEF tables."""
+    models = {}
+    for ref in REFERENCE_FILES:
+        if delivered(ref, p):
+            arrays = {q.attr: np.zeros((1,) * len(q.dims), q.dtype)
+                      for q in file_products(ref.reftype)}
+            model = getattr(dm, ref.model)(**arrays, dq_def=_dq_def())
+            _meta(model, p, ref, author, history)
+            models[ref.reftype] = model
     return models
 
 
@@ -315,98 +313,50 @@ def _link_new(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def products_location(store, stamp: str) -> str:
-    """Default home of a cluster build's products: ``<store without .zarr>.products/
-    <stamp>-<host>-<pid>.zarr`` beside the store (the one place every worker can write)."""
-    base = str(store).rstrip("/")
-    base = base[:-5] if base.endswith(".zarr") else base
-    return f"{base}.products/{stamp}-{socket.gethostname()}-{os.getpid()}.zarr"
+@dataclass
+class PendingFiles:
+    """Reference files pre-sized on disk as ``.part`` files (:func:`pending_files`), waiting
+    for their arrays: ``sources`` (dask arrays, in file and extension order) go into
+    ``targets`` (memory-mapped FITS regions).  ``names``/``dims``: the products' names and
+    dims, for a caller that stages them elsewhere first (a cluster's products group)."""
+
+    outdir: Path
+    tag: str
+    stamp: str
+    parts: dict = field(default_factory=dict)
+    sources: list = field(default_factory=list)
+    targets: list = field(default_factory=list)
+    names: list = field(default_factory=list)
+    dims: list = field(default_factory=list)
+
+    def publish(self) -> dict[str, Path]:
+        """Validate every file and give it its name (never replacing one); returns
+        ``{reftype: path}``."""
+        for reftype, part in self.parts.items():
+            validate(part, reftype)
+        return _publish(self.parts, lambda k: {
+            r: self.outdir / f"nrsdark_{self.tag}_{r}_{self.stamp}{'' if k == 1 else f'_{k}'}.fits"
+            for r in self.parts})
 
 
-def clean_dead_products(store) -> list[Path]:
-    """Remove the products groups that cluster builds on this host left beside a local
-    ``store`` when they were killed (:func:`products_location`; their process is gone), as
-    :func:`check_writable` removes their ``.part`` files.  Returns what was removed."""
-    base = str(store).rstrip("/")
-    if "://" in base:
-        return []
-    folder = Path((base[:-5] if base.endswith(".zarr") else base) + ".products")
-    host, out = socket.gethostname(), []
-    for group in folder.glob(f"*-{host}-*.zarr") if folder.is_dir() else ():
-        owner, _, pid = group.name[:-5].rpartition("-")
-        if owner.partition("-")[2] == host and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(group, ignore_errors=True)
-            out.append(group)
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-    return out
-
-
-def _compute_on_cluster(client, sources, targets, names, dims, also, products: str,
-                        keep: bool, progress: bool):
-    """The cluster path: workers compute every array into a Zarr group ``products`` (each
-    dask block one Zarr chunk, so concurrent writes never share a chunk; xarray opens it:
-    dimension names are set), with ``also`` in the same computation; then this process
-    streams the group into the FITS ``targets``, one chunk per thread at a time.  The group
-    is removed afterwards unless ``keep``."""
-    import fsspec
-    import zarr
-    from zarr.codecs import ZstdCodec
-
-    from .cluster import futures_progress
-
-    group = zarr.open_group(products, mode="w", zarr_format=3)
-    arrays = []
-    for name, src, dim in zip(names, sources, dims):
-        arrays.append(group.create_array(
-            name, shape=src.shape, chunks=tuple(int(c[0]) for c in src.chunks),
-            dtype=src.dtype, fill_value=0, dimension_names=dim,
-            compressors=ZstdCodec(level=1) if src.dtype.kind in "ub" else None))
-    try:
-        stored = da.store(sources, arrays, lock=False, compute=False)
-        futures = client.compute([stored, also])
-        if progress:
-            futures_progress(futures, "build")
-        _, computed = client.gather(futures)
-        da.store([da.from_zarr(a) for a in arrays], targets, lock=False, scheduler="threads")
-    finally:
-        if not keep:
-            fs, root = fsspec.core.url_to_fs(products)
-            fs.rm(root, recursive=True)
-            parent = Path(root).parent
-            if "file" in fs.protocol and parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()  # the local products folder, once empty (never a bucket)
-    return computed
-
-
-def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
-                          versions: dict | None = None, also=None, notes=(), client=None,
-                          products: str | None = None, keep_products: bool = False,
-                          progress: bool = False, accept=None):
-    """Write SUPERBIAS (if the store has bias inputs), DARK and MASK into ``outdir``; each
-    file holds the products the product table places in it, in table order.
-
-    Every array is computed and written tile by tile in one computation, together with
-    ``also`` (e.g. the statistics), so shared pieces are computed once: without ``client``
-    on the local scheduler the caller configured, straight into the files; with a
-    ``distributed`` client through a Zarr group of the products at ``products`` (default
-    :func:`products_location`) that the workers write and this process then streams into the
-    files (:func:`_compute_on_cluster`; the group is kept with ``keep_products``).  Returns
-    ``({reftype: path}, computed also)``.  Names are
+@contextmanager
+def pending_files(p: Products, outdir, *, author: str = "nrsdark_dask",
+                  versions: dict | None = None, notes=()):
+    """SUPERBIAS (if the store has bias inputs), DARK and MASK pre-sized in ``outdir`` as
+    ``<name>.<host>-<pid>.part`` files, each holding the products the product table places in
+    it, in table order, with their headers (SPEC §9) and DQ_DEF: yields a
+    :class:`PendingFiles` whose ``targets`` the caller fills (``nrsdark_dask.build``
+    computes) and then publishes.  Names are
     ``nrsdark_<det>_<readpatt>_<subarray>_<reftype>_<UTC stamp>[_k].fits``; an existing file
-    is never replaced.  Files are written as ``<name>.<host>-<pid>.part`` and renamed once
-    complete and valid; on any failure (or Ctrl-C) the ``.part`` files are removed, and a
-    later build removes those of a killed one.  ``notes``: extra HISTORY lines.
-    ``accept(computed also)``: called before the files get their names; what it raises
-    leaves no file (the build's sanity checks on its statistics).
-    """
+    is never replaced.  On any failure (or Ctrl-C) inside the block the ``.part`` files are
+    removed, and a later build removes those of a killed one (:func:`check_writable`).
+    ``notes``: extra HISTORY lines."""
     outdir = check_writable(outdir)
     lay = p.layout
-    tag = f"{lay.detector.lower()}_{lay.readpatt.lower()}_{lay.subarray.lower()}"
-    stamp = _stamp()
+    pending = PendingFiles(outdir, f"{lay.detector.lower()}_{lay.readpatt.lower()}_"
+                                   f"{lay.subarray.lower()}", _stamp())
     owner = f"{socket.gethostname()}-{os.getpid()}"
     history = _history(p, versions or {}, notes)
-    sources, targets, parts, names, dims = [], [], {}, [], []
     try:
         with tempfile.TemporaryDirectory() as tmpdir:
             for reftype, model in _models(p, author, history).items():
@@ -415,44 +365,23 @@ def write_reference_files(p: Products, outdir, *, author: str = "nrsdark_dask",
                 by_name = {h.get("EXTNAME", "PRIMARY"): h for h in headers}
                 used = [q for q in file_products(reftype) if q.name in p.arrays]
                 arrays = [(q.extname, p[q.name].data.astype(q.dtype)) for q in used]
-                names += [q.name for q in used]
-                dims += [q.dims for q in used]
+                pending.names += [q.name for q in used]
+                pending.dims += [q.dims for q in used]
                 images = []
                 for name, arr in arrays:
                     hdr = by_name.get(name, fits.Header()).copy()
                     hdr["EXTNAME"] = name
                     images.append((hdr, arr.shape, arr.dtype))
-                part = outdir / f"nrsdark_{tag}_{reftype}_{stamp}.fits.{owner}.part"
-                parts[reftype] = part
+                part = outdir / f"nrsdark_{pending.tag}_{reftype}_{pending.stamp}.fits.{owner}.part"
+                pending.parts[reftype] = part
                 regions = _presize(part, by_name["PRIMARY"], images, tables)
                 for name, arr in arrays:
-                    sources.append(arr)
-                    targets.append(regions[name])
-        if client is None:
-            stored = da.store(sources, targets, lock=False, compute=False)
-            _, computed = dask.compute(stored, also)  # on the scheduler the caller configured
-        else:
-            if products is None and p.store:
-                clean_dead_products(p.store)
-            # beside the store; products computed from an edited dataset (no store): in outdir
-            default = products_location(p.store or outdir / "nrsdark", stamp)
-            computed = _compute_on_cluster(client, sources, targets, names, dims, also,
-                                           products or default, keep_products, progress)
-        if accept is not None:
-            accept(computed)
-        for reftype, part in parts.items():
-            validate(part, reftype)
-        files = _publish(parts, lambda k: {
-            r: outdir / f"nrsdark_{tag}_{r}_{stamp}{'' if k == 1 else f'_{k}'}.fits"
-            for r in parts})
-    except BaseException:
-        for part in parts.values():
-            part.unlink(missing_ok=True)
-        raise
-    return files, computed
-
-
-MODELS = {"dark": dm.DarkNirspecModel, "superbias": dm.SuperBiasModel, "mask": dm.MaskModel}
+                    pending.sources.append(arr)
+                    pending.targets.append(regions[name])
+        yield pending
+    finally:
+        for part in pending.parts.values():
+            part.unlink(missing_ok=True)  # published files are links: their names stay
 
 
 def validate(path, reftype: str) -> None:
@@ -467,7 +396,7 @@ def validate(path, reftype: str) -> None:
         for i, hdu in enumerate(hdul):
             if hdu.is_image and "BZERO" in hdu.header:
                 hdu.data = fits.getdata(path, ext=i, memmap=False)
-        with MODELS[reftype](hdul) as m:
+        with getattr(dm, reference_file(reftype).model)(hdul) as m:
             m.validate()
     with fits.open(path, memmap=False) as hdul:
         for hdu in hdul[1:]:

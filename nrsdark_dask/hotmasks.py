@@ -44,9 +44,9 @@ from astropy.table import Table
 
 from . import instrument as inst
 from .config import Config, settings_history
-from .cull import cull_note, read_culled
 from .instrument import DQ
 from .reduce import check_store, flag_from_images, output_mask, rate_images
+from .select import cull_note, read_culled
 from .store import open_dataset
 
 DAYS_PER_MONTH = 30.44
@@ -198,8 +198,9 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
 def growth_figure(tab: Table) -> bytes:
     """PNG: new hot pixels per bin (bars) and cumulative (points) against months, with the
     fitted line and its slope."""
-    from .analyze import _png
     import matplotlib.pyplot as plt
+
+    from .analyze import png_bytes
 
     fig, ax = plt.subplots(figsize=(7, 4))
     t = np.asarray(tab["months"], float)
@@ -214,4 +215,4 @@ def growth_figure(tab: Table) -> bytes:
     ax.set_ylabel("new hot pixels")
     ax.set_title(f"Hot-pixel growth (HOT: mean rate > {m['hot_rate']} DN/s)")
     ax.legend(loc="upper left")
-    return _png(fig)
+    return png_bytes(fig)

@@ -1,5 +1,5 @@
 """What the store keeps of one calibrated exposure besides jwst's arrays: the per-pixel
-summaries made at ingest and the exposure's frame statistics (SPEC §5, ``store.py``).
+summaries made at ingest and the exposure's frame statistics (SPEC §5, ``store.schema``).
 
 One implementation for both ways of calibrating (``calibrate --pieces whole``: the exposure in
 memory, or memory-mapped for already-calibrated inputs; ``--pieces tiled``: one tile row at a
@@ -16,8 +16,13 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 
 from . import instrument as inst
-from .kernels import (bias_combination, first_jump_index, jump_counts, negative_jump_counts,
-                      rc_next_flags)
+from .kernels import (
+    bias_combination,
+    first_jump_index,
+    jump_counts,
+    negative_jump_counts,
+    rc_next_flags,
+)
 from .select import truncation
 from .store import StoreError, StoreLayout, date_seconds, file_sha256
 

@@ -33,9 +33,9 @@ import numpy as np
 from astropy.table import Table
 
 from .config import Config
-from .cull import read_culled
-from .plan import _whole
+from .plan import whole_files
 from .reduce import rate_snr
+from .select import read_culled
 from .store import open_dataset
 
 
@@ -84,7 +84,7 @@ def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
     required = cfg.delivery.snr_irs2 if ds.attrs["layout"]["family"] == "IRS2" \
         else cfg.delivery.snr_trad
     per_file = snr_all / math.sqrt(n_all)
-    n = _whole((required / per_file) ** 2) if per_file > 0 else n_all
+    n = whole_files((required / per_file) ** 2) if per_file > 0 else n_all
     say(f"per-file SNR {per_file:.3f} ({n_all} inputs give {snr_all:.2f}): a period needs "
         f"{n} inputs for SNR {required:g}")
     found = []

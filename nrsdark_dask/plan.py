@@ -29,7 +29,8 @@ SLACK = 0.1  # files: 19.05 needed -> 19 requested, as the report does
 REPORT_OVERHEAD = 92.0 / 72.1  # charged / science hours, report §9.4
 
 
-def _whole(x: float) -> int:
+def whole_files(x: float) -> int:
+    """Files needed for a (fractional) count: up, unless within ``SLACK`` of the integer below."""
     return max(1, math.ceil(x - SLACK))
 
 
@@ -44,8 +45,8 @@ def plan(per_file_snr: float, target_snr: float, usable_fraction: float, epochs:
         raise ValueError(f"usable fraction must be in (0, 1], not {usable_fraction!r}")
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive whole number, not {epochs!r}")
-    clean = _whole((target_snr / per_file_snr) ** 2)
-    request = _whole(clean / usable_fraction)
+    clean = whole_files((target_snr / per_file_snr) ** 2)
+    request = whole_files(clean / usable_fraction)
     out = {
         "per_file_snr": per_file_snr, "target_snr": target_snr,
         "usable_fraction": usable_fraction, "epochs": int(epochs),

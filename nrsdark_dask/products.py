@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from . import kernels as K
 
+
 @dataclass(frozen=True)
 class Product:
     name: str
@@ -36,6 +37,7 @@ class Product:
     fill_flag: str | None = None  # DQ bit of the file's DQ plane that marks a fill
     reftype: str | None = None  # "dark", "superbias", "mask"; None: QA only
     extname: str | None = None
+    attr: str | None = None  # the stdatamodels model's attribute for the extension
 
 
 COMBINE = {
@@ -130,23 +132,24 @@ G3, F3, YX, RAW = ("group", "y", "x"), ("frame", "y", "x"), ("y", "x"), ("y_raw"
 PRODUCTS: tuple[Product, ...] = (
     # DARK (DarkNirspecModel), report §4.1.3-§4.1.4
     Product("dark_cube", F3, "float32", "DN", "synthesized dark cube, one frame per plane",
-            0.0, None, "dark", "SCI"),
+            0.0, None, "dark", "SCI", "data"),
     Product("dark_err", F3, "float32", "DN", "per-group std of the surviving counts, at the "
-            "frame times", 0.0, None, "dark", "ERR"),
-    Product("dark_dq", YX, "uint32", "", "dark pixel DQ", None, None, "dark", "DQ"),
+            "frame times", 0.0, None, "dark", "ERR", "err"),
+    Product("dark_dq", YX, "uint32", "", "dark pixel DQ", None, None, "dark", "DQ", "dq"),
     Product("dark_rate", YX, "float32", "DN/s", "mean dark rate (DRK)", 0.0, "UNRELIABLE_DARK",
-            "dark", "DRK"),
+            "dark", "DRK", "dark_rate"),
     Product("dark_rate_unc", YX, "float32", "DN/s", "standard error of DRK (UNC)", 0.0,
-            "UNRELIABLE_DARK", "dark", "UNC"),
+            "UNRELIABLE_DARK", "dark", "UNC", "dark_rate_unc"),
     # MASK
     Product("mask", RAW, "uint32", "", "input mask OR HOT|DO_NOT_USE on hot pixels", None, None,
-            "mask", "DQ"),
+            "mask", "DQ", "dq"),
     # SUPERBIAS, report §4.1.1 (only for stores with bias inputs)
     Product("superbias", RAW, "float32", "DN", "2 <g1> - <g2>", 0.0, "UNRELIABLE_BIAS",
-            "superbias", "SCI"),
+            "superbias", "SCI", "data"),
     Product("superbias_err", RAW, "float32", "DN", "standard error of the superbias", 0.0,
-            "UNRELIABLE_BIAS", "superbias", "ERR"),
-    Product("superbias_dq", RAW, "uint32", "", "superbias DQ", None, None, "superbias", "DQ"),
+            "UNRELIABLE_BIAS", "superbias", "ERR", "err"),
+    Product("superbias_dq", RAW, "uint32", "", "superbias DQ", None, None, "superbias", "DQ",
+            "dq"),
     # QA only
     Product("average_ramp", G3, "float32", "DN", "3-sigma clipped average dark ramp"),
     Product("average_ramp_count", G3, "int16", "", "inputs surviving the clip, per group "
@@ -212,6 +215,38 @@ FLAGS: tuple[Flag, ...] = (
 )
 
 BY_NAME = {p.name: p for p in PRODUCTS}
+
+
+@dataclass(frozen=True)
+class ReferenceFile:
+    """What a reference-file type is, in one place: its stdatamodels model, its DESCRIP, when
+    a build delivers it, and the keywords only it carries (its extensions are the product
+    rows with its ``reftype``)."""
+
+    reftype: str  # lower case, as in the file names; REFTYPE is its upper case
+    model: str  # stdatamodels.jwst.datamodels class
+    description: str
+    needs: str | None = None  # a product the build must have made (superbias: bias inputs)
+    full_frame_only: bool = False  # subarray builds deliver none
+    grating_any: bool = False  # GRATING = ANY, P_GRATIN the disperser group (subarrays)
+    frame_keywords: bool = False  # NGROUPS = its planes, NFRAMES = 1, GROUPGAP = 0, EXP_TYPE ANY
+
+
+REFERENCE_FILES: tuple[ReferenceFile, ...] = (
+    ReferenceFile("superbias", "SuperBiasModel", "NIRSpec superbias: groups 1-2 projected to "
+                  "t = 0, JWST-STScI-009226", needs="superbias", grating_any=True),
+    ReferenceFile("dark", "DarkNirspecModel", "NIRSpec dark: synthesized cube, "
+                  "JWST-STScI-009226", grating_any=True, frame_keywords=True),
+    # report §6: one dark and one bias per subarray; the full-frame mask serves subarray
+    # science (jwst cuts it): new hot pixels of a subarray build are UNRELIABLE_DARK in its
+    # DARK, and counted
+    ReferenceFile("mask", "MaskModel", "NIRSpec bad pixel mask with new hot pixels",
+                  full_frame_only=True),
+)
+
+
+def reference_file(reftype: str) -> ReferenceFile:
+    return next(r for r in REFERENCE_FILES if r.reftype == reftype.lower())
 
 
 def file_products(reftype: str) -> list[Product]:

@@ -786,9 +786,7 @@ def dark_frame_times(layout: StoreLayout, cfg: Config) -> np.ndarray:
 def task_count(p: Products) -> int:
     """Tasks of the build's graph (the files' arrays and the statistics, after dask's graph
     optimization): what the dashboard shows."""
-    from .products import file_products
-
-    arrays = [p[q.name].data for r in ("dark", "mask", "superbias") for q in file_products(r)
+    arrays = [p[q.name].data for r in P.REFERENCE_FILES for q in P.file_products(r.reftype)
               if q.name in p.arrays]
     stats = [v for v in p.stats.values() if dask.is_dask_collection(v)]
     expr = dask.base.collections_to_expr([*arrays, *stats], optimize_graph=True)

@@ -3,8 +3,9 @@ command (SPEC §1; issue 14 part 5).
 
 The run is exactly the commands a user would type, one after the other: each stage prints
 its command line (``$ nrsdark select ...``, copy-and-paste to repeat one stage), then runs
-it through :func:`nrsdark_dask.cli.main` with the same ``--config CONFIG.toml`` (so every
-threshold and ``[run] scheduler`` acts in every stage), with its own progress. What the
+that subcommand's function (:mod:`nrsdark_dask.commands`, the same code as the command) with
+the same ``--config CONFIG.toml`` (so every threshold and ``[run] scheduler`` acts in every
+stage), with its own progress. What the
 stages take comes from the ``[run]`` section (:class:`nrsdark_dask.config.RunConfig`)::
 
     [run]
@@ -25,10 +26,11 @@ QA report ``OUTDIR/reffiles/qa/report.html``. A second run of the same configura
 re-selects, skips the exposures already in the store (calibrate compares content) and builds
 again.
 
-Exit status: 0 deliverable, 1 built but not deliverable (the analyze verdict), 2 a stage
-failed (its error is printed; the stages before it keep their outputs: the store has every
-exposure committed so far). A calibrate with some failed exposures goes on with the others
-and says so.
+:func:`run` raises :class:`~nrsdark_dask.commands.NotDeliverable` when the files are built
+but not deliverable (the analyze verdict), :class:`StageFailed` when a stage failed (the
+stages before it keep their outputs: the store has every exposure committed so far); the
+command maps them to exit statuses 1 and 2 (:mod:`nrsdark_dask.cli`). A calibrate with some
+failed exposures goes on with the others and says so.
 """
 
 from __future__ import annotations
@@ -38,11 +40,15 @@ import sys
 import time
 from pathlib import Path
 
+from . import commands
 from .config import Config, ConfigError
 
 
+class StageFailed(RuntimeError):
+    """A stage of the run failed; the earlier stages' outputs are kept."""
 
-def commands(config_path) -> list[tuple[str, list[str]]]:
+
+def stages(config_path) -> list[tuple[str, list[str]]]:
     """The stages' command lines (``[(stage, argv)]``) for a configuration file."""
     cfg = Config.from_toml(config_path)
     r = cfg.run
@@ -70,37 +76,39 @@ def commands(config_path) -> list[tuple[str, list[str]]]:
     return stages + [("build", build), ("analyze", analyze)]
 
 
-def run(config_path, stream=None) -> int:
-    """Run the stages (module docstring); return the exit status."""
-    from . import cli
-
+def run(config_path, stream=None) -> None:
+    """Run the stages (module docstring); raise when not deliverable or a stage failed."""
     stream = stream or sys.stdout
     path = Path(config_path)
     if not path.is_file():
         raise FileNotFoundError(f"configuration file {path} does not exist")
-    stages = commands(path)
+    todo = stages(path)
     outdir = Path(Config.from_toml(path).run.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    parser = commands.build_parser()
     t0 = time.time()
-    status, t_build = 0, t0
-    for k, (stage, argv) in enumerate(stages, 1):
-        print(f"\n[{k}/{len(stages)}] {stage} ({time.time() - t0:.0f} s)\n$ nrsdark "
+    verdict, t_build = None, t0
+    for k, (stage, argv) in enumerate(todo, 1):
+        print(f"\n[{k}/{len(todo)}] {stage} ({time.time() - t0:.0f} s)\n$ nrsdark "
               + shlex.join(argv), file=stream, flush=True)
         t_build = time.time() if stage == "build" else t_build
-        status = cli.main(argv)
-        if stage == "calibrate" and status == 1:
+        args = parser.parse_args(argv)
+        try:
+            args.func(args)
+        except commands.SomeFailed:
             print("some exposures failed to calibrate (listed above); going on with the "
                   "others", file=stream)
-            continue
-        if status != 0 and not (stage == "analyze" and status == 1):
-            print(f"nrsdark run: stage {stage} failed (exit {status}); the earlier stages' "
-                  "outputs are kept", file=sys.stderr)
-            return 2
+        except commands.NotDeliverable as exc:
+            verdict = exc
+        except (ValueError, FileExistsError, FileNotFoundError, RuntimeError, OSError) as exc:
+            raise StageFailed(f"stage {stage} failed: {exc}; the earlier stages' outputs are "
+                              "kept") from exc
     reffiles = outdir / "reffiles"
     made = sorted(p for p in reffiles.glob("nrsdark_*.fits") if p.stat().st_mtime >= t_build)
     print(f"\nnrsdark run: done in {time.time() - t0:.0f} s; "
-          f"{'deliverable' if status == 0 else 'NOT deliverable'}", file=stream)
+          f"{'NOT deliverable' if verdict else 'deliverable'}", file=stream)
     for f in made:
         print(f"  {f}", file=stream)
     print(f"  QA report: {reffiles / 'qa' / 'report.html'}", file=stream)
-    return status
+    if verdict:
+        raise verdict

@@ -109,6 +109,29 @@ def read_exclusions(path) -> dict[str, str]:
     return out
 
 
+def read_culled(path) -> dict[str, str]:
+    """``{exposure: reason}`` of the exposures (``name@hash`` or plain file names) marked
+    ``culled`` in a cull table."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cull table {path} does not exist")
+    try:
+        tab = Table.read(path, format="ascii.ecsv")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+        raise ValueError(f"{path} is not a cull table (ECSV): {exc}") from None
+    missing = {"exposure", "culled"} - set(tab.colnames)
+    if missing:
+        raise ValueError(f"{path} is not a cull table: no {', '.join(sorted(missing))} column")
+    culled = [str(v).strip().lower() in ("true", "1", "yes") for v in tab["culled"]]
+    reasons = tab["reason"] if "reason" in tab.colnames else ["culled"] * len(tab)
+    return {str(e): str(r) for e, c, r in zip(tab["exposure"], culled, reasons) if c}
+
+
+def cull_note(path, n: int) -> str:
+    """The HISTORY line of a build that left out ``n`` culled exposures."""
+    return f"Culled: {n} exposure(s) left out by {Path(path).name} (SHA-256 {file_sha256(path)})"
+
+
 def read_telemetry(path) -> Table | None:
     """ASIC telemetry with columns ``time`` (ISO UTC), ``asic_temp`` (K) and optionally
     ``detector``; sorted by time, with an ``mjd`` column added."""
@@ -210,8 +233,6 @@ def select_inputs(inputs, telemetry=None, exclude=None, cfg: SelectConfig | None
     ``cull``: a cull table of ``nrsdark cull``; its culled exposures are rejected like the
     hand-made ``exclude`` list's (matched by file name and, where the table has it, content
     hash), with the cull's reason."""
-    from .cull import read_culled
-
     cfg = cfg or SelectConfig()
     files = discover(inputs)
     tel = read_telemetry(telemetry)

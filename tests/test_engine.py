@@ -12,7 +12,7 @@ import zarr.storage
 
 from nrsdark_dask import kernels as K
 from nrsdark_dask import reduce as R
-from nrsdark_dask import store as store_module
+from nrsdark_dask.store import reader as store_module
 from nrsdark_dask.build import build
 from nrsdark_dask.config import parse_bytes
 from nrsdark_dask.store import StoreLayout, open_dataset, read_block

@@ -110,7 +110,7 @@ def test_same_inputs_in_any_order_give_identical_files(cal_store, tmp_path):
 
 
 def test_store_creation_is_whole_or_nothing(tmp_path, monkeypatch):
-    import nrsdark_dask.store as st
+    import nrsdark_dask.store.writer as st
 
     def fail(path):
         raise OSError("disk went away")

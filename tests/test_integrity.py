@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from nrsdark_dask import cli
-from nrsdark_dask.chunksums import CorruptChunk
 from nrsdark_dask.store import RampStore, open_dataset, read_block
+from nrsdark_dask.store.chunksums import CorruptChunk
 
 
 def _flip(chunk, n=100):
@@ -210,7 +210,7 @@ def test_products_of_a_killed_cluster_build_are_removed_by_the_next(tmp_path):
     import socket
     import subprocess
 
-    from nrsdark_dask.export import clean_dead_products, products_location
+    from nrsdark_dask.build import clean_dead_products, products_location
 
     dead = subprocess.Popen(["true"])
     dead.wait()

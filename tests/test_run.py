@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from nrsdark_dask import cli
-from nrsdark_dask.run import commands
+from nrsdark_dask.run import stages
 
 
 def _config(path: Path, sim: Path, root: Path, extra: str = "", **run) -> Path:
@@ -74,7 +74,7 @@ def test_commands_follow_the_run_section(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[run]\ninputs = ["a", "b"]\nstore = "s.zarr"\noutdir = "o"\ncull = true\n'
                    'mask_in = "m.fits"\ncompare = ["old"]\nrequested = 9\n')
-    got = dict(commands(cfg))
+    got = dict(stages(cfg))
     assert list(got) == ["select", "calibrate", "cull", "build", "analyze"]
     assert got["select"] == ["select", "a", "b", "-o", "o/manifest.ecsv", "--config", str(cfg),
                              "--requested", "9"]

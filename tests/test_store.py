@@ -70,7 +70,7 @@ def test_crash_before_consolidation_is_invisible_and_repaired(store, monkeypatch
     with store.writer():
         write_staging(store.path, "a.fits", LAYOUT, _exposure(0))
         store.commit("a.fits", _coords(0))
-    import nrsdark_dask.store as st
+    import nrsdark_dask.store.writer as st
 
     # crash inside the next commit, after arrays were resized and chunks moved
     monkeypatch.setattr(st, "_consolidate", lambda path: (_ for _ in ()).throw(KeyboardInterrupt))

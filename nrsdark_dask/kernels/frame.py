@@ -1,7 +1,8 @@
 """Whole-frame statistics of one image: sigma clipping about the mean or about the median,
 with astropy ``sigma_clip`` semantics (a round that rejects nothing ends it).  What the build's
 whole-frame thresholds (report §4.1: frame rate, UNC and bias-ERR statistics, bias level) and
-the delivery SNR (report §4.2) use, and what ``nrsdark analyze`` recomputes from the files.
+the delivery SNR (report §4.2) and the ingest's group-1 statistics (RC, report §4.1.3) use,
+and what ``nrsdark analyze`` recomputes from the files.
 
 (:func:`nrsdark_dask.kernels.clip.clipped_mean_std` is the per-pixel clip across inputs:
 another axis, about the median.)
@@ -34,6 +35,15 @@ def mean_clipped_mean_std(x: np.ndarray, valid: np.ndarray, sigma: float = 3.0,
     """``[mean, std]`` of ``x[valid]`` after sigma clipping about the mean (NaN if nothing
     is left)."""
     v = clip_survivors(x, valid, sigma, iters, np.mean)
+    return np.array([v.mean(), v.std()] if v.size else [np.nan, np.nan])
+
+
+def median_clipped_mean_std(x: np.ndarray, valid: np.ndarray, sigma: float = 3.0,
+                            iters: int = 5) -> np.ndarray:
+    """``[mean, std]`` of ``x[valid]`` after sigma clipping about the median: astropy's
+    ``sigma_clipped_stats`` (the group-1 frame statistics of the RC rule, report §4.1.3),
+    in float64."""
+    v = clip_survivors(np.asarray(x, np.float64), valid, sigma, iters, np.median)
     return np.array([v.mean(), v.std()] if v.size else [np.nan, np.nan])
 
 

@@ -94,7 +94,7 @@ def problems(root) -> list[str]:
 def damage(root, exc: BaseException):
     """The :class:`StoreError` to raise instead of ``exc`` (a failed zarr open of the store at
     ``root``) when a metadata file is damaged; None when none is (``exc`` is something else)."""
-    from .store import StoreError
+    from .schema import StoreError
 
     found = problems(root)
     if not found:
@@ -120,7 +120,8 @@ def repair(store) -> tuple[list[str], list[str]]:
     """Rebuild the damaged metadata of ``store`` (a :class:`~nrsdark_dask.store.RampStore`,
     local) under its lock; returns ``(repaired, lost)``, one line each.  What cannot be
     rebuilt is left as it is and named in ``lost``."""
-    from .store import StoreLayout, chunk_checksums
+    from .schema import StoreLayout
+    from .writer import chunk_checksums
 
     root = store.local_path("repairing a store")
     fixed, lost = [], []

@@ -3,7 +3,7 @@ recorded (issue 19).
 
 Each commit writes ``nrsdark_chunks/<index>.json``: ``{variable: {path below
 <var>/c/<index>/: [size, CRC32C]}, "_exposure": name}`` for every chunk file of the exposure
-(``store.py``).  Readers check the bytes of each chunk file they read against it, in the task
+(``store.writer``).  Readers check the bytes of each chunk file they read against it, in the task
 that reads the chunk, before decoding:
 
 * :class:`ChunkSums` holds one store's manifests (loaded once per process and exposure; a
@@ -129,7 +129,7 @@ class ChunkSums:
             asyncio.get_running_loop()
         except RuntimeError:
             try:
-                from .store import RampStore
+                from .writer import RampStore
 
                 return RampStore(self.root).committed()[index]
             except Exception:  # noqa: BLE001 - the damage must still be reported

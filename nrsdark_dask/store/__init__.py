@@ -1,0 +1,57 @@
+"""The calibrated-ramp store: a Zarr v3 group opened as an xarray Dataset (SPEC §5).
+
+Three modules, one job each:
+
+* :mod:`.schema`: what the store holds (variables, coordinates, :class:`StoreLayout`,
+  chunking, codecs, exposure identity, locations);
+* :mod:`.writer`: how exposures get in (staging, the commit protocol, the lock, the log,
+  :class:`RampStore`, verification against the chunk manifests);
+* :mod:`.reader`: how they come out (:func:`open_dataset`, the build's block reader
+  :func:`read_block`).
+
+The names below are the package's public interface; import them from here.
+"""
+
+from .reader import StoreBlock, open_dataset, read_block
+from .schema import (
+                     CODECS,
+                     DEFAULT_TILE,
+                     DQ_NAMES,
+                     EXPOSURE_COORDS,
+                     GROUP_CHUNK_BYTES,
+                     NO_JUMP,
+                     READABLE_SCHEMAS,
+                     SCHEMA_VERSION,
+                     VARIABLES,
+                     StoreError,
+                     StoreLayout,
+                     check_chunking,
+                     child,
+                     date_seconds,
+                     default_group_chunk,
+                     exposure_id,
+                     file_sha256,
+                     location,
+)
+from .writer import (
+                     LOCK,
+                     LOG,
+                     STAGING,
+                     RampStore,
+                     chunk_checksums,
+                     create_staging,
+                     disk_full,
+                     seal_staging,
+                     staged_checksums,
+                     staging_path,
+                     write_staging,
+)
+
+__all__ = [
+    "CODECS", "DEFAULT_TILE", "DQ_NAMES", "EXPOSURE_COORDS", "GROUP_CHUNK_BYTES", "LOCK", "LOG",
+    "NO_JUMP", "READABLE_SCHEMAS", "SCHEMA_VERSION", "STAGING", "VARIABLES", "RampStore",
+    "StoreBlock", "StoreError", "StoreLayout", "check_chunking", "child", "chunk_checksums",
+    "create_staging", "date_seconds", "default_group_chunk", "disk_full", "exposure_id",
+    "file_sha256", "location", "open_dataset", "read_block", "seal_staging",
+    "staged_checksums", "staging_path", "write_staging",
+]
