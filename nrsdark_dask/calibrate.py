@@ -47,17 +47,8 @@ from .config import Config, DarkConfig, ingest_settings, parse_bytes, store_inge
 from .kernels import difference_scatter
 from .reduce import check_groups
 from .select import read_manifest
-from .store import (
-    DEFAULT_TILE,
-    STAGING,
-    RampStore,
-    StoreError,
-    StoreLayout,
-    exposure_id,
-    file_sha256,
-    staging_path,
-    write_staging,
-)
+from .store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, exposure_id,
+                    file_sha256, staging_path, write_staging)
 from .tiled.graph import exposures_in_flight, run_exposures
 from .tiled.plan import DEFAULT_TASK_MEMORY, plan_pieces, scratch_bytes
 from .tiled.stage import refusals, work_path

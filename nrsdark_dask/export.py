@@ -30,13 +30,7 @@ from stdatamodels.jwst import datamodels as dm
 
 from . import __version__
 from . import instrument as inst
-from .products import (
-    REFERENCE_FILES,
-    ReferenceFile,
-    dq_def_names,
-    file_products,
-    reference_file,
-)
+from .products import REFERENCE_FILES, ReferenceFile, dq_def_names, file_products, reference_file
 from .reduce import Products
 
 DQ = inst.DQ

@@ -13,16 +13,10 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.stats import sigma_clipped_stats
 
 from . import instrument as inst
-from .kernels import (
-    bias_combination,
-    first_jump_index,
-    jump_counts,
-    negative_jump_counts,
-    rc_next_flags,
-)
+from .kernels import (bias_combination, first_jump_index, jump_counts, median_clipped_mean_std,
+                      negative_jump_counts, rc_next_flags)
 from .select import truncation
 from .store import StoreError, StoreLayout, date_seconds, file_sha256
 
@@ -45,12 +39,12 @@ def pixel_summaries(ramp, gdq, diff_sigma: float, group_times, neg_jump_sigma: f
 
 def group1_statistics(group1: np.ndarray, layout) -> tuple[float, float]:
     """3-sigma clipped mean and standard deviation of calibrated group 1 over the exposure's
-    non-reference pixels (astropy ``sigma_clipped_stats``): the frame statistics behind the
-    RC rule's "10 sigma above the group-1 mean" (report §4.1.3).  Clipping keeps the hot
-    pixels from inflating sigma."""
+    non-reference pixels (clipped about the median, astropy ``sigma_clipped_stats``'s
+    semantics: :func:`~nrsdark_dask.kernels.median_clipped_mean_std`): the frame statistics
+    behind the RC rule's "10 sigma above the group-1 mean" (report §4.1.3).  Clipping keeps
+    the hot pixels from inflating sigma."""
     ref = inst.reference_pixel_mask(layout.geometry())
-    values = group1[~ref & np.isfinite(group1)]
-    mean, _, std = sigma_clipped_stats(values, sigma=3.0, maxiters=5)
+    mean, std = median_clipped_mean_std(group1, ~ref, 3.0, 5)
     return float(mean), float(std)
 
 

@@ -11,12 +11,6 @@ uncal writer), ``telemetry`` (ASIC temperatures), ``refkit`` (offline reference 
 This package never imports the pipeline's own modules: the truth stays independent.
 """
 
-from .dataset import (
-    SimConfig,
-    parse_gratings,
-    plan_exposures,
-    read_truth,
-    simulate_dataset,
-)
+from .dataset import SimConfig, parse_gratings, plan_exposures, read_truth, simulate_dataset
 
 __all__ = ["SimConfig", "parse_gratings", "plan_exposures", "read_truth", "simulate_dataset"]

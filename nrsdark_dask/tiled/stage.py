@@ -16,13 +16,7 @@ import numpy as np
 from .. import ingest
 from .. import jwst_recipe as recipe
 from ..kernels.clip import median_robust_sigma
-from ..store import (
-    StoreLayout,
-    create_staging,
-    seal_staging,
-    staged_checksums,
-    staging_path,
-)
+from ..store import StoreLayout, create_staging, seal_staging, staged_checksums, staging_path
 from . import pieces
 from .pieces import Exposure
 
