@@ -145,7 +145,9 @@ def truth_scores(sim: Path, outdir: Path) -> dict:
 
     from flag_reliability import BITS, populations, score
     from nrsdark_dask import instrument as inst
+    from nrsdark_dask.analyze import flag_pixels
     from nrsdark_dask.config import Config
+    from nrsdark_dask.products import flag
     from nrsdark_dask.simulate import read_truth
 
     truth = read_truth(sim / "truth.fits")
@@ -153,8 +155,11 @@ def truth_scores(sim: Path, outdir: Path) -> dict:
     with fits.open(dark, memmap=False) as h:
         dq = np.asarray(h["DQ"].data).astype(np.uint32)
         drk = np.asarray(h["DRK"].data, np.float32)
+        unc = np.asarray(h["UNC"].data, np.float32)
+        inputs = sum(str(c).startswith("Input: ") for c in h[0].header.get("HISTORY", []))
     flags = {r: (dq & inst.DQ[b]) != 0 for r, b in BITS.items()}
-    flags["hot"] = (drk > Config().dark.hot_rate) & ~truth["refpix"]
+    flags["hot"] = flag_pixels(flag("hot"), None, {"mean_rate": drk, "unc": unc}, Config(),
+                               ~truth["refpix"], {"n_exposures": inputs})  # no HOT bit: the row
     out = {}
     pops = populations(truth)
     for rule, (true, pop) in pops.items():

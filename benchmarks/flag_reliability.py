@@ -19,8 +19,9 @@ takes ~170 s per exposure, 20 exposures ~45 GB of disk.)  Then, for each N, buil
 of N of the 20 exposures, selected from the store without copying (``build(..., exclude=[the
 others])``, threads scheduler, 2 workers): several subsets per N, disjoint where N <= 10.  Flags
 are read back from each DARK: RC, TELEGRAPH and BAD_REF_PIXEL are DQ bits; a subarray build
-writes no MASK, and the DARK has no HOT bit, so HOT is DRK > ``[dark] hot_rate`` on active
-pixels, the rule itself (``kernels.hot_pixels``), checked equal to the build's ``n_hot``.
+writes no MASK, and the DARK has no HOT bit, so HOT is the build's HOT row on the DARK's DRK
+and UNC on active pixels (``analyze.flag_pixels``: the rule itself), checked equal to the
+build's ``n_hot``.
 
 Scoring follows ``tests/test_reduce.py::test_science_against_truth``:
 
@@ -173,12 +174,17 @@ def build_flags(store: Path, ids: list[str], chosen: list[str], label: str) -> d
     with fits.open(res["files"]["dark"], memmap=False) as h:
         dq = np.asarray(h["DQ"].data).astype(np.uint32)
         drk = np.asarray(h["DRK"].data, np.float32)
+        unc = np.asarray(h["UNC"].data, np.float32)
+    from nrsdark_dask.analyze import flag_pixels
+    from nrsdark_dask.products import flag
     from nrsdark_dask.store import open_dataset
 
     lay = open_dataset(store).attrs["layout"]
     ref = inst.reference_pixel_mask(inst.get_subarray(lay["subarray"]))
     flags = {r: (dq & inst.DQ[b]) != 0 for r, b in BITS.items()}
-    flags["hot"] = (drk > Config().dark.hot_rate) & ~ref
+    # the DARK has no HOT bit: the build's HOT row on its DRK and UNC
+    flags["hot"] = flag_pixels(flag("hot"), None, {"mean_rate": drk, "unc": unc}, Config(), ~ref,
+                               {"n_exposures": len(chosen)})
     s = res["stats"]
     for r, key in (("hot", "n_hot"), ("rc", "n_rc"), ("telegraph", "n_telegraph"),
                    ("bad_reference", "n_bad_reference")):

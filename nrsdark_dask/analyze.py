@@ -120,24 +120,27 @@ def _hot(path, geometry, cfg: Config) -> np.ndarray | None:
             images = {"mean_rate": np.array(h["DRK"].data, np.float64),
                       "unc": np.array(h["UNC"].data, np.float64)}
             return flag_pixels(P.flag("hot"), None, images, cfg,
-                               ~inst.reference_pixel_mask(geometry))
+                               ~inst.reference_pixel_mask(geometry),
+                               {"n_exposures": len(_inputs(h[0].header))})
     return None
 
 
 def flag_pixels(flag, dq: np.ndarray | None, images: dict, cfg: Config,
-                active: np.ndarray) -> np.ndarray | None:
+                active: np.ndarray, stats: dict | None = None) -> np.ndarray | None:
     """A flag's pixels in a written DARK: its first DARK DQ bit; for a flag the DARK carries
     in no bit of its own (HOT: the MASK does) its rule on the DARK's own images (DRK as
-    ``mean_rate``, UNC as ``unc``), the build's code (``reduce.flag_from_images``); None
-    when neither tells (the flag is not counted)."""
+    ``mean_rate``, UNC as ``unc``) and ``stats`` (``n_exposures``: the inputs its HISTORY
+    lists), the build's code (``reduce.flag_from_images``); None when neither tells (the
+    flag is not counted)."""
     if flag.dark_dq and dq is not None:
         return (dq & np.uint32(DQ[flag.dark_dq[0]])) != 0
     rule = flag.rule(cfg.dark)
-    if rule.statistics or not set(rule.inputs) <= set(images):
+    stats = stats or {}
+    if not (set(rule.inputs) <= set(images) and set(rule.statistics) <= set(stats)):
         return None
     from .reduce import flag_from_images
 
-    return np.asarray(flag_from_images(flag.name, images, cfg, active))
+    return np.asarray(flag_from_images(flag.name, images, cfg, active, stats))
 
 
 def statistics(files: dict, cfg: Config | None = None, compare: dict | None = None,
@@ -157,8 +160,9 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
     active = ~inst.reference_pixel_mask(geo)
     n_active = int(active.sum())
     images = {"mean_rate": drk, "unc": unc}
+    given = {"n_exposures": len(_inputs(head))}
     pixels = {f.name: p for f in P.FLAGS if f.counted
-              and (p := flag_pixels(f, dq, images, cfg, active)) is not None}
+              and (p := flag_pixels(f, dq, images, cfg, active, given)) is not None}
     hot = pixels["hot"]
     s = {
         "dark_file": str(files["dark"]), "detector": str(head.get("DETECTOR", "")).strip(),
@@ -173,6 +177,7 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
     s["telegraph_fraction"] = s["n_telegraph"] / n_active
     s["negative_rate_fraction"] = int(((drk < 0) & active).sum()) / n_active
     s["median_rate"] = float(np.median(drk[active & known]))
+    s.update(hot_testability(drk, unc, active & known, cfg, s["n_inputs"]))
     s["frame_rate"] = float(K.mean_clipped_mean_std(drk, active & known & ~hot, 3.0, 5)[0])
     s["mean_rate"] = float(np.mean(drk[active & known & ~hot]))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -213,6 +218,21 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
     return s
 
 
+def hot_testability(drk, unc, where, cfg: Config, n_inputs: int) -> dict:
+    """Whether the inputs can test the HOT threshold (issue 21): ``hot_limit``, the rate
+    above which a pixel of median UNC is found HOT under the significance rule
+    (``hot_rate`` + :func:`~nrsdark_dask.kernels.significance_factor` x median UNC;
+    ``hot_rate`` under the report's rule), and ``n_hot_plain``, the pixels the plain rule
+    DRK > ``hot_rate`` flags."""
+    d = cfg.dark
+    med = float(np.median(unc[where])) if where.any() else float("nan")
+    significant = P.flag("hot").rule(d).name == "significant"
+    k = K.significance_factor(d.hot_sigma, n_inputs) if significant else 0.0
+    return {"hot_rate": d.hot_rate, "hot_rule": d.hot_rule, "unc_median": med,
+            "hot_limit": d.hot_rate + k * med,
+            "n_hot_plain": int((K.hot_pixels(drk, d.hot_rate) & where).sum())}
+
+
 def warnings_for(s: dict) -> list[str]:
     """Warnings for the report: a flag with fewer inputs than its row's ``reliable_n`` (the
     N from which its precision, or where that is not a matter of N its recall, reached 0.9 on
@@ -224,6 +244,19 @@ def warnings_for(s: dict) -> list[str]:
         if f.reliable_n and n and n < f.reliable_n[0]:
             out.append(f"only {n} inputs: the {f.label} flags need {f.reliable_n[0]} to be "
                        f"reliable ({f.reliable_n[1]}; benchmarks/results/flag_reliability.md)")
+    if "hot_limit" in s and s["hot_rule"] == "significant" and \
+            s["hot_limit"] > 2 * s["hot_rate"]:
+        out.append(f"UNC (median {s['unc_median']:.3g} DN/s) is too large to test the HOT "
+                   f"threshold of {s['hot_rate']:g} DN/s: a pixel is found HOT only above about "
+                   f"{s['hot_limit']:.2f} DN/s; the {s['n_hot']} HOT flags are significant, "
+                   f"{max(s['n_hot_plain'] - s['n_hot'], 0)} more pixels have DRK > "
+                   f"{s['hot_rate']:g} but not significantly (the report's plain rule would "
+                   "flag them: [dark] hot_rule = \"report\")")
+    elif "hot_limit" in s and s["hot_rule"] == "report" and s["unc_median"] > s["hot_rate"] / 6:
+        out.append(f"UNC (median {s['unc_median']:.3g} DN/s) is large against the HOT "
+                   f"threshold of {s['hot_rate']:g} DN/s: under the report's plain rule many of "
+                   f"the {s['n_hot']} HOT flags may be noise ([dark] hot_rule = "
+                   "\"significant\" keeps only the significant ones)")
     if not s["deliverable"]:
         out.append(f"SNR {s['snr']:.2f} is under the required {s['snr_required']:g}; by "
                    f"sqrt(N) about {int(np.ceil(n * (s['snr_required'] / s['snr'])**2)) if n and s['snr'] > 0 else '?'} "
@@ -307,8 +340,9 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
     one("unc", d["unc"], f"UNC, SNR {s['snr']:.2f}", "DN/s")
     one("cube_last_plane", d["last_plane"], f"DARK cube, plane {d['nplanes']}", "DN")
     images = {"mean_rate": d["drk"], "unc": d["unc"]}
+    given = {"n_exposures": s["n_inputs"]}
     shown = [(f.label, p) for f in P.FLAGS if f.counted
-             and (p := flag_pixels(f, d["dq"], images, cfg, active)) is not None]
+             and (p := flag_pixels(f, d["dq"], images, cfg, active, given)) is not None]
     fig, ax = plt.subplots(figsize=(10, h_img + 0.8))
     for i, (label, p) in enumerate(shown):  # later rows drawn over earlier ones
         ys, xs = np.nonzero(p)

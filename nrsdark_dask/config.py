@@ -148,6 +148,9 @@ class DarkConfig:
     telegraph_rule: str = field(default="st", metadata={"choices": ("st", "esa")})
     bad_reference_sigma: float = _num(4.0, **POSITIVE)
     hot_rate: float = _num(1.0, **POSITIVE)  # DN/s
+    # "significant": (DRK - hot_rate) / UNC > hot_sigma; "report": DRK > hot_rate
+    hot_rule: str = field(default="significant", metadata={"choices": ("significant", "report")})
+    hot_sigma: float = _num(3.0, **POSITIVE)
     high_unc_sigma: float = _num(3.0, **POSITIVE)
     # planes of the DARK (one frame each, NFRAMES = 1); 0: as many frames as the inputs span.
     # At most 10000: 2 x 134 GB of SCI and ERR for a full frame (the longest NIRSpec darks
@@ -194,11 +197,16 @@ def check_per(text: str) -> None:
 @dataclass(frozen=True)
 class MasksConfig:
     """Hot-pixel masks per month or per N inputs (``nrsdark masks``, report §7.1,
-    :mod:`nrsdark_dask.hotmasks`); HOT itself is ``[dark] hot_rate``."""
+    :mod:`nrsdark_dask.hotmasks`); HOT itself is ``[dark] hot_rate`` (and ``hot_sigma``),
+    under the rule ``[masks] hot_rule`` chooses."""
 
     SECTION: typing.ClassVar[str] = "masks"
     per: str = field(default="month", metadata={"check": check_per})  # "month" or "N" inputs
     min_inputs: int = _num(2, min=1)  # a bin with fewer joins the next one
+    # the [dark] hot rule the masks use: "report" (DRK > hot_rate), because a bin's 2-3 rates
+    # cannot test significance (Student's t with 1-2 degrees of freedom) while each monitor
+    # exposure's own rate is already good to well under hot_rate; "significant" available
+    hot_rule: str = field(default="report", metadata={"choices": ("significant", "report")})
 
     __post_init__ = _check
 

@@ -314,12 +314,13 @@ def _statistics(ds, stack, images, active, layout: StoreLayout) -> dict:
     g1_mean, g1_std (E,)          clipped group-1 mean and std of each exposure (ingest)
     neg_jumps_mean, _std (E,)     mean and std of the negative-jump counts, active pixels
     unc_mean, unc_std             of UNC over the active pixels where it is finite
-    ngroups                       groups of the inputs
+    ngroups, n_exposures          groups and number of the inputs
     ============================  ========================================================
 
     and ``frame_rate`` (3-sigma clipped mean of DRK over active, non-hot pixels), made once
     HOT is known."""
-    S = {"g1_mean": ds.g1_mean.data, "g1_std": ds.g1_std.data, "ngroups": layout.ngroups}
+    S = {"g1_mean": ds.g1_mean.data, "g1_std": ds.g1_std.data, "ngroups": layout.ngroups,
+         "n_exposures": ds.sizes["exposure"]}
     neg_active = da.where(active[None], stack("neg_jumps").astype(np.float32), np.nan)
     S["neg_jumps_mean"] = da.nanmean(neg_active, axis=(1, 2))
     S["neg_jumps_std"] = da.nanstd(neg_active, axis=(1, 2))
@@ -382,15 +383,17 @@ def evaluate(flag: Flag, rule: Rule, image, S: dict, cfg: Config, active,
     return out
 
 
-def flag_from_images(name: str, images: dict, cfg: Config, active) -> da.Array:
-    """A flag whose rule reads only build images (``mean_rate``, ``unc``) and no statistic,
-    on images made elsewhere (the HOT of ``nrsdark masks`` and of ``analyze``): the same
-    row, the same code as the build."""
+def flag_from_images(name: str, images: dict, cfg: Config, active,
+                     stats: dict | None = None) -> da.Array:
+    """A flag whose rule reads only build images (``mean_rate``, ``unc``) and the given
+    statistics (``n_exposures``), on images made elsewhere (the HOT of ``nrsdark masks`` and
+    of ``analyze``): the same row, the same code as the build."""
     f = P.flag(name)
     rule = f.rule(cfg.dark)
-    if rule.statistics or not set(rule.inputs) <= set(images):
+    stats = stats or {}
+    if not (set(rule.inputs) <= set(images) and set(rule.statistics) <= set(stats)):
         raise BuildError(f"the {name} rule needs {', '.join(rule.inputs + rule.statistics)}")
-    return evaluate(f, rule, lambda v: da.asarray(images[v]), {}, cfg, active)
+    return evaluate(f, rule, lambda v: da.asarray(images[v]), stats, cfg, active)
 
 
 # ---- stage 2: the ramp pass ---------------------------------------------------------------

@@ -92,3 +92,45 @@ def test_a_rule_is_chosen_by_its_setting():
         "telegraph_candidates_esa"
     with pytest.raises(KeyError, match="no flag 'badref'"):
         P.flag("badref")
+
+
+def test_hot_significance_kernel_against_numpy():
+    rng = np.random.default_rng(4)
+    drk, unc = rng.normal(1.0, 1.0, 500), rng.uniform(0, 0.5, 500)
+    unc[:20], unc[20:40] = np.nan, 0.0  # unknown UNC: the plain rule decides
+    from nrsdark_dask import kernels as K
+
+    from scipy import stats
+
+    for n in (3, 12, 0):
+        got = K.hot_pixels_significant(drk, unc, n, rate=1.0, sigma=3.0)
+        k = stats.t.ppf(stats.norm.cdf(3.0), n - 1) if n else 3.0  # unknown N: normal
+        want = np.where(np.isfinite(unc) & (unc > 0), (drk - 1.0) > k * unc, drk > 1.0)
+        np.testing.assert_array_equal(got, want)
+        assert got[40:].sum() < (drk[40:] > 1.0).sum()  # fewer than the plain rule
+    assert K.significance_factor(3.0, 12) == pytest.approx(3.85, abs=0.01)
+
+
+def test_hot_rules_on_short_noisy_inputs_and_the_warning(cal_store, tmp_path):
+    """On 4 short inputs the significant HOT pixels are a subset of the plain rule's, and
+    analyze says how many plain-rule pixels are not significant when UNC is too large."""
+    from nrsdark_dask.analyze import analyze, warnings_for
+    from nrsdark_dask.build import build
+
+    counts = {}
+    for rule in ("report", "significant"):
+        out = tmp_path / rule
+        res = build(cal_store["path"], out, scheduler="sync",
+                    config=Config(dark=DarkConfig(hot_rule=rule)))
+        (out / "c.toml").write_text(f'[dark]\nhot_rule = "{rule}"\n')
+        s = analyze(out, config=out / "c.toml")
+        assert s["n_hot"] == res["stats"]["n_hot"]
+        counts[rule] = s
+    sig, plain = counts["significant"], counts["report"]
+    assert sig["n_hot"] <= plain["n_hot"] == sig["n_hot_plain"]
+    print(f"\nHOT on 4 short inputs: plain {plain['n_hot']}, significant {sig['n_hot']}, UNC "
+          f"median {sig['unc_median']:.3g} DN/s, found above {sig['hot_limit']:.2f} DN/s")
+    w = warnings_for({**sig, "hot_limit": 5.0, "unc_median": 1.3, "n_hot_plain": 70,
+                      "n_hot": 2})
+    assert any("too large to test the HOT threshold" in x and "68 more pixels" in x for x in w)
+    assert not any("HOT threshold" in x for x in warnings_for({**sig, "hot_limit": 1.1}))

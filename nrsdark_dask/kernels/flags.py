@@ -99,6 +99,30 @@ def hot_pixels(mean_rate: np.ndarray, rate: float = 1.0) -> np.ndarray:
         return mean_rate > rate
 
 
+def significance_factor(sigma: float, n_inputs: int) -> float:
+    """How many UNC an excess must reach to be as unlikely as a ``sigma`` excess of a normal
+    variable, when UNC is the standard error of ``n_inputs`` values (Student's t with
+    n - 1 degrees of freedom: 19.2 for 3 inputs, 5.5 for 6, 3.85 for 12, 3.45 for 20 at
+    sigma = 3); ``sigma`` itself when the number is unknown (under 2: a DARK whose HISTORY
+    lists no inputs)."""
+    from scipy import stats
+
+    n = int(n_inputs)
+    return float(stats.t.isf(stats.norm.sf(sigma), n - 1)) if n >= 2 else float(sigma)
+
+
+def hot_pixels_significant(mean_rate: np.ndarray, unc: np.ndarray, n_inputs: int,
+                           rate: float = 1.0, sigma: float = 3.0) -> np.ndarray:
+    """HOT where the mean dark rate exceeds ``rate`` significantly: (DRK - rate) / UNC above
+    :func:`significance_factor` (``sigma`` as a one-sided normal tail, through Student's t
+    for UNC from ``n_inputs`` rates).  Where UNC is unknown (not finite, or 0) the excess
+    cannot be tested and the plain rule (:func:`hot_pixels`) decides."""
+    k = significance_factor(sigma, n_inputs)
+    with np.errstate(invalid="ignore"):
+        testable = np.isfinite(unc) & (unc > 0)
+        return np.where(testable, mean_rate - rate > k * unc, mean_rate > rate)
+
+
 def high_uncertainty(unc: np.ndarray, mean: float, std: float, sigma: float = 3.0) -> np.ndarray:
     """UNRELIABLE_DARK by its uncertainty: UNC above the frame's mean + ``sigma`` std."""
     with np.errstate(invalid="ignore"):

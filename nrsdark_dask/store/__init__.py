@@ -13,39 +13,12 @@ The names below are the package's public interface; import them from here.
 """
 
 from .reader import StoreBlock, open_dataset, read_block
-from .schema import (
-                     CODECS,
-                     DEFAULT_TILE,
-                     DQ_NAMES,
-                     EXPOSURE_COORDS,
-                     GROUP_CHUNK_BYTES,
-                     NO_JUMP,
-                     READABLE_SCHEMAS,
-                     SCHEMA_VERSION,
-                     VARIABLES,
-                     StoreError,
-                     StoreLayout,
-                     check_chunking,
-                     child,
-                     date_seconds,
-                     default_group_chunk,
-                     exposure_id,
-                     file_sha256,
-                     location,
-)
-from .writer import (
-                     LOCK,
-                     LOG,
-                     STAGING,
-                     RampStore,
-                     chunk_checksums,
-                     create_staging,
-                     disk_full,
-                     seal_staging,
-                     staged_checksums,
-                     staging_path,
-                     write_staging,
-)
+from .schema import (CODECS, DEFAULT_TILE, DQ_NAMES, EXPOSURE_COORDS, GROUP_CHUNK_BYTES, NO_JUMP,
+                     READABLE_SCHEMAS, SCHEMA_VERSION, VARIABLES, StoreError, StoreLayout,
+                     check_chunking, child, date_seconds, default_group_chunk, exposure_id,
+                     file_sha256, location)
+from .writer import (LOCK, LOG, STAGING, RampStore, chunk_checksums, create_staging, disk_full,
+                     seal_staging, staged_checksums, staging_path, write_staging)
 
 __all__ = [
     "CODECS", "DEFAULT_TILE", "DQ_NAMES", "EXPOSURE_COORDS", "GROUP_CHUNK_BYTES", "LOCK", "LOG",
