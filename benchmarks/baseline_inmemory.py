@@ -48,6 +48,7 @@ from stdatamodels.jwst.datamodels.dqflags import pixel as DQ
 CLIP_SIGMA = 3.0          # average ramp: sigma_clip over exposures, 5 iterations
 CLIP_ITERS = 5
 HOT_RATE = 1.0            # DN/s
+HOT_SIGMA = 3.0           # HOT where significantly above HOT_RATE (issue 21)
 RC_SIGMA = 10.0           # group-1 threshold: g1_mean + 10 g1_std
 RC_IPC_FRACTION = 0.02    # a neighbour below 2 % of the candidate's excess is IPC, no veto
 RTN_SIGMA = 5.0           # ST rule: mean + 5 std of negative-jump counts, > 1 exposure
@@ -146,7 +147,14 @@ def run(store_path) -> dict[str, np.ndarray]:
         drk = np.nanmean(rate, axis=0)
         n_fin = np.isfinite(rate).sum(axis=0)
         unc = np.nanstd(rate, axis=0, ddof=1) / np.sqrt(n_fin)
-        hot = (drk > HOT_RATE) & active
+        # HOT where significant (issue 21): (DRK - 1) / UNC > Student's t of 3 sigma (one-sided)
+        # for E - 1 degrees of freedom; where UNC is unknown, DRK > 1
+        from scipy import stats
+
+        t_crit = stats.t.isf(stats.norm.sf(HOT_SIGMA), rate.shape[0] - 1)
+        with np.errstate(invalid="ignore"):
+            testable = np.isfinite(unc) & (unc > 0)
+            hot = np.where(testable, drk - HOT_RATE > t_crit * unc, drk > HOT_RATE) & active
 
         # ---- RC (§4.1.3): bright group 1, no brighter-than-IPC neighbour, groups 2-3 bad --
         if n_grp >= 3:
