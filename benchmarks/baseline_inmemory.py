@@ -120,7 +120,8 @@ def run(store_path) -> dict[str, np.ndarray]:
         warnings.filterwarnings("ignore", message=".*invalid values.*")  # astropy on NaNs
 
         # ---- average dark ramp (§4.1.3): groups before the first jump, usable -----------
-        jump = (gdq & DQ["JUMP_DET"]) != 0
+        # (on reference pixels JUMP_DET does not cut it: they collect no charge, issue 21)
+        jump = ((gdq & DQ["JUMP_DET"]) != 0) & active
         after_jump = np.cumsum(jump, axis=1, dtype=np.int16) > 0   # int16: not 8 B/value
         del jump
         good = ~after_jump & ((gdq & (DQ["DO_NOT_USE"] | DQ["SATURATED"])) == 0)

@@ -36,7 +36,10 @@ whatever the number of inputs.  Measured peaks of whole builds: ``benchmarks/res
 Decisions (the report is silent or ambiguous; SPEC.md asks to document them):
 
 * the average ramp uses groups before the first JUMP_DET of each input, without DO_NOT_USE or
-  SATURATED (jwst marks saturated groups SATURATED only);
+  SATURATED (jwst marks saturated groups SATURATED only); on reference pixels JUMP_DET does
+  not cut it (they collect no charge: jwst's jump flags there come from their own noise or
+  from a noisy neighbour, and cutting them biased the bad-reference statistics of the
+  neighbours of noisy reference pixels, issue 21);
 * a negative jump is a JUMP_DET group whose count drops by more than 3 x the exposure's CDS
   scatter (jwst's neighbour flags around large jumps are not the pixel's own jumps);
 * DRK is the plain mean of the input rates (report: "averages the individual ... rate
@@ -401,17 +404,22 @@ RAMP_OUTPUTS = ("mean", "std", "ref_sums")
 QA_OUTPUTS = ("average_ramp", "average_ramp_count")
 
 
-def _ramp_block(ramp, gdq, first_jump, *dark_inputs, g0, sigma, maxiters, outputs, dark=None):
+def _ramp_block(ramp, gdq, first_jump, *dark_inputs, g0, sigma, maxiters, outputs, dark=None,
+                ref=None):
     """One ramp-pass task: read (if given store blocks) and clip one group block of every
     exposure of a tile.  Returns a dict of the block's ``outputs``: :data:`RAMP_OUTPUTS` (the
     clipped mean and std, and ``ref_sums`` (1, 4, ty, tx), the sums behind the bad-reference
     rule), or :data:`QA_OUTPUTS` (the average ramp and the surviving inputs per group).  With
     ``dark`` (a :func:`_dark_tile`; the block is the whole ramp) the task also makes the
     tile's DARK from ``dark_inputs`` and returns its cube and ERR instead of mean and std, so
-    no block waits in memory for another task."""
+    no block waits in memory for another task.  ``ref``: the tile's reference pixels (None:
+    it has none), whose JUMP_DET flags do not cut their average ramp."""
     if isinstance(ramp, StoreBlock):
         ramp, gdq = ramp.read(), gdq.read()
     jumped = None if g0 == 0 or first_jump is None else first_jump <= g0 - 1
+    if ref is not None:
+        gdq = np.where(ref, gdq & np.uint8(0xFF ^ DQ["JUMP_DET"]), gdq)
+        jumped = None if jumped is None else jumped & ~ref
     mean, std, count = K.clipped_ramp(ramp, gdq, jump_bit=DQ["JUMP_DET"],
                                       unusable_bits=inst.GROUP_UNUSABLE, jumped_before=jumped,
                                       sigma=sigma, maxiters=maxiters)
@@ -521,6 +529,7 @@ def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
         dark = functools.partial(_dark_tile, group_times=layout.group_times(),
                                  frame_times=frame_times)
     path = ds.encoding.get("nrsdark_store")
+    ref = img["ref"]
     dsk = {}
     for gi, g0 in enumerate(g_starts):
         g1 = int(g0 + gch[gi])
@@ -539,7 +548,9 @@ def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
                 fk = (fj.name, 0, yi, xi) if fj is not None else None
                 extra = () if dark is None else ((inputs[0].name, yi, xi),
                                                  (inputs[1].name, yi, xi), (inputs[2].name, 0))
-                dsk[(name, gi, yi, xi)] = (fn, rk, qk, fk, *extra)
+                rt = ref[y0:y0 + ych[yi], x0:x0 + xch[xi]]
+                f = functools.partial(fn, ref=rt.copy()) if rt.any() else fn
+                dsk[(name, gi, yi, xi)] = (f, rk, qk, fk, *extra)
     hlg = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
     dtypes = {"mean": "float32", "std": "float32", "average_ramp": "float32",
               "average_ramp_count": "int16"}
