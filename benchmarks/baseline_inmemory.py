@@ -166,7 +166,10 @@ def run(store_path) -> dict[str, np.ndarray]:
             above = excess > thr - m
             nb = ndimage.maximum_filter(np.where(above, excess, -np.inf),
                                         footprint=CROSS[None], mode="constant", cval=-np.inf)
-            shared = nb > RC_IPC_FRACTION * excess
+            # saturated in group 1 (issue 21): the excess is capped, so only a neighbour at
+            # least as bright is a shared cosmic ray
+            sat1 = (gdq[:, 0] & DQ["SATURATED"]) != 0
+            shared = np.where(sat1, nb >= excess, nb > RC_IPC_FRACTION * excess)
             bad = DQ["JUMP_DET"] | DQ["DO_NOT_USE"] | DQ["SATURATED"]
             nxt = ((gdq[:, 1:3] & bad) != 0).any(axis=1)         # "any" of groups 2-3
             # a very hot pixel, not RC: no jump in groups 1-3, groups 1-2 unsaturated and on a
@@ -179,7 +182,7 @@ def run(store_path) -> dict[str, np.ndarray]:
             very_hot = calm & (ramp[:, 0] > 0) & (np.abs(ratio - t[1] / t[0]) <= 0.1 * t[1] / t[0])
             cand = above & ~shared & nxt & ~very_hot
             rc = (cand.sum(axis=0) > n_exp / 2) & active
-            del g1, excess, above, nb, shared, nxt, cand, calm, ratio, very_hot
+            del g1, excess, above, nb, shared, nxt, cand, calm, ratio, very_hot, sat1
         else:
             rc = np.zeros(ref.shape, bool)
         del ramp, gdq, d["ramp"], d["gdq"]   # the ramps are not needed any more

@@ -461,10 +461,10 @@ def main(argv=None) -> int:
                      "nexp": NEXP, "readpatt": "NRSRAPID", "detector": "NRS1",
                      "gratings": "G140H", "artifacts": False, "sets": results[c]["sets"]}
                  for c in cases},
-        "scoring": "tests/test_reduce.py::test_science_against_truth populations; HOT = DRK > "
-                   "[dark] hot_rate on active pixels (the DARK has no HOT bit, a subarray "
-                   "build no MASK); RC/TELEGRAPH/BAD_REF_PIXEL from the DARK DQ; pooled over "
-                   "the builds of one N",
+        "scoring": "tests/test_reduce.py::test_science_against_truth populations; HOT = the "
+                   "build's HOT row on the DARK's DRK and UNC, active pixels (the DARK has no "
+                   "HOT bit, a subarray build no MASK); RC/TELEGRAPH/BAD_REF_PIXEL from the "
+                   "DARK DQ; pooled over the builds of one N",
         "ns": ns, "subsets_per_n": a.subsets, "goal": GOAL,
         "per_rule": {c: {r: {str(n): v for n, v in results[c]["per_rule"][r].items()}
                          for r in RULES} for c in cases},

@@ -162,6 +162,11 @@ def check_store(ds) -> StoreLayout:
                              "a build makes whole-frame reference files from every group; "
                              "select exposures only (isel/sel on exposure, or build --cull / "
                              "open_dataset(exclude=...))")
+    if layout.schema < 5:
+        warnings.warn(f"this store (schema {layout.schema}) was made before the ingest "
+                      "recorded saturation in group 1 (rc_next bit 3): RC pixels saturated "
+                      "in group 1 are missed, as before issue 21; recalibrate into a new store",
+                      stacklevel=3)
     n = ds.sizes.get("exposure", 0)
     if n == 0:
         raise BuildError("the store holds no exposure; run nrsdark calibrate first")

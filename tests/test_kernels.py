@@ -111,6 +111,25 @@ def test_rc_candidates_rules():
     assert not K.rc_candidates(g1, nxt, *thr)[0, 1, 1]
 
 
+def test_rc_saturated_in_group_1_is_not_vetoed_by_its_ipc():
+    """Issue 21: an RC pixel saturated in group 1 (rc_next bit 3) shows a capped excess while
+    its neighbours' IPC keeps growing (2.4-3.7 % of the cap measured); jwst grows SATURATED
+    onto its 8 neighbours.  The pixel stays a candidate; its brighter-lit neighbours do not
+    become candidates; without bit 3 the old veto applies."""
+    g1 = np.zeros((1, 5, 5), np.float32)
+    nxt = np.zeros((1, 5, 5), np.uint8)
+    g1[0, 2, 2] = 40000  # capped by saturation
+    for y, x in ((1, 2), (3, 2), (2, 1), (2, 3)):
+        g1[0, y, x] = 1200  # 3 % IPC of the true charge
+    nxt[0, 1:4, 1:4] = 3 | 8  # groups 1-3 SATURATED on the pixel and its 8 neighbours
+    thr = (np.array([0.0]), np.array([20.0]))  # threshold 200 DN
+    cand = K.rc_candidates(g1, nxt, *thr)
+    assert cand[0, 2, 2] and cand.sum() == 1
+    assert not K.rc_candidates(g1, nxt & 7, *thr).any()  # before: vetoed by its IPC
+    g1[0, 2, 3] = 40000  # a neighbour as bright: a shared cosmic ray, not RC
+    assert not K.rc_candidates(g1, nxt, *thr)[0, 2, 2]
+
+
 def test_telegraph_rules():
     counts = np.zeros((3, 4, 4), np.int16)
     counts[:, 0, 0] = [3, 0, 4]

@@ -70,7 +70,8 @@ def rc_next_flags(groupdq: np.ndarray, bad_bits: int, ramp=None, times=None, *,
                   jump_bit: int = 0, saturated_bit: int = 0,
                   tolerance: float = 0.1) -> np.ndarray:
     """RC input of one exposure (report §4.1.3), packed: bit 0 set where group 2 has any of
-    ``bad_bits`` (JUMP_DET | DO_NOT_USE | SATURATED), bit 1 for group 3, and (with ``ramp``
+    ``bad_bits`` (JUMP_DET | DO_NOT_USE | SATURATED), bit 1 for group 3, bit 3 where group 1
+    has ``saturated_bit`` (its count is a floor: issue 21), and (with ``ramp``
     and the groups' ``times``) bit 2 where the pixel is a very hot pixel, not an RC pixel: no
     JUMP_DET in groups 1-3, groups 1 and 2 unsaturated, and group 2 on the line from time 0
     through group 1 (``g2 / g1`` within ``tolerance`` of ``t2 / t1``), so what flags group 3
@@ -81,6 +82,8 @@ def rc_next_flags(groupdq: np.ndarray, bad_bits: int, ramp=None, times=None, *,
     for bit, g in ((0, 1), (1, 2)):
         if g < groupdq.shape[0]:
             out |= ((groupdq[g] & bad_bits) != 0).astype(np.uint8) << bit
+    if saturated_bit:
+        out |= ((np.asarray(groupdq[0]) & saturated_bit) != 0).astype(np.uint8) << 3
     if ramp is None or groupdq.shape[0] < 3:
         return out
     q = [np.asarray(groupdq[g]) for g in range(3)]

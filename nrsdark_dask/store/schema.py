@@ -15,7 +15,8 @@ Schema (``xr.open_zarr(path)`` shows exactly this)::
     group1      (exposure, y, x)              float32  calibrated group 1 (RC input)
     rc_next     (exposure, y, x)              uint8    bits 0/1: group 2/3 JUMP_DET, DO_NOT_USE
                                                        or SATURATED; bit 2: linear until it
-                                                       saturates, a very hot pixel (RC input)
+                                                       saturates, a very hot pixel; bit 3:
+                                                       group 1 SATURATED (RC input)
     first_jump  (exposure, y, x)              int16    index of the first JUMP_DET group (32767:
                                                        none)
     jump_counts (exposure, y, x)              int16    JUMP_DET groups per pixel (the ESA RTN
@@ -74,10 +75,14 @@ from zarr.codecs import BloscCodec, ZstdCodec
 from .. import instrument as inst
 from . import metadata
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
-READABLE_SCHEMAS = (1, 2, 3, 4)  # 1: no group chunking, no group1/rc_next/first_jump;
+# 1: no group chunking, no group1/rc_next/first_jump; 2: exposures named by file name, no
+# chunk manifests; 3: no jump_counts, rc_next without the very-hot bit; 4: rc_next without
+# bit 3, group 1 SATURATED (issue 21).  All read, 2-5 built (4 with a warning), none but 5
+# appended to
+READABLE_SCHEMAS = (1, 2, 3, 4, 5)
 
 
 DEFAULT_TILE = 256
@@ -149,7 +154,8 @@ VARIABLES = {
     "rc_next": (("exposure", "y", "x"), "uint8", 0,
                 {"long_name": "bit 0: group 2, bit 1: group 3 flagged JUMP_DET, DO_NOT_USE or "
                  "SATURATED; bit 2: groups 1-2 on a line from time 0 and no jump before "
-                 "saturation, a very hot pixel, not RC (RC input, report §4.1.3)"}),
+                 "saturation, a very hot pixel, not RC; bit 3: group 1 SATURATED (since issue "
+                 "21) (RC input, report §4.1.3)"}),
     "first_jump": (("exposure", "y", "x"), "int16", NO_JUMP,
                    {"long_name": "0-based index of the first JUMP_DET group (32767: none); "
                     "lets a group block of the average ramp start past group 1"}),

@@ -46,8 +46,6 @@ from .chunksums import CHUNKS, ChunkSums, crc32c
 from .schema import (EXPOSURE_COORDS, READABLE_SCHEMAS, SCHEMA_VERSION, VARIABLES, StoreError,
                      StoreLayout, child, filesystem, location, make_codec, quiet_zarr)
 
-# 2: exposures named by file name, no chunk manifests; 3: no jump_counts, rc_next without the
-# very-hot bit (all read, 2-4 built, none but 4 appended to)
 STAGING = "_staging"
 
 
