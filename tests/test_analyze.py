@@ -103,9 +103,9 @@ def test_the_report_renders_every_image_in_headless_chromium(built, tmp_path):
 
 def test_flag_rule_warnings_follow_the_measured_reliability():
     """Each flag row's ``reliable_n`` is what benchmarks/flag_reliability.py measured (the
-    larger N of its two cases: precision for RC, recall for bad reference, both for HOT and
-    TELEGRAPH; bad reference from the FULL case alone, 164 true pixels against ~9 per
-    ALLSLITS set), and a report warns for exactly the flags whose inputs are fewer."""
+    larger N of its two cases: precision for RC, precision and recall for the others; bad
+    reference from the FULL case alone, 164 true pixels against ~9 per ALLSLITS set), and a
+    report warns for exactly the flags whose inputs are fewer."""
     from pathlib import Path
 
     from nrsdark_dask.analyze import warnings_for
@@ -114,7 +114,7 @@ def test_flag_rule_warnings_follow_the_measured_reliability():
     res = json.loads((Path(__file__).parents[1] / "benchmarks" / "results"
                       / "flag_reliability.json").read_text())["details"]["thresholds"]
     measured = {"hot": ("n", res), "telegraph": ("n", res), "rc": ("n_precision", res),
-                "bad_reference": ("n_recall", {"full20": res["full20"]})}
+                "bad_reference": ("n", {"full20": res["full20"]})}
     assert set(measured) == {f.name for f in FLAGS if f.reliable_n}
     for name, (kind, cases) in measured.items():
         assert flag(name).reliable_n[0] == max(case[name][kind] for case in cases.values())
@@ -125,8 +125,8 @@ def test_flag_rule_warnings_follow_the_measured_reliability():
         return {f.label for f in FLAGS if any(f"the {f.label} flags" in x for x in w)}, w
 
     assert rules(2)[0] == {"HOT", "TELEGRAPH", "RC", "BAD_REF_PIXEL"}
-    assert rules(3)[0] == {"TELEGRAPH", "RC", "BAD_REF_PIXEL"}
+    assert rules(4)[0] == {"HOT", "RC", "BAD_REF_PIXEL"}
     assert rules(8)[0] == {"BAD_REF_PIXEL"}
-    assert rules(10) == (set(), [])
-    found, w = rules(10, deliverable=False)
-    assert found == set() and len(w) == 1 and "about 63 inputs" in w[0]
+    assert rules(12) == (set(), [])
+    found, w = rules(12, deliverable=False)
+    assert found == set() and len(w) == 1 and "about 75 inputs" in w[0]
