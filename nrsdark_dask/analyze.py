@@ -6,10 +6,11 @@ someone else is analyzed the same way) and gives
 * the statistics of SPEC §8, each computed as the build computes it (so ``analyze`` of a
   build's files repeats the build's printed numbers; tested): 3-sigma clipped bias level,
   mean and median DRK, SNR = 3-sigma clipped median of DRK / UNC over the active pixels with
-  UNC > 0, counts of HOT (DRK > ``[dark] hot_rate``), RC, TELEGRAPH and bad reference pixels
-  (their DQ bits in the DARK), the negative-rate fraction, and with a comparison set the new
-  hot pixels (HOT now, not HOT in the comparison MASK, or DRK under the limit there) and the
-  DRK difference;
+  UNC > 0, counts of HOT (the ``hot`` row on DRK and UNC: by default significantly above
+  ``[dark] hot_rate``, with where the threshold cannot be tested), RC, TELEGRAPH and bad
+  reference pixels (their DQ bits in the DARK), the negative-rate fraction, and with a
+  comparison set the new hot pixels (HOT now, not HOT in the comparison MASK, or not HOT by
+  the same row on its DARK) and the DRK difference;
 * the verdict: SNR >= ``[delivery] snr_trad`` (TRAD and subarrays, 2.5) or ``snr_irs2``
   (IRS2, 5.0); the exit status of the command says it (0 deliverable, 1 not, 2 error);
 * the figures people look at (PNG, block-median thumbnails of at most 1024 px a side):
