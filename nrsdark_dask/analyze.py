@@ -236,8 +236,9 @@ def hot_testability(drk, unc, where, cfg: Config, n_inputs: int) -> dict:
 
 def warnings_for(s: dict) -> list[str]:
     """Warnings for the report: a flag with fewer inputs than its row's ``reliable_n`` (the
-    N from which its precision, or where that is not a matter of N its recall, reached 0.9 on
-    simulation truth; :data:`~nrsdark_dask.products.FLAGS`), with what was measured;
+    N from which it reached 0.9 on simulation truth; :data:`~nrsdark_dask.products.FLAGS`),
+    with what was measured; HOT flags when UNC is too large to test its threshold
+    (:func:`hot_testability`);
     and, when not deliverable, the inputs sqrt(N) says would reach the SNR."""
     out = []
     n = s["n_inputs"]

@@ -105,22 +105,25 @@ def _compute(p, pending, client, products, keep_products: bool, progress: bool, 
     return pending.publish(), computed
 
 
+def _products_folder(store) -> str:
+    """``<store without .zarr>.products``: where cluster builds put their products groups."""
+    base = str(store).rstrip("/")
+    return (base[:-5] if base.endswith(".zarr") else base) + ".products"
+
+
 def products_location(store, stamp: str) -> str:
     """Default home of a cluster build's products: ``<store without .zarr>.products/
     <stamp>-<host>-<pid>.zarr`` beside the store (the one place every worker can write)."""
-    base = str(store).rstrip("/")
-    base = base[:-5] if base.endswith(".zarr") else base
-    return f"{base}.products/{stamp}-{socket.gethostname()}-{os.getpid()}.zarr"
+    return f"{_products_folder(store)}/{stamp}-{socket.gethostname()}-{os.getpid()}.zarr"
 
 
 def clean_dead_products(store) -> list[Path]:
     """Remove the products groups that cluster builds on this host left beside a local
     ``store`` when they were killed (:func:`products_location`; their process is gone), as
     :func:`export.check_writable` removes their ``.part`` files.  Returns what was removed."""
-    base = str(store).rstrip("/")
-    if "://" in base:
+    if "://" in str(store):
         return []
-    folder = Path((base[:-5] if base.endswith(".zarr") else base) + ".products")
+    folder = Path(_products_folder(store))
     host, out = socket.gethostname(), []
     for group in folder.glob(f"*-{host}-*.zarr") if folder.is_dir() else ():
         owner, _, pid = group.name[:-5].rpartition("-")
@@ -136,8 +139,8 @@ def _compute_on_cluster(client, pending, also, products: str, keep: bool, progre
     """The cluster path: workers compute every array into a Zarr group ``products`` (each
     dask block one Zarr chunk, so concurrent writes never share a chunk; xarray opens it:
     dimension names are set), with ``also`` in the same computation; then this process
-    streams the group into the pending files' ``targets``, one chunk per thread at a time.  The group
-    is removed afterwards unless ``keep``."""
+    streams the group into the pending files' ``targets``, one chunk per thread at a time.
+    The group is removed afterwards unless ``keep``."""
     import fsspec
     import zarr
     from zarr.codecs import ZstdCodec

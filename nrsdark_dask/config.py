@@ -148,7 +148,8 @@ class DarkConfig:
     telegraph_rule: str = field(default="st", metadata={"choices": ("st", "esa")})
     bad_reference_sigma: float = _num(4.0, **POSITIVE)
     hot_rate: float = _num(1.0, **POSITIVE)  # DN/s
-    # "significant": (DRK - hot_rate) / UNC > hot_sigma; "report": DRK > hot_rate
+    # "significant": (DRK - hot_rate) / UNC > Student's t of hot_sigma for N - 1 degrees of
+    # freedom (kernels.hot_pixels_significant); "report": DRK > hot_rate
     hot_rule: str = field(default="significant", metadata={"choices": ("significant", "report")})
     hot_sigma: float = _num(3.0, **POSITIVE)
     high_unc_sigma: float = _num(3.0, **POSITIVE)

@@ -58,11 +58,12 @@ class Rule:
     ``neg_jumps``, ``jump_counts``, ``pixeldq``, ``rate``, ...) or images of the build, (y, x)
     (``mean_rate``, ``unc``; with ``scope="reference"``: ``ref_counts``, ``ref_err``, the
     group-averaged average ramp and its error).  ``statistics``: whole-frame statistics of
-    the build (``reduce.STATISTICS``), per exposure (E,) or scalars.  ``settings``: kernel
-    keywords, each the ``[dark] <flag>_<keyword>`` setting.  ``bits``: kernel keywords given
-    the sum of the named DQ bits.  ``halo``: pixels of the neighbouring tiles the kernel
-    sees.  ``scope``: ``"active"`` (science pixels, tile by tile), ``"frame"`` (every pixel,
-    tile by tile) or ``"reference"`` (all reference pixels of the frame in one call)."""
+    the build (listed in ``reduce._statistics``), per exposure (E,) or scalars.
+    ``settings``: kernel keywords, each the ``[dark] <flag>_<keyword>`` setting.  ``bits``:
+    kernel keywords given the sum of the named DQ bits.  ``halo``: pixels of the neighbouring
+    tiles the kernel sees.  ``scope``: ``"active"`` (science pixels, tile by tile),
+    ``"frame"`` (every pixel, tile by tile) or ``"reference"`` (all reference pixels of the
+    frame in one call; inputs and settings only)."""
 
     name: str
     kernel: Callable
@@ -81,6 +82,11 @@ class Rule:
         if self.scope not in ("active", "frame", "reference"):
             raise ValueError(f"rule {self.name}: scope must be 'active', 'frame' or "
                              "'reference'")
+        if self.scope == "reference" and (self.statistics or self.bits or self.halo
+                                          or self.combine != "pixel"):
+            # reduce._reference_flag hands the kernel the reference pixels and settings only
+            raise ValueError(f"rule {self.name}: a reference-pixel rule takes inputs and "
+                             "settings only (no statistics, bits, halo or combine)")
 
 
 @dataclass(frozen=True)
@@ -159,8 +165,8 @@ PRODUCTS: tuple[Product, ...] = (
 # Reliable-N: where each rule became reliable, measured on simulation truth by
 # benchmarks/flag_reliability.py (results/flag_reliability.md): NRS1 TRAD NRSRAPID, 3 ALLSLITS
 # sets of 88 groups and 1 FULL set of 20 groups, 20 clean exposures each, builds from subsets
-# of N = 3..20; the N from which precision (or, where that is not a matter of N, recall)
-# reached 0.9, the larger of the two cases (bad reference: FULL alone).
+# of N = 3..20; the N from which precision and recall reached 0.9 (RC: precision alone, its
+# recall is not a matter of N), the larger of the two cases (bad reference: FULL alone).
 FLAGS: tuple[Flag, ...] = (
     # HOT reaches science through the MASK (jwst ORs the DARK's DQ into PIXELDQ too, so a HOT
     # bit in the DARK would only repeat it); the report's DARK marks hot pixels UNRELIABLE_DARK

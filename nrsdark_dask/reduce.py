@@ -353,10 +353,10 @@ def _kernel_call(rule: Rule, settings: dict, n_inputs: int, per_exposure: tuple)
 
 def evaluate(flag: Flag, rule: Rule, image, S: dict, cfg: Config, active,
              done: dict | None = None) -> da.Array:
-    """One flag of the table, lazily (on active pixels, or every pixel for ``scope="frame"``): ``rule.kernel`` mapped over the tiles
-    of its inputs (``image(name)``: a dask array (E, y, x) or (y, x)) with the statistics
-    ``S`` names, per-input candidates combined as the row says, and the pixels of the flags it
-    ``excludes`` (``done``) left out."""
+    """One flag of the table, lazily, on active pixels (every pixel for ``scope="frame"``):
+    ``rule.kernel`` mapped over the tiles of its inputs (``image(name)``: a dask array
+    (E, y, x) or (y, x)) with the statistics ``S`` names, per-input candidates combined as the
+    row says, and the pixels of the flags it ``excludes`` (``done``) left out."""
     settings = {**flag.settings(cfg.dark, rule),
                 **{k: sum(DQ[b] for b in bits) for k, bits in rule.bits}}
     arrays = [image(v) for v in rule.inputs]
@@ -786,8 +786,9 @@ def delivery(mean_rate, unc, active, layout: StoreLayout, cfg: Config) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = mean_rate / unc
     ok = active & (unc > 0)
-    snr = da.map_blocks(lambda a, b: K.median_clipped_median(a, b, d.snr_clip_sigma), ratio.rechunk(-1),
-                        ok.rechunk(-1), drop_axis=[0, 1], new_axis=0, chunks=((1,),),
+    snr = da.map_blocks(lambda a, b: K.median_clipped_median(a, b, d.snr_clip_sigma),
+                        ratio.rechunk(-1), ok.rechunk(-1), drop_axis=[0, 1], new_axis=0,
+                        chunks=((1,),),
                         dtype=np.float64, token="delivery-snr")[0]
     required = d.snr_irs2 if layout.family == "IRS2" else d.snr_trad
     return {"snr": snr, "snr_required": required, "deliverable": snr >= required}

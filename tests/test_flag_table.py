@@ -134,3 +134,12 @@ def test_hot_rules_on_short_noisy_inputs_and_the_warning(cal_store, tmp_path):
                       "n_hot": 2})
     assert any("too large to test the HOT threshold" in x and "68 more pixels" in x for x in w)
     assert not any("HOT threshold" in x for x in warnings_for({**sig, "hot_limit": 1.1}))
+
+
+def test_a_reference_pixel_rule_refuses_what_it_would_ignore():
+    """The reference-pixel path hands its kernel inputs and settings only: a row asking
+    statistics or a combine there is refused when declared, not silently ignored."""
+    with pytest.raises(ValueError, match="reference-pixel rule takes inputs and settings only"):
+        P.Rule("x", low_pedestal, ("ref_counts",), ("g1_mean",), scope="reference")
+    with pytest.raises(ValueError, match="reference-pixel rule"):
+        P.Rule("x", low_pedestal, ("ref_counts",), combine="all", scope="reference")
