@@ -194,8 +194,8 @@ def make_store(sim: Path, manifest: Path, store: Path, name: str, subarray: str,
     from nrsdark_dask.store import RampStore
 
     prep = {}
-    if not (sim / "simulation.json").exists():
-        if sim.exists():
+    if not (sim / "simulation.json").exists() or not (sim / "uncal").is_dir():
+        if sim.exists():  # a set whose uncal files were deleted once scored is simulated again
             shutil.rmtree(sim)
         print(f"data set {name}: simulating {rel(sim)}")
         r = check_ok(run_monitored([NRSDARK, "simulate", sim, "--subarray", subarray,

@@ -51,6 +51,7 @@ HOT_RATE = 1.0            # DN/s
 HOT_SIGMA = 3.0           # HOT where significantly above HOT_RATE (issue 21)
 RC_SIGMA = 10.0           # group-1 threshold: g1_mean + 10 g1_std
 RC_IPC_FRACTION = 0.02    # a neighbour below 2 % of the candidate's excess is IPC, no veto
+                          # (and a candidate with a negative jump is a telegraph pixel)
 RTN_SIGMA = 5.0           # ST rule: mean + 5 std of negative-jump counts, > 1 exposure
 BADREF_SIGMA = 4.0        # reference pixels: median +- 4 x 1.4826 MAD
 UNRELIABLE_DARK_SIGMA = 3.0  # UNC > mean + 3 std over active pixels
@@ -180,7 +181,8 @@ def run(store_path) -> dict[str, np.ndarray]:
             with np.errstate(invalid="ignore", divide="ignore"):
                 ratio = ramp[:, 1].astype(np.float64) / ramp[:, 0]
             very_hot = calm & (ramp[:, 0] > 0) & (np.abs(ratio - t[1] / t[0]) <= 0.1 * t[1] / t[0])
-            cand = above & ~shared & nxt & ~very_hot
+            # a candidate whose ramp drops is a telegraph pixel high at group 1 (issue 21)
+            cand = above & ~shared & nxt & ~very_hot & (d["neg_jumps"] == 0)
             rc = (cand.sum(axis=0) > n_exp / 2) & active
             del g1, excess, above, nb, shared, nxt, cand, calm, ratio, very_hot, sat1
         else:

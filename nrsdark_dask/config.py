@@ -142,6 +142,8 @@ class DarkConfig:
     rc_next_groups: str = field(default="any", metadata={"choices": ("any", "all")})
     # a neighbour below this fraction of the candidate's excess is IPC, not a shared CR
     rc_ipc_fraction: float = _num(0.02, min=0.0, max=1.0)
+    # a candidate whose ramp drops (a negative jump) is a telegraph pixel, not RC
+    rc_telegraph_veto: bool = True
     telegraph_sigma: float = _num(5.0, **POSITIVE)
     neg_jump_sigma: float = _num(3.0, **POSITIVE)  # a negative jump drops by > this x CDS (ingest)
     # "st" (report) or "esa" (N > (1-0.9973)*(Ngroups-1)*4)

@@ -186,10 +186,11 @@ FLAGS: tuple[Flag, ...] = (
          reliable_n=(5, "recall 0.61-0.77 at 3 inputs, 0.87-0.97 at 4, >= 0.96 from 5: the "
                         "significance test needs inputs; precision 1.000 at any N")),
     Flag("rc", "RC pixel (report §4.1.3)",
-         (Rule("report", K.rc_candidates, ("group1", "rc_next"), ("g1_mean", "g1_std"),
-               "more_than_half", ("group1_sigma", "ipc_fraction", "next_groups"), halo=1,
+         (Rule("report", K.rc_candidates, ("group1", "rc_next", "neg_jumps"),
+               ("g1_mean", "g1_std"), "more_than_half",
+               ("group1_sigma", "ipc_fraction", "next_groups", "telegraph_veto"), halo=1,
                description="group 1 > its clipped mean + rc_group1_sigma std, no 4-neighbour "
-                           "above it (IPC aside), groups 2-3 flagged"),),
+                           "above it (IPC aside), groups 2-3 flagged, no negative jump"),),
          dark_dq=("RC", "DO_NOT_USE"), average_ramp=True, ipc=True,
          # precision >= 0.9 from N = 6 (88 groups) / 8 (20 groups), the false RC being fast
          # telegraph pixels; not monotonic (N = 5 below N = 4).  Recall 0.89 / 0.79 at every N

@@ -193,9 +193,9 @@ def test_a_very_hot_pixel_is_not_rc_and_an_rc_pixel_still_is():
     g1[0, 1, 1], g1[0, 1, 3] = ramp[0, 0, 0], ramp[0, 0, 1]
     flags = np.zeros((1, 3, 5), np.uint8)
     flags[0, 1, 1], flags[0, 1, 3] = nxt[0, 0], nxt[0, 1]
-    cand = K.rc_candidates(g1, flags, np.zeros(1), np.full(1, 100.0))  # 1000 DN
+    cand = K.rc_candidates(g1, flags, None, np.zeros(1), np.full(1, 100.0))  # 1000 DN
     assert cand[0, 1].tolist() == [False, False, False, True, False]
-    assert K.rc_candidates(g1, flags & 3, np.zeros(1), np.full(1, 100.0))[0, 1, 1]  # before
+    assert K.rc_candidates(g1, flags & 3, None, np.zeros(1), np.full(1, 100.0))[0, 1, 1]  # before
 
 
 def test_the_esa_rule_counts_every_jump_and_dq_def_bits_are_bit_numbers(sim_cal):

@@ -96,19 +96,35 @@ def test_rc_candidates_rules():
     g1[0, 5, 1] = 1000  # bright but next groups clean -> ramp will be fit, not RC
     g1[0, 1, 5] = 1000  # group 2 last before saturation (not testable), group 3 SATURATED
     nxt[0, 1, 5] = 2
-    cand = K.rc_candidates(g1, nxt, mean=np.array([0.0]), std=np.array([10.0]))  # 100 DN
+    cand = K.rc_candidates(g1, nxt, None, mean=np.array([0.0]), std=np.array([10.0]))  # 100 DN
     assert cand[0, 1, 1] and not cand[0, 4, 4] and not cand[0, 5, 1] and cand[0, 1, 5]
     assert cand.sum() == 2
-    strict = K.rc_candidates(g1, nxt, np.array([0.0]), np.array([10.0]), next_groups="all")
+    strict = K.rc_candidates(g1, nxt, None, np.array([0.0]), np.array([10.0]), next_groups="all")
     assert strict[0, 1, 1] and not strict[0, 1, 5]
     # a very bright RC lights its neighbour above threshold through IPC (1.5 %): kept, unless
     # the report's rule is applied literally
     g1[0, 1, 1], g1[0, 1, 2] = 10000, 150
-    thr = (np.array([0.0]), np.array([10.0]))
+    thr = (None, np.array([0.0]), np.array([10.0]))
     assert K.rc_candidates(g1, nxt, *thr)[0, 1, 1]
     assert not K.rc_candidates(g1, nxt, *thr, ipc_fraction=0.0)[0, 1, 1]
     g1[0, 1, 2] = 600  # 6 %: charge shared by a cosmic ray
     assert not K.rc_candidates(g1, nxt, *thr)[0, 1, 1]
+
+
+def test_rc_candidate_whose_ramp_drops_is_a_telegraph_pixel():
+    """Issue 21: a fast telegraph pixel high at group 1 that toggles low in group 2 or 3
+    passes the report's RC test; its negative jump tells it apart (an RC ramp only rises)."""
+    g1 = np.zeros((2, 5, 5), np.float32)
+    nxt = np.zeros((2, 5, 5), np.uint8)
+    neg = np.zeros((2, 5, 5), np.int16)
+    g1[:, 1, 1] = g1[:, 3, 3] = 1000
+    nxt[:, 1, 1] = nxt[:, 3, 3] = 3
+    neg[0, 3, 3] = 1  # exposure 0: pixel (3, 3) drops back; exposure 1 it does not
+    thr = (np.zeros(2), np.full(2, 10.0))
+    cand = K.rc_candidates(g1, nxt, neg, *thr)
+    assert cand[:, 1, 1].all() and cand[:, 3, 3].tolist() == [False, True]
+    assert K.rc_candidates(g1, nxt, neg, *thr, telegraph_veto=False)[:, 3, 3].all()
+    assert (K.rc_candidates(g1, nxt, None, *thr) == cand | (neg > 0)).all()
 
 
 def test_rc_saturated_in_group_1_is_not_vetoed_by_its_ipc():
@@ -122,7 +138,7 @@ def test_rc_saturated_in_group_1_is_not_vetoed_by_its_ipc():
     for y, x in ((1, 2), (3, 2), (2, 1), (2, 3)):
         g1[0, y, x] = 1200  # 3 % IPC of the true charge
     nxt[0, 1:4, 1:4] = 3 | 8  # groups 1-3 SATURATED on the pixel and its 8 neighbours
-    thr = (np.array([0.0]), np.array([20.0]))  # threshold 200 DN
+    thr = (None, np.array([0.0]), np.array([20.0]))  # threshold 200 DN
     cand = K.rc_candidates(g1, nxt, *thr)
     assert cand[0, 2, 2] and cand.sum() == 1
     assert not K.rc_candidates(g1, nxt & 7, *thr).any()  # before: vetoed by its IPC
