@@ -37,7 +37,8 @@ test-all: venv browser
 demo: venv clean-demo
 	mkdir -p $(DEMO)
 	$(BIN)/nrsdark simulate $(DEMO)/sim --subarray ALLSLITS --ngroups 20 --nexp 12 \
-	    --artifacts --gratings 'G140H:3,G395H:2,PRISM,MIRROR' --workers 2 --seed 2026
+	    --artifacts --glow-rate 0.02 --gratings 'G140H:3,G395H:2,PRISM,MIRROR' --workers 2 \
+	    --seed 2026
 	# exit status 1 = "not deliverable" (the demo's 7 short subarray inputs are not): a verdict
 	$(BIN)/nrsdark run nrsdark_dask/configs/demo.toml || [ $$? -eq 1 ]
 

@@ -95,6 +95,7 @@ def _simulate(args) -> None:
         ngroups=args.ngroups, nexp=args.nexp, seed=args.seed, start=args.start, end=args.end,
         gratings=parse_gratings(args.gratings), artifacts=args.artifacts,
         readpatt=args.readpatt, refkit=not args.no_refkit, hot_growth=args.hot_growth,
+        glow_rate=args.glow_rate,
     )
     t0 = time.time()
 
@@ -374,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--artifacts", action="store_true",
                    help="inject report §3 failure cases: mode-switch bias residuals, MSA glow "
                    "on PRISM, persistence")
+    s.add_argument("--glow-rate", type=_positive_float, default=0.006, metavar="DN_PER_S",
+                   help="MSA-glow stripe crest with --artifacts (default 0.006 DN/s, near the "
+                        "cull's limit; 0.02 shows to the eye)")
     s.add_argument("--workers", type=_positive_int, default=1,
                    help="processes (one exposure each)")
     s.add_argument("--no-refkit", action="store_true", help="skip the reference kit")

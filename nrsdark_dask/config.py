@@ -149,6 +149,10 @@ class DarkConfig:
     # "st" (report) or "esa" (N > (1-0.9973)*(Ngroups-1)*4)
     telegraph_rule: str = field(default="st", metadata={"choices": ("st", "esa")})
     bad_reference_sigma: float = _num(4.0, **POSITIVE)
+    # "normalized": the error tested as its 2/3 power (kernels.bad_reference_pixels_normalized);
+    # "report": as it is
+    bad_reference_rule: str = field(default="normalized",
+                                    metadata={"choices": ("normalized", "report")})
     hot_rate: float = _num(1.0, **POSITIVE)  # DN/s
     # "significant": (DRK - hot_rate) / UNC > Student's t of hot_sigma for N - 1 degrees of
     # freedom (kernels.hot_pixels_significant); "report": DRK > hot_rate
@@ -187,6 +191,8 @@ class CullConfig:
     persistence_sigma: float = _num(12.0, **POSITIVE)  # SNR of an extended positive region
     frame_scale_px: float = _num(60.0, **POSITIVE)  # e-folding of the picture frame
     persistence_min_area: int = _num(40, min=1)  # pixels of a persistence region
+    # a pixel with fewer usable groups (a snowball's core) is left out of the rate images
+    min_good_groups: int = _num(5, min=2)
     min_exposures: int = _num(5, min=3)  # fewer: nothing to compare with, no verdict
 
     __post_init__ = _check

@@ -7,21 +7,33 @@ per-pixel median of the other exposures.
 =============  =========================================================  ====================
 artifact       score                                                      image
 =============  =========================================================  ====================
-mode_switch    large-scale structure (variance of 32 x 32 block medians,  mean-frame residual
-               column medians removed; tree rings, picture frame along    (DN)
+mode_switch    large-scale structure (variance of 32 x 32 block medians,  bias residual (DN)
+               column medians removed; tree rings, picture frame along
                rows) as a ratio to the other exposures', minus 1, over
                that ratio's scatter; the picture-frame amplitude in DN
                at the detector edges is reported beside it
 glow           stripes near 45 / 135 degrees, periods 60-200 px:          rate residual /
                matched-filter SNR from a directional periodogram whose    rate_err
-               every cell is normalised by the same cell in the others
+               every cell is normalised by the same cell in the others;
+               0 when the same stripes are stronger in the bias residual
+               (tree rings of a mode switch, not light)
 persistence    SNR of the most significant extended positive region       rate residual /
                (>= 40 pixels, smoothed over 3 rows x 15 columns)          rate_err
 =============  =========================================================  ====================
 
-The mean frame (the mean of an exposure's calibrated groups) is where the mode-switch bias
-offset shows at full size (12 DN per 0.1 K; it decays with tau ~ 600 s, so the slope sees only
-its derivative); glow and persistence add charge at a rate, so they show in the rate.  An
+Charge or bias (issue 21).  The mode-switch offset is a bias: 12 DN per 0.1 K, decaying with
+tau ~ 600 s, so the slope sees only its derivative.  Glow and persistence add charge at a rate,
+so they show in the rate, and they also build up in the mean of the calibrated groups (a
+glow of r DN/s adds r x the mean group time there).  The *bias image* separates the two: the
+mean frame minus the rate x the mean group time, the ramp's value at t = 0, where charge
+that grows from the reset leaves nothing and the mode switch stays whole.  Scoring the mode
+switch on it keeps bright glow and persistence from being named ``mode_switch``; a stripe
+pattern that is stronger there than in the rate is the tree rings of a mode switch (their
+rate image is the decay's derivative), not glow.  Its noise: the reset (kTC) noise, in both
+images, plus ~sqrt(3) x the read noise of the mean frame.  Pixels with fewer than
+``[cull] min_good_groups`` usable groups (not SATURATED or DO_NOT_USE: a snowball's core,
+hit early) are left out of the rate images: their rates come from a few groups and carry
+those groups' pedestal offset, which made a persistence region of clean exposures.  An
 exposure is culled when a score passes its limit (``[cull]`` of the configuration);
 ``artifact`` names the kind furthest over its limit.
 
@@ -29,8 +41,9 @@ Passes: the medians and the noise references are first taken over all exposures,
 the exposures not culled (the clipped median of the others: an artifact in the reference
 prints its negative into everyone's residual), until the culled set stops changing.
 
-Graph and memory: the mean frames are made once, one task per ramp chunk (reading the ramps
-is the cost of a cull, about a build's read), into a scratch Zarr array; the residuals are
+Graph and memory: the mean frames and usable-group counts are made once, one task per ramp
+chunk (reading the ramps and GROUPDQ is the cost of a cull, about a build's read), into
+scratch Zarr arrays; the residuals are
 made tile by tile (one tile of every exposure: ``E x tile`` float64 values, x 5); one task per
 exposure scores its whole frame (three frame-sized images, the projections: ~0.3 GB for a
 full frame).  Each pass after the first reads only per-exposure images.
@@ -57,7 +70,7 @@ from .config import Config, CullConfig
 from .instrument import DQ
 from .kernels import artifacts as art
 from .paths import check_name, inside
-from .store import open_dataset
+from .store import StoreLayout, open_dataset
 
 KINDS = ("mode_switch", "glow", "persistence")
 WORDS = {"mode_switch": "bias structure after a readout-mode switch",
@@ -75,20 +88,25 @@ def _rate_stats(rate_res, err, min_area):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         power, period, angle, profiles = art.stripe_spectra(rate_res, err)
-        pers, area, level = art.extended_positive(rate_res, err, min_area)
+        pers, area, level, region = art.extended_positive(rate_res, err, min_area,
+                                                          region=True)
         return {"stripe_power": power, "stripe_period": period, "stripe_angle": angle,
                 "stripe_profiles": profiles,
                 "persistence": pers, "persistence_area": area, "persistence_rate": level,
+                "persistence_region": region,
                 "rate_preview": art.preview(rate_res - np.nanmedian(rate_res, axis=0))}
 
 
-def _frame_stats(mean_res, y, x, scale):
-    """One exposure's picture-frame statistic and mean-frame thumbnail (one task)."""
+def _bias_stats(bias_res, y, x, scale):
+    """One exposure's picture-frame and large-scale statistics, bias stripe spectrum and
+    bias thumbnail (one task)."""
+    bias = bias_res[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        amp, _ = art.picture_frame(mean_res[0], y, x, scale)
-        return {"frame_dn": amp, "structure": art.large_scale_structure(mean_res[0]),
-                "mean_preview": art.preview(mean_res[0])}
+        amp, _ = art.picture_frame(bias, y, x, scale)
+        power = art.stripe_spectra(bias, art.robust_sigma(bias))[0]
+        return {"frame_dn": amp, "structure": art.large_scale_structure(bias),
+                "bias_stripe_power": power, "bias_preview": art.preview(bias)}
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -103,44 +121,64 @@ def check_enough(n: int, cfg: CullConfig) -> None:
 
 def mean_frames(ds):
     """Lazy mean of each exposure's calibrated groups, (exposure, y, x) float32, chunked like
-    the rate images: one task per ramp chunk (task name ``cull-mean-frame``)."""
+    the rate images: one task per ramp chunk."""
     mean = ds.ramp.data.mean(axis=1, dtype=np.float32)
     return mean.rechunk(ds.rate.data.chunksize)
 
 
-def diagnose(ds, frames, cfg: CullConfig | None = None, reference=None) -> list:
+def usable_group_counts(ds):
+    """Lazy count of each pixel's usable groups (neither SATURATED nor DO_NOT_USE in
+    GROUPDQ), (exposure, y, x) int16, chunked like the rate images."""
+    bad = np.uint8(DQ["SATURATED"] | DQ["DO_NOT_USE"])
+    good = ((ds.groupdq.data & bad) == 0).sum(axis=1, dtype=np.int16)
+    return good.rechunk(ds.rate.data.chunksize)
+
+
+def bias_images(ds, frames):
+    """Lazy bias images: the mean frames minus the rate x the mean group time, the ramp's
+    value at t = 0 (module docstring: charge or bias)."""
+    t_mean = float(np.mean(StoreLayout(**ds.attrs["layout"]).group_times()))
+    return frames - ds.rate.data * np.float32(t_mean)
+
+
+def diagnose(ds, frames, cfg: CullConfig | None = None, reference=None, good=None) -> list:
     """Lazy: one ``dask.delayed`` per exposure of ``ds`` (a store's dataset) giving its raw
-    statistics.  ``frames``: its mean frames (:func:`mean_frames`, best read back from a
-    scratch copy so that the passes read the ramps once); ``reference``: the exposures that
+    statistics.  ``frames``: its mean frames (:func:`mean_frames`), ``good``: its usable-group
+    counts (:func:`usable_group_counts`; default: every pixel usable), both best read back from
+    scratch copies so that the passes read the ramps once; ``reference``: the exposures that
     make the per-pixel medians (default all).  Task names: ``cull-residual``,
-    ``cull-frame-residual``, ``cull-rate-stats``, ``cull-frame-stats``, ``cull-stats``."""
+    ``cull-bias-residual``, ``cull-rate-stats``, ``cull-bias-stats``, ``cull-stats``."""
     cfg = cfg or CullConfig()
     n = ds.sizes["exposure"]
     check_enough(n, cfg)
     usable = (ds.pixeldq.data & np.uint32(DQ["DO_NOT_USE"])) == 0
+    rate_usable = usable
+    if good is not None:  # a rate from a few groups carries their pedestal (snowballs)
+        need = min(cfg.min_good_groups, ds.sizes["group"])
+        rate_usable = usable & (good >= need)
     ty, tx = ds.rate.data.chunksize[1:]
     tiles = (n, ty, tx)
     whole = (1,) + ds.rate.shape[1:]
     ref = None if reference is None else np.asarray(reference, bool)
     tag = "" if ref is None else "-" + dask.base.tokenize(ref.tobytes())[:8]
 
-    def resid(img, name):
-        return da.map_blocks(art.residuals, img.rechunk(tiles), usable.rechunk(tiles), ref,
+    def resid(img, ok, name):
+        return da.map_blocks(art.residuals, img.rechunk(tiles), ok.rechunk(tiles), ref,
                              dtype=np.float32, name=name + tag).rechunk(whole)
 
-    rate_res = resid(ds.rate.data, "cull-residual").to_delayed().ravel()
-    mean_res = resid(frames, "cull-frame-residual").to_delayed().ravel()
+    rate_res = resid(ds.rate.data, rate_usable, "cull-residual").to_delayed().ravel()
+    bias_res = resid(bias_images(ds, frames), usable, "cull-bias-residual").to_delayed().ravel()
     err = ds.rate_err.data.rechunk(whole).to_delayed().ravel()
     y, x = ds.y.values, ds.x.values
     rate_task = dask.delayed(_rate_stats, pure=True)
-    frame_task = dask.delayed(_frame_stats, pure=True)
+    bias_task = dask.delayed(_bias_stats, pure=True)
     merge = dask.delayed(_merge, pure=True)
     return [merge(rate_task(r, e, cfg.persistence_min_area,
                             dask_key_name=f"cull-rate-stats{tag}-{i}"),
-                  frame_task(m, y, x, cfg.frame_scale_px,
-                             dask_key_name=f"cull-frame-stats{tag}-{i}"),
+                  bias_task(b, y, x, cfg.frame_scale_px,
+                            dask_key_name=f"cull-bias-stats{tag}-{i}"),
                   dask_key_name=f"cull-stats{tag}-{i}")
-            for i, (r, m, e) in enumerate(zip(rate_res, mean_res, err))]
+            for i, (r, b, e) in enumerate(zip(rate_res, bias_res, err))]
 
 
 def decide(ds, raw: list[dict], cfg: CullConfig | None = None, reference=None) -> Table:
@@ -161,22 +199,30 @@ def decide(ds, raw: list[dict], cfg: CullConfig | None = None, reference=None) -
     else:
         ratio, scatter = np.full(n, np.nan), np.nan
     glow, cell = art.stripe_scores(np.stack([r["stripe_power"] for r in raw]), ref)
+    # the same stripes in the bias image, at each exposure's glow cell: tree rings if stronger
+    in_bias = art.stripe_snr(np.stack([r["bias_stripe_power"] for r in raw]), ref)[
+        np.arange(n), cell]
+    rings = in_bias >= glow
     periods, angles = raw[0]["stripe_period"], raw[0]["stripe_angle"]
     limits = {"mode_switch": cfg.mode_switch_sigma, "glow": cfg.glow_sigma,
               "persistence": cfg.persistence_sigma}
     rows = []
     for i, r in enumerate(raw):
         scores = {"mode_switch": (ratio[i] - 1.0) / scatter,
-                  "glow": float(glow[i]), "persistence": r["persistence"]}
+                  "glow": 0.0 if rings[i] else float(glow[i]), "persistence": r["persistence"]}
         over = {k: s / limits[k] for k, s in scores.items() if np.isfinite(s) and s > limits[k]}
         kind = max(over, key=over.get) if over else ""
         size = {"mode_switch": f"large-scale structure {ratio[i]:.1f} x the others', picture "
                                f"frame {r['frame_dn'] - centre:+.1f} DN at the detector edges",
                 "glow": f"period {periods[cell[i]]:.0f} px at {angles[cell[i]]:.0f} deg",
+                "rings": f"stripes of {glow[i]:.1f} sigma in the rate are {in_bias[i]:.1f} sigma "
+                         "in the bias image (tree rings of a mode switch, not glow)",
                 "persistence": f"{r['persistence_area']} px at {r['persistence_rate']:+.3f} DN/s"}
         if kind:
             reason = "; ".join(f"{WORDS[k]}: {size[k]}, {scores[k]:.1f} sigma > {limits[k]:g}"
                                for k in sorted(over, key=over.get, reverse=True))
+            if rings[i] and glow[i] > limits["glow"]:
+                reason += "; " + size["rings"]
         else:
             best = max((k for k in scores if np.isfinite(scores[k])),
                        key=lambda k: scores[k] / limits[k], default=None)
@@ -190,7 +236,9 @@ def decide(ds, raw: list[dict], cfg: CullConfig | None = None, reference=None) -
             **{f"score_{k}": float(scores[k]) for k in KINDS},
             "structure": float(ratio[i]),
             "frame_dn": float(r["frame_dn"] - centre), "glow_period": float(periods[cell[i]]),
-            "glow_angle": float(angles[cell[i]]), "persistence_area": int(r["persistence_area"]),
+            "glow_angle": float(angles[cell[i]]), "glow_rate_sigma": float(glow[i]),
+            "glow_bias_sigma": float(in_bias[i]),
+            "persistence_area": int(r["persistence_area"]),
             "persistence_rate": float(r["persistence_rate"]),
         })
     tab = Table(rows=rows)
@@ -207,11 +255,14 @@ MAX_PASSES = 4
 def cull(store, cfg=None, scheduler: str | None = None, progress: bool = False,
          scratch=None):
     """Diagnose every exposure of ``store``; return ``(table, previews)`` where previews maps
-    exposure to its two residual thumbnails and their extent.  ``cfg``: a :class:`Config`, a
+    exposure to what its picture shows (:func:`pictures`): the rate and bias residual
+    thumbnails and their extent, the stripe profile at its glow angle, its persistence region
+    and, for an exposure culled for persistence, the region's charge curve
+    (:func:`region_curve`).  ``cfg``: a :class:`Config`, a
     TOML path or ``None``.  ``scheduler`` as for ``build`` (:mod:`nrsdark_dask.cluster`).
 
-    Passes (the clipped median of the others): the mean frames are computed once, from one
-    read of the ramps, into a scratch Zarr array (``scratch``: a folder every worker can
+    Passes (the clipped median of the others): the mean frames and usable-group counts are
+    computed once, from one read of the ramps, into scratch Zarr arrays (``scratch``: a folder every worker can
     write; default a temporary folder beside the store, removed at the end); then the
     statistics are computed against the median of all exposures, the exposures found culled
     are left out of the medians and of the noise references, and the statistics computed
@@ -227,7 +278,7 @@ def cull(store, cfg=None, scheduler: str | None = None, progress: bool = False,
     scheduler = scheduler or conf.run.scheduler or "threads"
     kind, threads = parse_scheduler(scheduler)
     ds = open_dataset(store)
-    for var in ("rate", "rate_err", "ramp", "pixeldq"):
+    for var in ("rate", "rate_err", "ramp", "groupdq", "pixeldq"):
         if var not in ds:
             raise CullError(f"{store} has no {var!r} array (not a calibrated-ramp store)")
     n = ds.sizes["exposure"]
@@ -244,11 +295,13 @@ def cull(store, cfg=None, scheduler: str | None = None, progress: bool = False,
             shown = local_progress("cull") if progress and client is None \
                 else contextlib.nullcontext()
             with shown:
-                da.to_zarr(mean_frames(ds), str(tmp / "mean_frames.zarr"), compute=True)
-                frames = da.from_zarr(str(tmp / "mean_frames.zarr"))
+                dask.compute(da.to_zarr(mean_frames(ds), str(tmp / "mean.zarr"), compute=False),
+                             da.to_zarr(usable_group_counts(ds), str(tmp / "good.zarr"), compute=False))
+                frames = da.from_zarr(str(tmp / "mean.zarr"))
+                good = da.from_zarr(str(tmp / "good.zarr"))
                 reference = np.ones(n, bool)
                 for passes in range(1, MAX_PASSES + 1):
-                    raw = list(dask.compute(*diagnose(ds, frames, conf.cull, reference)))
+                    raw = list(dask.compute(*diagnose(ds, frames, conf.cull, reference, good)))
                     tab = decide(ds, raw, conf.cull, reference)
                     keep = ~np.asarray(tab["culled"], bool)
                     if (keep == reference).all() or keep.sum() < conf.cull.min_exposures - 1:
@@ -264,10 +317,45 @@ def cull(store, cfg=None, scheduler: str | None = None, progress: bool = False,
                     "overrule (build --cull and select --cull read exposure and culled)")
     extent = (float(ds.x[0]) - 0.5, float(ds.x[-1]) + 0.5, float(ds.y[0]) - 0.5,
               float(ds.y[-1]) + 0.5)
-    previews = {row["exposure"]: (r["rate_preview"], r["mean_preview"], extent,
-                                  r["stripe_profiles"][row["glow_angle"]])
-                for row, r in zip(tab, raw)}
+    previews = {}
+    for i, (row, r) in enumerate(zip(tab, raw)):
+        previews[row["exposure"]] = {
+            "rate": r["rate_preview"], "bias": r["bias_preview"], "extent": extent,
+            "profile": r["stripe_profiles"][row["glow_angle"]],
+            "region": r["persistence_region"],
+            "curve": region_curve(ds, i, r["persistence_region"], reference)
+            if row["culled"] and "persistence" in row["reason"] else None}
     return tab, previews
+
+
+CURVE_MAX_BYTES = 256 * 2**20  # ramps read for one region's charge curve
+
+
+def region_curve(ds, i: int, region, reference):
+    """The charge of exposure ``i`` in a persistence region against the others, group by
+    group: ``(t, excess)`` with ``t`` the group times (s) and ``excess`` the region's mean of
+    the ramp minus the per-pixel median of the ``reference`` exposures' ramps (DN).  What a
+    person sees in it: persistence accumulates from the reset at a rate that falls as it
+    decays (the curve bends below its starting slope); a snowball or a cosmic ray is a step.
+    Reads the region's bounding box of every exposure (``None`` when that is more than
+    ``CURVE_MAX_BYTES`` or there is no region)."""
+    if region is None:
+        return None
+    y0, x0, mask = region
+    sel = dict(y=slice(y0, y0 + mask.shape[0]), x=slice(x0, x0 + mask.shape[1]))
+    n_exp, n_grp = ds.sizes["exposure"], ds.sizes["group"]
+    if n_exp * n_grp * mask.size * 4 > CURVE_MAX_BYTES:
+        return None
+    ramp = np.asarray(ds.ramp.isel(**sel).values, np.float64)[..., mask]  # (E, G, pixels)
+    bad = (np.asarray(ds.groupdq.isel(**sel).values)[..., mask]
+           & (DQ["SATURATED"] | DQ["DO_NOT_USE"])) != 0
+    ramp[bad] = np.nan
+    ref = np.asarray(reference, bool).copy()
+    ref[i] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        excess = np.nanmean(ramp[i] - np.nanmedian(ramp[ref], axis=0), axis=-1)
+    return StoreLayout(**ds.attrs["layout"]).group_times(), excess
 
 
 def write_table(tab: Table, path) -> Path:
@@ -280,12 +368,16 @@ def write_table(tab: Table, path) -> Path:
 
 
 def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> list[Path]:
-    """One PNG per (culled) exposure: its rate and mean-frame residuals with the scores, so a
-    cull can be confirmed at a glance.  Returns the files written."""
+    """One PNG per (culled) exposure with the evidence a person can check by eye: the rate
+    residual (for glow, smoothed at a sixth of the stripes' period so that they show; the
+    persistence region outlined) and the bias residual (the picture frame and tree rings of a mode switch); for
+    glow, the rate averaged along the stripes (a wave); for persistence, the region's charge
+    against time.  Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy import ndimage
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -293,14 +385,25 @@ def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> li
     for row in tab:
         if only_culled and not row["culled"]:
             continue
-        rate, mean, extent, profile = previews[row["exposure"]]
+        p = previews[row["exposure"]]
+        rate, extent = p["rate"], p["extent"]
         stripes = row["artifact"] == "glow" or "MSA glow" in row["reason"]
-        n_ax = 3 if stripes else 2
+        curve = p["curve"]
+        extra = int(stripes) + int(curve is not None)
+        n_ax = 2 + extra
         fig, axes = plt.subplots(n_ax, 1, figsize=(10, 1.5 + n_ax * max(
             1.6, 8 * rate.shape[0] / rate.shape[1])), squeeze=True)
+        rate_note = ", column medians removed"
+        if stripes:  # smoothed below the stripes' period: noise blurs, stripes stay
+            scale = (extent[1] - extent[0]) / rate.shape[1]  # pixels per thumbnail pixel
+            sigma = row["glow_period"] / 6
+            rate = ndimage.gaussian_filter(np.nan_to_num(rate - np.nanmedian(rate)),
+                                           sigma / scale, mode="nearest")
+            rate_note += f", Gaussian {sigma:.0f} px"
         for ax, img, what, unit, note in (
-                (axes[0], rate, "rate residual", "DN/s", ", column medians removed"),
-                (axes[1], mean, "mean-frame residual", "DN", "")):
+                (axes[0], rate, "rate residual", "DN/s", rate_note),
+                (axes[1], p["bias"], "bias residual (mean frame - rate x mean group time)",
+                 "DN", "")):
             finite = img[np.isfinite(img)]
             lim = 4 * art.robust_sigma(finite) if finite.size else 1.0
             im = ax.imshow(img, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim,
@@ -309,8 +412,19 @@ def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> li
             ax.set_ylabel("y (DMS row)", fontsize=8)
             fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
         axes[1].set_xlabel("x (DMS column)", fontsize=8)
+        if p["region"] is not None and "persistence" in row["reason"]:
+            y0, x0, mask = p["region"]
+            ys = extent[2] + 0.5 + y0 + np.arange(mask.shape[0])
+            xs = extent[0] + 0.5 + x0 + np.arange(mask.shape[1])
+            if mask.shape[0] > 1 and mask.shape[1] > 1:
+                axes[0].contour(xs, ys, mask, levels=[0.5], colors="k", linewidths=0.8)
+            else:
+                axes[0].plot(xs[[0, -1]], ys[[0, -1]], color="k", lw=1)
+        ax_i = 2
         if stripes:  # the stripes as a wave: the residual averaged along the found angle
-            ax = axes[2]
+            ax = axes[ax_i]
+            ax_i += 1
+            profile = p["profile"]
             k = max(int(row["glow_period"] / 8), 1)
             smooth = np.convolve(profile, np.ones(k) / k, mode="same")
             ax.plot(profile, lw=0.4, color="0.6")
@@ -322,6 +436,22 @@ def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> li
                          f"(DN/s; stripes of period {row['glow_period']:.0f} px are a wave)",
                          fontsize=9)
             ax.set_xlabel("position across the lines (pixels)", fontsize=8)
+        if curve is not None:  # persistence: charge from the reset, bending as it decays
+            ax = axes[ax_i]
+            t, excess = curve
+            ax.plot(t, excess, "o-", ms=3, color="C3", label="region - median of the others")
+            ok = np.isfinite(excess)
+            if ok.sum() >= 2:
+                slope0 = excess[ok][0] / t[ok][0] if t[ok][0] > 0 else 0.0
+                ax.plot(t, slope0 * t, "--", color="0.5", lw=0.8,
+                        label="its first group's rate, kept constant")
+            ax.axhline(0, color="0.7", lw=0.5)
+            ax.set_xlabel("time since reset (s)", fontsize=8)
+            ax.set_ylabel("DN", fontsize=8)
+            ax.set_title(f"charge in the outlined region ({row['persistence_area']} px): "
+                         "persistence grows from the reset and bends as it decays; a "
+                         "snowball is a step", fontsize=9)
+            ax.legend(fontsize=7, loc="upper left")
         scores = ", ".join(f"{k} {row[f'score_{k}']:.1f}" for k in KINDS)
         fig.suptitle(f"{row['exposure']}\n{row['artifact'] or 'clean'} (score {row['score']:.1f}"
                      f"; {scores})", fontsize=9)
@@ -331,3 +461,4 @@ def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> li
         plt.close(fig)
         out.append(name)
     return out
+

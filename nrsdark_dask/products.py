@@ -207,10 +207,15 @@ FLAGS: tuple[Flag, ...] = (
          # recall >= 0.9 from N = 3 (88 groups) / 4 (20 groups: 0.86 at 3); precision >= 0.99
          reliable_n=(4, "recall 0.86 at 3 inputs of 20 groups, >= 0.93 from 4")),
     Flag("bad_reference", "bad reference pixel (report §4.1.3)",
-         (Rule("report", K.bad_reference_pixels, ("ref_counts", "ref_err"), (), "pixel",
+         (Rule("normalized", K.bad_reference_pixels_normalized, ("ref_counts", "ref_err"), (),
+               "pixel", ("sigma",), scope="reference",
+               description="group-averaged count, or error to the power 2/3 (Wilson-Hilferty: "
+                           "nearly normal), > bad_reference_sigma robust sigmas from the "
+                           "reference pixels' median"),
+          Rule("report", K.bad_reference_pixels, ("ref_counts", "ref_err"), (), "pixel",
                ("sigma",), scope="reference",
                description="group-averaged count or error > bad_reference_sigma robust "
-                           "sigmas from the reference pixels' median"),),
+                           "sigmas from the reference pixels' median")),
          dark_dq=("BAD_REF_PIXEL", "DO_NOT_USE"),
          # FULL (164 true pixels; ALLSLITS has ~9 a set, 16): recall 0.99-1.00 from N = 3;
          # precision 0.55 at 3, 0.89 at 10, >= 0.91 from 12 (since reference pixels' JUMP_DET

@@ -192,6 +192,21 @@ def stripe_spectra(resid: np.ndarray, err: np.ndarray, periods=(60.0, 200.0),
             np.concatenate(out_angle), profiles)
 
 
+def _stripe_excess(power, reference, spread):
+    from scipy import stats
+
+    p = np.asarray(power, np.float64)
+    noise = leave_one_out_median(p if reference is None else np.where(
+        np.asarray(reference, bool)[:, None], p, np.nan)) / stats.gamma.median(spread)
+    return np.where(noise > 0, p / noise - spread, 0.0)
+
+
+def stripe_snr(power: np.ndarray, reference=None, spread: int = 5) -> np.ndarray:
+    """Matched-filter SNR of every (exposure, cell) of :func:`stripe_spectra` powers (E, cells)
+    against the same cell in the other (reference) exposures (:func:`stripe_scores`)."""
+    return np.sqrt(2.0 * np.maximum(_stripe_excess(power, reference, spread), 0.0))
+
+
 def stripe_scores(power: np.ndarray, reference=None, spread: int = 5) -> tuple:
     """Glow scores of E exposures from their :func:`stripe_spectra` powers (E, cells).
 
@@ -203,19 +218,13 @@ def stripe_scores(power: np.ndarray, reference=None, spread: int = 5) -> tuple:
     noise follows Gamma(spread); the score ``sqrt(2 (P / noise - spread))`` is then the
     matched-filter SNR ``A sqrt(N/2) / sigma`` of a sinusoid of amplitude A over N pixels.
     Returns ``(score, cell)`` arrays of length E: each exposure's best score and its cell."""
-    from scipy import stats
-
-    p = np.asarray(power, np.float64)
-    noise = leave_one_out_median(p if reference is None else np.where(
-        np.asarray(reference, bool)[:, None], p, np.nan)) / stats.gamma.median(spread)
-    excess = np.where(noise > 0, p / noise - spread, 0.0)
+    excess = _stripe_excess(power, reference, spread)
     cell = np.argmax(excess, axis=1)
-    best = excess[np.arange(p.shape[0]), cell]
-    return np.sqrt(2.0 * np.maximum(best, 0.0)), cell
+    return np.sqrt(2.0 * np.maximum(excess[np.arange(excess.shape[0]), cell], 0.0)), cell
 
 
 def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
-                      level: float = 2.0, box=(3, 15)):
+                      level: float = 2.0, box=(3, 15), region: bool = False):
     """The most significant extended positive region of a rate residual (persistence: slit
     traces, MOS patches), in units of the noise.
 
@@ -225,7 +234,9 @@ def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
     per pixel passes); connected regions (8-neighbour) above
     ``level`` with at least ``min_area`` pixels are candidates, and a region's score is the
     SNR of its mean, ``sum(z) / sqrt(n)`` over its pixels.  Returns ``(score, area,
-    mean_rate)`` of the best region, ``(0, 0, 0)`` when there is none."""
+    mean_rate)`` of the best region, ``(0, 0, 0)`` when there is none; with ``region``, a
+    fourth item: ``(y0, x0, mask)``, the region's bounding box corner and its pixels (bool),
+    or ``None``."""
     from scipy import ndimage
 
     img = np.asarray(resid, np.float64)
@@ -235,8 +246,9 @@ def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
     z = np.clip(z, -20.0, 20.0)  # a single wild pixel does not make a region
     smooth = ndimage.uniform_filter(z, box, mode="constant") * np.sqrt(box[0] * box[1])
     labels, n = ndimage.label(smooth > level, structure=np.ones((3, 3), bool))
+    none = (0.0, 0, 0.0) + ((None,) if region else ())
     if n == 0:
-        return 0.0, 0, 0.0
+        return none
     idx = np.arange(1, n + 1)
     area = ndimage.sum_labels(np.ones_like(z), labels, idx)
     zsum = ndimage.sum_labels(z, labels, idx)
@@ -244,8 +256,12 @@ def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
     score = np.where(area >= min_area, zsum / np.sqrt(np.maximum(area, 1)), 0.0)
     best = int(np.argmax(score))
     if score[best] <= 0:
-        return 0.0, 0, 0.0
-    return float(score[best]), int(area[best]), float(rsum[best] / area[best])
+        return none
+    out = (float(score[best]), int(area[best]), float(rsum[best] / area[best]))
+    if region:
+        sl = ndimage.find_objects(labels, max_label=best + 1)[best]
+        out += ((sl[0].start, sl[1].start, labels[sl] == best + 1),)
+    return out
 
 
 def preview(image: np.ndarray, max_side: int = 512) -> np.ndarray:
