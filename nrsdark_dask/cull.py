@@ -198,11 +198,9 @@ def decide(ds, raw: list[dict], cfg: CullConfig | None = None, reference=None) -
         scatter = max(art.robust_sigma(ratio[ref]), 0.05)
     else:
         ratio, scatter = np.full(n, np.nan), np.nan
-    glow, cell = art.stripe_scores(np.stack([r["stripe_power"] for r in raw]), ref)
-    # the same stripes in the bias image, at each exposure's glow cell: tree rings if stronger
-    in_bias = art.stripe_snr(np.stack([r["bias_stripe_power"] for r in raw]), ref)[
-        np.arange(n), cell]
-    rings = in_bias >= glow
+    glow, cell, in_bias, rings = art.glow_scores(
+        np.stack([r["stripe_power"] for r in raw]),
+        np.stack([r["bias_stripe_power"] for r in raw]), ref)
     periods, angles = raw[0]["stripe_period"], raw[0]["stripe_angle"]
     limits = {"mode_switch": cfg.mode_switch_sigma, "glow": cfg.glow_sigma,
               "persistence": cfg.persistence_sigma}

@@ -98,6 +98,29 @@ def test_extended_positive_finds_a_trace_not_noise_or_hot_pixels():
     assert max(nulls) < 0.6 * CullConfig().persistence_sigma, nulls
 
 
+def test_tree_rings_are_bias_and_glow_is_light():
+    """Issue 21: a mode switch's tree rings are a decaying bias, so its rate image holds only
+    their derivative (1/600 s); in a 256-row strip that derivative scores on the stripe
+    detector.  The same stripes, stronger in the bias image, mark it as rings; glow, which
+    leaves nothing in the bias image, stays glow."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[896:1152, 0:2048]
+    err = np.full((256, 2048), 0.08)
+    rings = 24.0 * 0.5 * np.cos(2 * np.pi * np.hypot(yy - 1400.0, xx - 700.0) / 90.0)
+    rate = [rng.normal(0, 0.08, err.shape) for _ in range(8)]
+    bias = [rng.normal(0, 17.0, err.shape) for _ in range(8)]
+    rate[1] += rings / 600.0 * 0.4  # the rings' derivative: as in the demo's rate (~14 sigma)
+    bias[1] += rings  # 0.2 K: 24 DN
+    rate[4] += 0.004 * np.sin(2 * np.pi * (xx + yy) / 150.0)  # glow: rate only
+    power = np.stack([art.stripe_spectra(r, err)[0] for r in rate])
+    bias_power = np.stack([art.stripe_spectra(b, art.robust_sigma(b))[0] for b in bias])
+    glow, cell, in_bias, is_rings = art.glow_scores(power, bias_power)
+    limit = CullConfig().glow_sigma
+    assert glow[1] > limit and in_bias[1] > glow[1] and is_rings[1]
+    assert glow[4] > limit and in_bias[4] < 4 and not is_rings[4]
+    assert (glow[[0, 2, 3, 5, 6, 7]] < limit).all()  # noise: neither
+
+
 # --- the pipeline, against simulation truth ---------------------------------------------------
 @pytest.fixture(scope="module")
 def artifact_store(tmp_path_factory):
@@ -216,3 +239,53 @@ def test_cull_on_a_local_cluster_equals_the_in_process_run(artifact_store, tmp_p
     for col in ("exposure", "artifact", "culled", *[f"score_{k}" for k in KINDS]):
         assert list(cluster[col]) == list(local[col]), col
     assert list(tmp_path.iterdir()) == []  # the scratch copy of the mean frames is gone
+
+
+def test_bias_image_and_few_group_pixels(artifact_store):
+    """Issue 21, on the store: (1) light added to an exposure's rate (a bright glow-like
+    patch) leaves its bias image, and so its mode-switch score, alone, while the mean frame
+    would have carried it; (2) pixels with few usable groups (a snowball's core, whose rate
+    carries a pedestal) make no persistence region once left out."""
+    import dask
+    import dask.array as da
+
+    from nrsdark_dask import cull as C
+    from nrsdark_dask.config import Config
+    from nrsdark_dask.store import open_dataset
+
+    ds = open_dataset(artifact_store["store"])
+    truth = {str(r["filename"]): r for r in artifact_store["truth"]["exposures"]}
+    clean = [i for i, e in enumerate(ds.exposure.values)
+             if not any(truth[str(e).split("@")[0]][k]
+                        for k in ("mode_switch", "glow", "persistence"))]
+    e = clean[0]
+    cfg = Config().cull
+    frames = C.mean_frames(ds)
+    patch = np.zeros(ds.rate.shape, np.float32)
+    patch[e, 100:180, 600:1400] = 0.5  # DN/s of extra light in one clean exposure
+    t_mean = float(np.mean(ds.group_time.values))
+    lit = ds.copy()
+    lit["rate"] = ds.rate + patch
+    lit_frames = frames + da.from_array(patch * t_mean, chunks=frames.chunks)
+    with dask.config.set(scheduler="threads"):
+        base = dask.compute(*C.diagnose(ds, frames, cfg))
+        bias_lit = dask.compute(*C.diagnose(lit, lit_frames, cfg))
+    assert bias_lit[e]["structure"] == pytest.approx(base[e]["structure"], rel=1e-6)
+    assert bias_lit[e]["persistence"] > 100  # the light is in the rate
+    # the mean frame (what the mode switch was scored on before) carries it
+    mean_res = art.residuals(np.asarray(lit_frames), np.ones(ds.rate.shape, bool))
+    assert art.large_scale_structure(mean_res[e]) > 3 * base[e]["structure"]
+
+    # a snowball core: 60 pixels whose rate carries +3 DN/s from one usable group
+    core = np.zeros(ds.rate.shape, np.float32)
+    core[e, 60:66, 300:310] = 3.0
+    hit = ds.copy()
+    hit["rate"] = ds.rate + core
+    good = da.from_array(np.where(core > 0, 1, ds.sizes["group"]).astype(np.int16),
+                         chunks=ds.rate.data.chunks)
+    with dask.config.set(scheduler="threads"):
+        kept = dask.compute(*C.diagnose(hit, frames, cfg))[e]
+        masked = dask.compute(*C.diagnose(hit, frames, cfg, good=good))[e]
+    assert kept["persistence"] > cfg.persistence_sigma
+    assert masked["persistence"] < cfg.persistence_sigma
+    assert masked["persistence"] == pytest.approx(base[e]["persistence"], rel=0.3, abs=2)

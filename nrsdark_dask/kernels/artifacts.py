@@ -223,6 +223,19 @@ def stripe_scores(power: np.ndarray, reference=None, spread: int = 5) -> tuple:
     return np.sqrt(2.0 * np.maximum(excess[np.arange(excess.shape[0]), cell], 0.0)), cell
 
 
+def glow_scores(rate_power: np.ndarray, bias_power: np.ndarray, reference=None) -> tuple:
+    """Glow or tree rings (issue 21): each exposure's best stripe SNR in its rate residual
+    (:func:`stripe_scores`), the SNR of the same cell in its bias residual, and whether the
+    stripes are the bias structure's.  Light (glow) adds charge from the reset, so it leaves
+    nothing in the bias image (the ramp at t = 0); the tree rings of a mode switch are a bias
+    that decays, so the rate sees only their derivative (1/600 s of them) and the bias image
+    the whole pattern.  Stripes at least as strong in the bias image are rings.  Returns
+    ``(glow, cell, in_bias, rings)``, arrays of length E."""
+    glow, cell = stripe_scores(rate_power, reference)
+    in_bias = stripe_snr(bias_power, reference)[np.arange(len(cell)), cell]
+    return glow, cell, in_bias, in_bias >= glow
+
+
 def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
                       level: float = 2.0, box=(3, 15), region: bool = False):
     """The most significant extended positive region of a rate residual (persistence: slit
