@@ -329,30 +329,40 @@ def cull(store, cfg=None, scheduler: str | None = None, progress: bool = False,
 CURVE_MAX_BYTES = 256 * 2**20  # ramps read for one region's charge curve
 
 
-def region_curve(ds, i: int, region, reference):
+def region_curve(ds, i: int, region, reference, margin: int = 8):
     """The charge of exposure ``i`` in a persistence region against the others, group by
     group: ``(t, excess)`` with ``t`` the group times (s) and ``excess`` the region's mean of
-    the ramp minus the per-pixel median of the ``reference`` exposures' ramps (DN).  What a
-    person sees in it: persistence accumulates from the reset at a rate that falls as it
-    decays (the curve bends below its starting slope); a snowball or a cosmic ray is a step.
-    Reads the region's bounding box of every exposure (``None`` when that is more than
-    ``CURVE_MAX_BYTES`` or there is no region)."""
+    the ramp minus the per-pixel median of the ``reference`` exposures' ramps (DN), less the
+    same in the rows within ``margin`` of the region, same columns (the 1/f read noise of a
+    group is a column pattern: this cancels it).  What a person sees in it: persistence
+    accumulates from the reset at a rate that falls as it decays (the curve bends below a
+    line); a snowball or a cosmic ray is a step.  Reads the region's bounding box of every
+    exposure (``None`` when that is more than ``CURVE_MAX_BYTES`` or there is no region)."""
+    from scipy import ndimage
+
     if region is None:
         return None
     y0, x0, mask = region
-    sel = dict(y=slice(y0, y0 + mask.shape[0]), x=slice(x0, x0 + mask.shape[1]))
+    ny = ds.sizes["y"]
+    top, bottom = max(y0 - margin, 0), min(y0 + mask.shape[0] + margin, ny)
+    sel = dict(y=slice(top, bottom), x=slice(x0, x0 + mask.shape[1]))
+    inside_ = np.zeros((bottom - top, mask.shape[1]), bool)
+    inside_[y0 - top:y0 - top + mask.shape[0]] = mask
+    around = ~ndimage.binary_dilation(inside_, iterations=2)
     n_exp, n_grp = ds.sizes["exposure"], ds.sizes["group"]
-    if n_exp * n_grp * mask.size * 4 > CURVE_MAX_BYTES:
+    if n_exp * n_grp * inside_.size * 4 > CURVE_MAX_BYTES:
         return None
-    ramp = np.asarray(ds.ramp.isel(**sel).values, np.float64)[..., mask]  # (E, G, pixels)
-    bad = (np.asarray(ds.groupdq.isel(**sel).values)[..., mask]
-           & (DQ["SATURATED"] | DQ["DO_NOT_USE"])) != 0
+    ramp = np.asarray(ds.ramp.isel(**sel).values, np.float64)  # (E, G, y, x)
+    bad = (np.asarray(ds.groupdq.isel(**sel).values) & (DQ["SATURATED"] | DQ["DO_NOT_USE"])) != 0
     ramp[bad] = np.nan
     ref = np.asarray(reference, bool).copy()
     ref[i] = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        excess = np.nanmean(ramp[i] - np.nanmedian(ramp[ref], axis=0), axis=-1)
+        diff = ramp[i] - np.nanmedian(ramp[ref], axis=0)  # (G, y, x)
+        excess = np.nanmean(diff[:, inside_], axis=-1)
+        if around.any():
+            excess = excess - np.nanmean(diff[:, around], axis=-1)
     return StoreLayout(**ds.attrs["layout"]).group_times(), excess
 
 
@@ -368,7 +378,7 @@ def write_table(tab: Table, path) -> Path:
 def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> list[Path]:
     """One PNG per (culled) exposure with the evidence a person can check by eye: the rate
     residual (for glow, smoothed at a sixth of the stripes' period so that they show; the
-    persistence region outlined) and the bias residual (the picture frame and tree rings of a mode switch); for
+    persistence region boxed) and the bias residual (the picture frame and tree rings of a mode switch); for
     glow, the rate averaged along the stripes (a wave); for persistence, the region's charge
     against time.  Returns the files written."""
     import matplotlib
@@ -414,10 +424,12 @@ def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> li
             y0, x0, mask = p["region"]
             ys = extent[2] + 0.5 + y0 + np.arange(mask.shape[0])
             xs = extent[0] + 0.5 + x0 + np.arange(mask.shape[1])
-            if mask.shape[0] > 1 and mask.shape[1] > 1:
-                axes[0].contour(xs, ys, mask, levels=[0.5], colors="k", linewidths=0.8)
-            else:
-                axes[0].plot(xs[[0, -1]], ys[[0, -1]], color="k", lw=1)
+            pad = 4 + 0.02 * (extent[3] - extent[2])  # a box around it, not over it
+            axes[0].plot([xs[0] - pad, xs[-1] + pad, xs[-1] + pad, xs[0] - pad, xs[0] - pad],
+                         [ys[0] - pad, ys[0] - pad, ys[-1] + pad, ys[-1] + pad, ys[0] - pad],
+                         "--", color="k", lw=0.8)
+            axes[0].set_xlim(extent[0], extent[1])
+            axes[0].set_ylim(extent[2], extent[3])
         ax_i = 2
         if stripes:  # the stripes as a wave: the residual averaged along the found angle
             ax = axes[ax_i]
@@ -437,16 +449,14 @@ def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> li
         if curve is not None:  # persistence: charge from the reset, bending as it decays
             ax = axes[ax_i]
             t, excess = curve
-            ax.plot(t, excess, "o-", ms=3, color="C3", label="region - median of the others")
-            ok = np.isfinite(excess)
-            if ok.sum() >= 2:
-                slope0 = excess[ok][0] / t[ok][0] if t[ok][0] > 0 else 0.0
-                ax.plot(t, slope0 * t, "--", color="0.5", lw=0.8,
-                        label="its first group's rate, kept constant")
+            ax.plot(t, excess, "o-", ms=3, color="C3", label="region - median of the others, less the rows around it")
+            rate_line = row["persistence_rate"] * t
+            ax.plot(t, rate_line, "--", color="0.5", lw=0.8,
+                    label=f"its mean rate residual, {row['persistence_rate']:+.3f} DN/s, constant")
             ax.axhline(0, color="0.7", lw=0.5)
             ax.set_xlabel("time since reset (s)", fontsize=8)
             ax.set_ylabel("DN", fontsize=8)
-            ax.set_title(f"charge in the outlined region ({row['persistence_area']} px): "
+            ax.set_title(f"charge in the boxed region ({row['persistence_area']} px): "
                          "persistence grows from the reset and bends as it decays; a "
                          "snowball is a step", fontsize=9)
             ax.legend(fontsize=7, loc="upper left")

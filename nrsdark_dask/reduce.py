@@ -47,6 +47,8 @@ Decisions (the report is silent or ambiguous; SPEC.md asks to document them):
   surviving counts (report), not the error of their mean;
 * RC needs groups 2 and 3: with fewer than 3 groups no pixel is flagged RC;
 * a neighbour lit only by IPC (< 2 % of the candidate's excess) does not veto an RC candidate;
+* a bad reference pixel's error is tested as its 2/3 power (``bad_reference_rule``): a std
+  of N inputs is chi-distributed and skewed, its 2/3 power nearly normal;
 * an RC candidate with a negative jump in that exposure is a telegraph pixel toggling low
   after group 1, not RC (``rc_telegraph_veto``; an RC ramp only rises);
 * RC: one of groups 2-3 JUMP_DET or unusable suffices (``rc_next_groups="any"``; "all" is the
