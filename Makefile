@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := demo
 
-.PHONY: venv browser test test-all demo clean-demo bench bench-calibrate
+.PHONY: venv browser postgresql test test-all demo clean-demo bench bench-calibrate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,12 +23,20 @@ browser:
 	    && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	    >/dev/null 2>&1 || echo "chromium not installed: the QA rendering test will skip"; }
 
+# PostgreSQL for the results database's server test (Debian's `postgresql`): installed with
+# apt where we run as root and it is missing; elsewhere that test skips and says why.
+postgresql:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	    || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    postgresql) >/dev/null 2>&1 || echo "postgresql not installed: its test will skip"; }
+
 # CI set: small simulated inputs; the `slow` marker (full frames) is skipped.
-test: venv browser
+test: venv browser postgresql
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15
 
 # Everything, including the slow full-frame cases.
-test-all: venv browser
+test-all: venv browser postgresql
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15 -m ''
 
 # The built-in simulated data set: NRS1 ALLSLITS TRAD, 20 groups, 12 exposures with the

@@ -432,10 +432,41 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def analyze(where, compare=None, config=None, report_dir=None) -> dict:
+def per_amplifier(files: dict, dark: dict) -> dict:
+    """Statistics per output amplifier (four strips of 512 full-frame rows in DMS
+    orientation; a subarray has those it crosses): ``median_rate`` (DRK), ``unc_median``
+    (UNC) over the active pixels the build gave a rate, and ``bias_level`` (SUPERBIAS median)
+    when there is one.  Returns ``{name: {amp: value}}``."""
+    geo = _geometry(dark["header"])
+    drk, unc = dark["drk"], dark["unc"]
+    rows = np.arange(drk.shape[0]) + geo.ystart - 1
+    amp = np.broadcast_to((rows // (inst.FULL_SIZE // inst.N_AMP))[:, None], drk.shape)
+    ok = ~inst.reference_pixel_mask(geo) & ~((drk == 0) & (unc == 0))
+    out = {"median_rate": {}, "unc_median": {}}
+    for a in np.unique(amp):
+        sel = ok & (amp == a)
+        if sel.any():
+            out["median_rate"][int(a)] = float(np.median(drk[sel]))
+            out["unc_median"][int(a)] = float(np.median(unc[sel]))
+    if "superbias" in files:
+        with fits.open(files["superbias"], memmap=False) as h:
+            bias = np.array(h["SCI"].data, np.float64)
+        if bias.shape == drk.shape:
+            out["bias_level"] = {int(a): float(np.nanmedian(bias[amp == a]))
+                                 for a in np.unique(amp)}
+    return out
+
+
+def analyze(where, compare=None, config=None, report_dir=None, db=None) -> dict:
     """Statistics, figures and the report of the newest reference files in ``where`` (a
     folder or files); ``compare``: a previous set (folder or files).  Returns the numbers
-    plus ``html`` and ``json`` paths."""
+    plus ``html`` and ``json`` paths.  ``db``: record the analysis in that results database
+    (:mod:`nrsdark_dask.results`: a URL or an SQLite path; ``None``: nothing recorded)."""
+    import time
+
+    from . import results
+
+    t0, started = time.perf_counter(), results.now()
     cfg = Config.from_toml(config)
     files = find_files(where)
     prev = find_files(compare) if compare else None
@@ -446,4 +477,10 @@ def analyze(where, compare=None, config=None, report_dir=None) -> dict:
     page, js = write_report(folder, s, figs)
     out = {k: v for k, v in s.items() if not k.startswith("_")}
     out.update(html=str(page), json=str(js), figures=list(figs))
+    url = results.resolve(db)
+    if url:
+        with results.ResultsDB(url) as rdb:
+            rdb.record_analysis(out, per_amplifier(files, dark), prev.get("dark") if prev else None,
+                                started, time.perf_counter() - t0, results.software_versions())
+            out["db"] = rdb.safe_url
     return out

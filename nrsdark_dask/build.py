@@ -29,6 +29,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from . import results
 from .cluster import dask_client, local_progress, parse_scheduler
 from .config import Config, ingest_settings, parse_bytes, settings_history, store_ingest
 from .export import pending_files, process_alive
@@ -183,7 +184,7 @@ def _refuse_insane(stats: dict) -> None:
 def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None,
           author: str = "nrsdark_dask", workers: int | None = None,
           task_memory=None, progress: bool = False, products: str | None = None,
-          keep_products: bool = False, cull=None, exclude=(), notes=()) -> dict:
+          keep_products: bool = False, cull=None, exclude=(), notes=(), db=None) -> dict:
     """Write the reference files; return ``{"files": {reftype: path}, "stats": {...},
     "plan": str}``.
 
@@ -196,7 +197,13 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     into the files.  The two paths give bit-identical files.  ``progress``: progress on
     stderr and the dashboard link.  ``cull``: a cull table (``nrsdark cull``); the exposures
     it marks culled are left out (selected from the store, nothing copied) and HISTORY says
-    so.  ``exclude``: more exposures to leave out (``periods``); ``notes``: more HISTORY."""
+    so.  ``exclude``: more exposures to leave out (``periods``); ``notes``: more HISTORY.
+    ``db``: record the files in that results database (:mod:`nrsdark_dask.results`: a URL,
+    an SQLite path, or "default", SQLite beside the store; the command line's default);
+    ``None`` records nothing.  The result then has ``"db"`` (the URL, password hidden)."""
+    import time
+
+    t0, started = time.perf_counter(), results.now()
     cfg = Config.from_toml(config)
     scheduler = scheduler or cfg.run.scheduler or "threads"
     kind, threads = parse_scheduler(scheduler)
@@ -242,5 +249,22 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
                                       progress, outdir)
     out = {k: (np.asarray(v).item() if np.ndim(v) == 0 else np.asarray(v).tolist())
            for k, v in summary.items()}
-    return {"files": {k: str(v) for k, v in files.items()}, "stats": out,
-            "plan": products_.plan.describe()}
+    res = {"files": {k: str(v) for k, v in files.items()}, "stats": out,
+           "plan": products_.plan.describe()}
+    url = results.resolve(db, store)
+    if url:
+        every = open_dataset(store)
+        skipped = set(culled) | set(exclude)
+        inputs = [{"exposure": str(e), "date": results.from_seconds(d),
+                   "used": str(e) not in skipped}
+                  for e, d in zip(every.exposure.values, every.date.values)]
+        table = None
+        if cull:
+            from astropy.table import Table
+
+            table = Table.read(cull, format="ascii.ecsv")
+        with results.ResultsDB(url) as rdb:
+            rdb.record_build(res, store, inputs, table, started, time.perf_counter() - t0,
+                             {**results.software_versions(), "store": versions})
+            res["db"] = rdb.safe_url
+    return res

@@ -176,14 +176,18 @@ def _flag_counts(s: dict) -> str:
 
 def _build(args) -> None:
     from .build import build
+    from .config import Config
 
     t0 = time.time()
     summary = build(args.store, args.outdir, mask_in=args.mask_in, scheduler=args.scheduler,
                     config=args.config, author=args.author, workers=args.workers,
                     task_memory=args.task_memory, progress=True, products=args.products,
-                    keep_products=args.keep_products, cull=args.cull)
+                    keep_products=args.keep_products, cull=args.cull,
+                    db=args.db or Config.from_toml(args.config).run.db or "default")
     for reftype, path in summary["files"].items():
         print(f"{reftype.upper():9s} {path}")
+    if "db" in summary:
+        print(f"recorded in {summary['db']}")
     s = summary["stats"]
     print(f"{summary['plan']}; {time.time() - t0:.1f} s")
     print(f"inputs {s['n_exposures']}; {_flag_counts(s)}; TELEGRAPH fraction {100 * s['telegraph_fraction']:.2f} %; negative rates "
@@ -218,9 +222,11 @@ def _cull(args) -> None:
 
 def _analyze(args) -> None:
     from .analyze import analyze
+    from .config import Config
 
-    s = analyze(args.outdir, compare=args.compare, config=args.config, report_dir=args.report)
-    print(f"{s['html']}  ({s['json']})")
+    s = analyze(args.outdir, compare=args.compare, config=args.config, report_dir=args.report,
+                db=args.db or Config.from_toml(args.config).run.db or None)
+    print(f"{s['html']}  ({s['json']})" + (f"; recorded in {s['db']}" if "db" in s else ""))
     print(f"{s['detector']} {s['readpatt']} {s['subarray']}: {s['n_inputs']} inputs; "
           f"{_flag_counts(s)}; median rate {s['median_rate']:.5f} DN/s; negative {100 * s['negative_rate_fraction']:.2f} %"
           + (f"; bias level {s['bias_level']:.1f} DN" if "bias_level" in s else ""))
@@ -459,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the store)")
     s.add_argument("--keep-products", action="store_true",
                    help="keep a cluster build's products group (xarray opens it)")
+    s.add_argument("--db", help="results database to record the files in (SQLAlchemy URL, "
+                   "e.g. postgresql+psycopg://user@host/db, or an SQLite file; 'none': do not "
+                   "record; default [run] db, else nrsdark_results.sqlite beside the store)")
     s.add_argument("--cull", help="cull table of `nrsdark cull`: the exposures it marks "
                    "culled are left out")
     s.add_argument("--config", help="TOML file overriding thresholds")
@@ -494,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compare", nargs="+", help="previous reference files (folder or files): "
                    "new hot pixels, DRK difference")
     s.add_argument("--report", help="folder for report.html, report.json (default OUTDIR/qa)")
+    s.add_argument("--db", help="record the analysis in this results database (SQLAlchemy URL "
+                   "or SQLite file; default [run] db, else nothing recorded)")
     s.add_argument("--config", help="TOML file ([delivery], [dark] hot_rate)")
     s.set_defaults(func=_analyze)
 

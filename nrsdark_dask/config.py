@@ -282,6 +282,9 @@ class RunConfig:
     mask_in: str = field(default="", metadata=NOT_AN_OPTION)  # input MASK (build)
     # previous reference files (analyze --compare)
     compare: tuple[str, ...] = field(default=(), metadata=NOT_AN_OPTION)
+    # the results database (nrsdark_dask.results): an SQLAlchemy URL or an SQLite path;
+    # empty: build and run record into SQLite beside the store; "none": nothing recorded
+    db: str = field(default="", metadata=NOT_AN_OPTION)
 
     __post_init__ = _check
 

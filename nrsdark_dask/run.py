@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import commands
+from . import commands, results
 from .config import Config, ConfigError
 
 
@@ -70,6 +70,7 @@ def stages(config_path) -> list[tuple[str, list[str]]]:
     build += ["--mask-in", r.mask_in] if r.mask_in else []
     analyze = ["analyze", str(reffiles), *conf]
     analyze += ["--compare", *r.compare] if r.compare else []
+    analyze += ["--db", r.db or results.default_url(r.store)]  # where the build recorded
     stages = [("select", select), ("calibrate", calibrate)]
     if r.cull:
         stages.append(("cull", ["cull", "--store", r.store, "-o", str(culled), *conf]))

@@ -1,0 +1,306 @@
+"""The results database (issue 22): what every build and analysis made, kept across runs.
+
+One row per reference file (path, REFTYPE, selection keywords, PEDIGREE/USEAFTER, SHA-256),
+with its inputs (exposure identity and date, used or culled), the cull decisions and their
+scores, every statistic of the build and of ``report.json`` (per amplifier where it has
+meaning: median rate, bias level, noise), the SNR and the verdict, the new hot pixels against
+the previous file, and the run that made it (software versions, wall time, peak memory).
+
+* **Where**: any SQLAlchemy URL (``postgresql+psycopg://user@host/db`` for a shared service);
+  the command line's default is SQLite, one embedded file beside the stores
+  (:func:`default_url`).  The library functions record only when given a URL.
+* **Versioned**: table ``nrsdark_meta`` holds ``schema_version``.  A database of an older
+  version is upgraded in place by the steps of ``MIGRATIONS`` (none yet: version 1 is the
+  first); one newer than this release is refused with the two versions named.
+* **Transactional**: each record (a build, an analysis) is one transaction; a run killed
+  half-way leaves no partial row.
+
+SQLAlchemy Core only (tables, no ORM): the rows are plain records, read back with
+:func:`read_table` as lists of dicts, or by any SQL client.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import socket
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+MIGRATIONS: dict = {}  # {from_version: function(connection)}, applied in order on open
+DEFAULT_NAME = "nrsdark_results.sqlite"
+
+
+class ResultsError(RuntimeError):
+    pass
+
+
+def default_url(store) -> str:
+    """SQLite beside the store: ``<store's folder>/nrsdark_results.sqlite``."""
+    return f"sqlite:///{Path(store).absolute().parent / DEFAULT_NAME}"
+
+
+def resolve(db, store=None) -> str | None:
+    """The URL to record into: ``db`` (a URL or a path to an SQLite file), ``None``/"none" for
+    no recording, "default" for :func:`default_url` of ``store``."""
+    if db is None or str(db).lower() == "none":
+        return None
+    if str(db) == "default":
+        return default_url(store) if store is not None else None
+    text = str(db)
+    return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+
+
+def _tables():
+    import sqlalchemy as sa
+
+    md = sa.MetaData()
+    meta = sa.Table("nrsdark_meta", md, sa.Column("key", sa.String(64), primary_key=True),
+                    sa.Column("value", sa.Text, nullable=False))
+    runs = sa.Table(
+        "runs", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("command", sa.String(32), nullable=False),  # build | analyze
+        sa.Column("started", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("wall_s", sa.Float), sa.Column("peak_rss_bytes", sa.BigInteger),
+        sa.Column("host", sa.String(255)), sa.Column("software", sa.Text))  # JSON
+    reffiles = sa.Table(
+        "reffiles", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+        sa.Column("path", sa.Text, nullable=False),
+        sa.Column("reftype", sa.String(16), nullable=False),
+        sa.Column("detector", sa.String(16)), sa.Column("readpatt", sa.String(32)),
+        sa.Column("subarray", sa.String(32)), sa.Column("pedigree", sa.String(64)),
+        sa.Column("useafter", sa.String(32)), sa.Column("store", sa.Text),
+        sa.Column("created", sa.DateTime(timezone=True), nullable=False))
+    inputs = sa.Table(
+        "inputs", md, sa.Column("reffile_id", sa.Integer, sa.ForeignKey("reffiles.id"),
+                                nullable=False, index=True),
+        sa.Column("exposure", sa.String(255), nullable=False),
+        sa.Column("date", sa.DateTime(timezone=True)),
+        sa.Column("used", sa.Boolean, nullable=False))
+    culls = sa.Table(
+        "cull_decisions", md, sa.Column("reffile_id", sa.Integer,
+                                        sa.ForeignKey("reffiles.id"), nullable=False,
+                                        index=True),
+        sa.Column("exposure", sa.String(255), nullable=False),
+        sa.Column("artifact", sa.String(32)), sa.Column("score", sa.Float),
+        sa.Column("culled", sa.Boolean, nullable=False), sa.Column("reason", sa.Text),
+        sa.Column("scores", sa.Text))  # JSON: every kind's score
+    statistics = sa.Table(
+        "statistics", md, sa.Column("reffile_id", sa.Integer, sa.ForeignKey("reffiles.id"),
+                                    nullable=False, index=True),
+        sa.Column("source", sa.String(16), nullable=False),  # build | analyze
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("amp", sa.Integer),  # NULL: the whole file; 0-3: an output amplifier
+        sa.Column("value", sa.Float))
+    analyses = sa.Table(
+        "analyses", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
+        sa.Column("reffile_id", sa.Integer, sa.ForeignKey("reffiles.id"), nullable=False,
+                  index=True),
+        sa.Column("previous_id", sa.Integer, sa.ForeignKey("reffiles.id")),
+        sa.Column("snr", sa.Float), sa.Column("snr_required", sa.Float),
+        sa.Column("deliverable", sa.Boolean), sa.Column("n_new_hot", sa.Integer),
+        sa.Column("warnings", sa.Text), sa.Column("report", sa.Text))  # JSON
+    return md, {t.name: t for t in md.sorted_tables}
+
+
+class ResultsDB:
+    """An open results database (``url``: any SQLAlchemy URL).  Creates the tables of an
+    empty database, upgrades an older one, refuses a newer one."""
+
+    def __init__(self, url: str):
+        import sqlalchemy as sa
+
+        self.url = url
+        if url.startswith("sqlite:///"):
+            folder = Path(url[len("sqlite:///"):]).parent
+            if not folder.is_dir():
+                raise ResultsError(f"folder {folder} of the results database does not exist")
+        self.engine = sa.create_engine(url, future=True)
+        self.metadata, self.t = _tables()
+        with self.engine.begin() as conn:
+            self._open(conn, sa)
+
+    def _open(self, conn, sa) -> None:
+        meta = self.t["nrsdark_meta"]
+        if not sa.inspect(conn).has_table(meta.name):
+            self.metadata.create_all(conn)
+            conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            return
+        found = int(conn.execute(sa.select(meta.c.value).where(
+            meta.c.key == "schema_version")).scalar_one())
+        if found > SCHEMA_VERSION:
+            raise ResultsError(f"{self.safe_url}: results database of schema {found}, newer "
+                               f"than this nrsdark_dask's {SCHEMA_VERSION}; upgrade nrsdark_dask")
+        for v in range(found, SCHEMA_VERSION):
+            MIGRATIONS[v](conn)
+        if found < SCHEMA_VERSION:
+            conn.execute(meta.update().where(meta.c.key == "schema_version").values(
+                value=str(SCHEMA_VERSION)))
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- records (each one transaction) ----------------------------------------------------
+    def _run(self, conn, command: str, started, wall_s, software) -> int:
+        return conn.execute(self.t["runs"].insert().values(
+            command=command, started=started, wall_s=wall_s, peak_rss_bytes=peak_rss(),
+            host=socket.gethostname(), software=json.dumps(software, default=str))
+        ).inserted_primary_key[0]
+
+    def record_build(self, res: dict, store, inputs: list[dict], cull=None,
+                     started=None, wall_s=None, software=None) -> dict:
+        """Record a build's files (``res`` as :func:`nrsdark_dask.build.build` returns it):
+        one ``reffiles`` row per file, its inputs (``[{"exposure", "date", "used"}]``), the
+        cull decisions (an astropy table as ``nrsdark cull`` writes it) and the build's
+        statistics.  Returns ``{reftype: reffile id}``."""
+        from astropy.io import fits
+
+        started = started or now()
+        ids = {}
+        with self.engine.begin() as conn:
+            run = self._run(conn, "build", started, wall_s, software or {})
+            for reftype, path in res["files"].items():
+                h = fits.getheader(path, 0)
+                rid = self._reffile(conn, run, path, reftype, h, store)
+                ids[reftype] = rid
+                if inputs:
+                    conn.execute(self.t["inputs"].insert(), [
+                        dict(reffile_id=rid, exposure=r["exposure"], date=r.get("date"),
+                             used=bool(r["used"])) for r in inputs])
+                if cull is not None and len(cull):
+                    conn.execute(self.t["cull_decisions"].insert(), [
+                        dict(reffile_id=rid, exposure=str(r["exposure"]),
+                             artifact=str(r["artifact"]), score=_num(r["score"]),
+                             culled=bool(r["culled"]), reason=str(r["reason"]),
+                             scores=json.dumps({c[6:]: _num(r[c]) for c in r.colnames
+                                                if c.startswith("score_")}))
+                        for r in cull])
+                rows = [dict(reffile_id=rid, source="build", name=k, amp=None, value=_num(v))
+                        for k, v in res.get("stats", {}).items() if _is_number(v)]
+                if rows:
+                    conn.execute(self.t["statistics"].insert(), rows)
+        return ids
+
+    def _reffile(self, conn, run: int, path, reftype: str, header, store=None) -> int:
+        import sqlalchemy as sa
+
+        from .store import file_sha256
+
+        sha = file_sha256(path)
+        t = self.t["reffiles"]
+        old = conn.execute(sa.select(t.c.id).where(t.c.sha256 == sha)).scalar_one_or_none()
+        if old is not None:
+            return old
+        return conn.execute(t.insert().values(
+            run_id=run, sha256=sha, path=str(Path(path).resolve()), reftype=reftype.upper(),
+            detector=header.get("DETECTOR"), readpatt=header.get("READPATT"),
+            subarray=header.get("SUBARRAY"), pedigree=header.get("PEDIGREE"),
+            useafter=header.get("USEAFTER"), store=str(store) if store else None,
+            created=now())).inserted_primary_key[0]
+
+    def record_analysis(self, numbers: dict, per_amp: dict | None = None, previous=None,
+                        started=None, wall_s=None, software=None) -> int:
+        """Record an analysis (``numbers``: ``report.json``'s, with ``dark_file``): its SNR,
+        verdict, new hot pixels against ``previous`` (the previous DARK's path, recorded too
+        if it is not yet), warnings, every number as a statistic, and ``per_amp``
+        (``{name: {amp: value}}``).  Returns the analysis id."""
+        from astropy.io import fits
+
+        started = started or now()
+        with self.engine.begin() as conn:
+            run = self._run(conn, "analyze", started, wall_s, software or {})
+            dark = numbers["dark_file"]
+            rid = self._reffile(conn, run, dark, "DARK", fits.getheader(dark, 0))
+            prev = (self._reffile(conn, run, previous, "DARK", fits.getheader(previous, 0))
+                    if previous else None)
+            aid = conn.execute(self.t["analyses"].insert().values(
+                run_id=run, reffile_id=rid, previous_id=prev, snr=_num(numbers.get("snr")),
+                snr_required=_num(numbers.get("snr_required")),
+                deliverable=numbers.get("deliverable"),
+                n_new_hot=numbers.get("n_new_hot"),
+                warnings=json.dumps(numbers.get("warnings", [])),
+                report=json.dumps(numbers, default=str))).inserted_primary_key[0]
+            rows = [dict(reffile_id=rid, source="analyze", name=k, amp=None, value=_num(v))
+                    for k, v in numbers.items() if _is_number(v)]
+            rows += [dict(reffile_id=rid, source="analyze", name=k, amp=int(a), value=_num(v))
+                     for k, by_amp in (per_amp or {}).items() for a, v in by_amp.items()]
+            if rows:
+                conn.execute(self.t["statistics"].insert(), rows)
+        return aid
+
+    def read_table(self, name: str) -> list[dict]:
+        """Every row of table ``name`` as dicts (in insertion order where it has an id)."""
+        import sqlalchemy as sa
+
+        t = self.t[name]
+        q = sa.select(t)
+        if "id" in t.c:
+            q = q.order_by(t.c.id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def from_seconds(t) -> dt.datetime:
+    """A date of the store's ``date`` coordinate (seconds since 1970, UTC, or as xarray
+    decodes it, a ``datetime64``) as a timezone-aware datetime."""
+    import numpy as np
+
+    if isinstance(t, np.datetime64):
+        t = (t - np.datetime64(0, "s")) / np.timedelta64(1, "s")
+    return dt.datetime.fromtimestamp(float(t), dt.timezone.utc)
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process and its waited-for children, bytes (Linux)."""
+    self_ = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return int(max(self_, kids) * 1024)
+
+
+def _is_number(v) -> bool:
+    import numbers
+
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _num(v):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f and abs(f) != float("inf") else None
+
+
+def software_versions() -> dict:
+    """The versions a record keeps: nrsdark_dask and the libraries that shape its numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("nrsdark_dask", "jwst", "stcal", "numpy", "dask", "zarr", "astropy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    out["python"] = ".".join(map(str, os.sys.version_info[:3]))
+    return out
