@@ -79,5 +79,8 @@ def test_commands_follow_the_run_section(tmp_path):
     assert got["select"] == ["select", "a", "b", "-o", "o/manifest.ecsv", "--config", str(cfg),
                              "--requested", "9"]
     assert got["build"][-4:] == ["--cull", "o/culled.ecsv", "--mask-in", "m.fits"]
-    assert got["analyze"] == ["analyze", "o/reffiles", "--config", str(cfg), "--compare", "old"]
+    from nrsdark_dask.results import default_url
+
+    assert got["analyze"] == ["analyze", "o/reffiles", "--config", str(cfg), "--compare", "old",
+                              "--db", default_url("s.zarr")]  # where the build records
     assert "--refkit" not in got["calibrate"]  # no kit: CRDS
