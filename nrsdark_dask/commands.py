@@ -238,6 +238,15 @@ def _analyze(args) -> None:
         raise NotDeliverable(f"SNR {s['snr']:.2f} is under the required {s['snr_required']:g}")
 
 
+def _trends(args) -> None:
+    from .trends import trends
+
+    out = trends(args.db, args.output)
+    print(f"{out['index']}: {len(out['pages'])} page(s), {out['points']} file(s)")
+    for page in out["pages"]:
+        print(f"  {page}")
+
+
 def _periods(args) -> None:
     from .periods import periods
 
@@ -494,6 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "every worker (default: a temporary folder beside a local store, else the "
                    "system's temporary folder; on a multi-machine cluster give a shared one)")
     s.set_defaults(func=_cull)
+
+    s = sub.add_parser("trends", help="the monitor over time: a self-contained site of trend "
+                       "pages from the results database")
+    s.add_argument("--db", required=True, help="results database (SQLAlchemy URL or SQLite file)")
+    s.add_argument("-o", "--output", required=True, help="folder of the site (index.html, a "
+                   "page per detector x readout x subarray)")
+    s.set_defaults(func=_trends)
 
     s = sub.add_parser("analyze", help="QA report and delivery verdict of a build's files",
                        description="Statistics of SPEC §8, the SNR verdict, figures, one "
