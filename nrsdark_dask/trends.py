@@ -280,7 +280,7 @@ date of its inputs (hover: file and date). Red rows: not deliverable.</p>
 <script type="application/json" id="points">{html.escape(data, quote=False)}</script>
 {script}
 <script>
-// the browser test reads this line: how many plots have drawn a canvas
+// the browser test reads this line: how many plots have drawn a canvas, and when
 function check() {{
   const roots = document.querySelectorAll('.plot > div');
   let drawn = 0;
@@ -295,7 +295,8 @@ function check() {{
     }}
     if (found) drawn++;
   }});
-  document.getElementById('render-check').textContent = `rendered ${{drawn}} of ${{roots.length}}`;
+  document.getElementById('render-check').textContent =
+    `rendered ${{drawn}} of ${{roots.length}} in ${{Math.round(performance.now())}} ms`;
   if (drawn < roots.length) setTimeout(check, 100);
 }}
 window.addEventListener('load', () => setTimeout(check, 100));

@@ -73,7 +73,7 @@ def test_the_site_renders_every_plot_with_the_database_numbers(history, tmp_path
              f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", f"file://{page}"],
                          capture_output=True, text=True, timeout=120).stdout
-    found = re.search(r'id="render-check">rendered (\d+) of (\d+)<', dom)
+    found = re.search(r'id="render-check">rendered (\d+) of (\d+) in \d+ ms<', dom)
     assert found, dom[-2000:]
     assert int(found[1]) == int(found[2]) >= 6
     # the table on the page, cell by cell, against the database
