@@ -18,7 +18,9 @@ glow           stripes near 45 / 135 degrees, periods 60-200 px:          rate r
                0 when the same stripes are stronger in the bias residual
                (tree rings of a mode switch, not light)
 persistence    SNR of the most significant extended positive region       rate residual /
-               (>= 40 pixels, smoothed over 3 rows x 15 columns)          rate_err
+               (>= 40 pixels, smoothed over 3 rows x 15 columns); where   rate_err
+               glow is found, with its stripes taken out (a bright
+               glow's crests are extended positive regions)
 =============  =========================================================  ====================
 
 Charge or bias (issue 21).  The mode-switch offset is a bias: 12 DN per 0.1 K, decaying with
@@ -90,10 +92,13 @@ def _rate_stats(rate_res, err, min_area):
         power, period, angle, profiles = art.stripe_spectra(rate_res, err)
         pers, area, level, region = art.extended_positive(rate_res, err, min_area,
                                                           region=True)
+        # the same without the exposure's strongest stripes (used where glow is found)
+        a = float(angle[int(np.argmax(power))])
+        flat = art.extended_positive(art.destripe(rate_res, a, profiles[a]), err, min_area)
         return {"stripe_power": power, "stripe_period": period, "stripe_angle": angle,
                 "stripe_profiles": profiles,
                 "persistence": pers, "persistence_area": area, "persistence_rate": level,
-                "persistence_region": region,
+                "persistence_region": region, "persistence_destriped": flat,
                 "rate_preview": art.preview(rate_res - np.nanmedian(rate_res, axis=0))}
 
 
@@ -206,8 +211,11 @@ def decide(ds, raw: list[dict], cfg: CullConfig | None = None, reference=None) -
               "persistence": cfg.persistence_sigma}
     rows = []
     for i, r in enumerate(raw):
+        pers = (r["persistence"], r["persistence_area"], r["persistence_rate"])
+        if glow[i] > limits["glow"] and not rings[i]:  # glow crests are positive regions too
+            pers = r["persistence_destriped"]
         scores = {"mode_switch": (ratio[i] - 1.0) / scatter,
-                  "glow": 0.0 if rings[i] else float(glow[i]), "persistence": r["persistence"]}
+                  "glow": 0.0 if rings[i] else float(glow[i]), "persistence": pers[0]}
         over = {k: s / limits[k] for k, s in scores.items() if np.isfinite(s) and s > limits[k]}
         kind = max(over, key=over.get) if over else ""
         size = {"mode_switch": f"large-scale structure {ratio[i]:.1f} x the others', picture "
@@ -215,7 +223,7 @@ def decide(ds, raw: list[dict], cfg: CullConfig | None = None, reference=None) -
                 "glow": f"period {periods[cell[i]]:.0f} px at {angles[cell[i]]:.0f} deg",
                 "rings": f"stripes of {glow[i]:.1f} sigma in the rate are {in_bias[i]:.1f} sigma "
                          "in the bias image (tree rings of a mode switch, not glow)",
-                "persistence": f"{r['persistence_area']} px at {r['persistence_rate']:+.3f} DN/s"}
+                "persistence": f"{pers[1]} px at {pers[2]:+.3f} DN/s"}
         if kind:
             reason = "; ".join(f"{WORDS[k]}: {size[k]}, {scores[k]:.1f} sigma > {limits[k]:g}"
                                for k in sorted(over, key=over.get, reverse=True))
@@ -236,8 +244,7 @@ def decide(ds, raw: list[dict], cfg: CullConfig | None = None, reference=None) -
             "frame_dn": float(r["frame_dn"] - centre), "glow_period": float(periods[cell[i]]),
             "glow_angle": float(angles[cell[i]]), "glow_rate_sigma": float(glow[i]),
             "glow_bias_sigma": float(in_bias[i]),
-            "persistence_area": int(r["persistence_area"]),
-            "persistence_rate": float(r["persistence_rate"]),
+            "persistence_area": int(pers[1]), "persistence_rate": float(pers[2]),
         })
     tab = Table(rows=rows)
     tab["frame_dn"].unit = "DN"

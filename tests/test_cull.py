@@ -289,3 +289,23 @@ def test_bias_image_and_few_group_pixels(artifact_store):
     assert kept["persistence"] > cfg.persistence_sigma
     assert masked["persistence"] < cfg.persistence_sigma
     assert masked["persistence"] == pytest.approx(base[e]["persistence"], rel=0.3, abs=2)
+
+
+def test_a_bright_glow_is_glow_not_persistence():
+    """Issue 21: a bright glow's crests are extended positive regions; once its stripes are
+    taken out (the residual less its mean along the stripes' lines) no region is left, while
+    a slit trace along x survives the same destriping."""
+    rng = np.random.default_rng(8)
+    yy, xx = np.mgrid[896:1152, 0:2048]
+    err = np.full((256, 2048), 0.08)
+    glow = rng.normal(0, 0.08, err.shape) + 0.15 * (1 + np.sin(2 * np.pi * (xx + yy) / 150.0))
+    power, period, angle, profiles = art.stripe_spectra(glow, err)
+    a = float(angle[int(np.argmax(power))])
+    limit = CullConfig().persistence_sigma
+    assert art.extended_positive(glow, err)[0] > 5 * limit  # the crests, raw
+    assert art.extended_positive(art.destripe(glow, a, profiles[a]), err)[0] < limit
+    trace = glow.copy()
+    trace[100:104, 300:1800] += 0.2
+    power, period, angle, profiles = art.stripe_spectra(trace, err)
+    a = float(angle[int(np.argmax(power))])
+    assert art.extended_positive(art.destripe(trace, a, profiles[a]), err)[0] > limit

@@ -236,6 +236,22 @@ def glow_scores(rate_power: np.ndarray, bias_power: np.ndarray, reference=None) 
     return glow, cell, in_bias, in_bias >= glow
 
 
+def destripe(resid: np.ndarray, angle: float, profile: np.ndarray) -> np.ndarray:
+    """``resid`` (column medians removed, as :func:`stripe_spectra` sees it) less its mean
+    along the lines at ``angle`` (``profile``, from :func:`stripe_spectra`): what stays
+    when a stripe pattern of that angle is taken out (a bright glow's crests are extended
+    positive regions too; a slit trace along x, averaged along 45-degree lines, mostly
+    stays)."""
+    img = np.asarray(resid, np.float64)
+    img = img - np.nanmedian(img, axis=0, keepdims=True)
+    ny, nx = img.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    t = np.radians(angle)
+    s = np.rint(xx * np.cos(t) + yy * np.sin(t)).astype(np.int64)
+    s -= s.min()
+    return img - np.asarray(profile, np.float64)[s]
+
+
 def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
                       level: float = 2.0, box=(3, 15), region: bool = False):
     """The most significant extended positive region of a rate residual (persistence: slit
