@@ -245,7 +245,8 @@ def warnings_for(s: dict) -> list[str]:
     for f in P.FLAGS:
         if f.reliable_n and n and n < f.reliable_n[0]:
             out.append(f"only {n} inputs: the {f.label} flags need {f.reliable_n[0]} to be "
-                       f"reliable ({f.reliable_n[1]}; benchmarks/results/flag_reliability.md)")
+                       f"reliable ({f.reliable_n[1]}, measured on simulated sets against "
+                       "their truth)")
     if "hot_limit" in s and s["hot_rule"] == "significant" and \
             s["hot_limit"] > 2 * s["hot_rate"]:
         out.append(f"UNC (median {s['unc_median']:.3g} DN/s) is too large to test the HOT "

@@ -238,6 +238,21 @@ def _analyze(args) -> None:
         raise NotDeliverable(f"SNR {s['snr']:.2f} is under the required {s['snr_required']:g}")
 
 
+def _monitor(args) -> None:
+    from .monitor import monitor
+
+    out = monitor(args.config, scheduler=args.scheduler,
+                  progress=lambda text: print(text, file=sys.stderr, flush=True))
+    for group, label, dark in out["built"]:
+        print(f"{group} {label}: {dark}")
+    if not out["new"] and not out["built"]:
+        print("nothing new: no input to take in, no period to build")
+    for group, (held, more) in out["held"].items():
+        if held or more:
+            print(f"{group}: holding {held} input(s); about {more} more for the next period")
+    print(f"recorded in {out['db']}" + (f"; trends in {out['trends']}" if out["trends"] else ""))
+
+
 def _trends(args) -> None:
     from .trends import trends
 
@@ -503,6 +518,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "every worker (default: a temporary folder beside a local store, else the "
                    "system's temporary folder; on a multi-machine cluster give a shared one)")
     s.set_defaults(func=_cull)
+
+    s = sub.add_parser("monitor", help="take in new darks: calibrate what is new into one store "
+                       "per input group, build the period darks that reach the SNR, record them, "
+                       "refresh the trend pages", description="One monitor run from the "
+                       "[monitor] section of CONFIG (inputs, telemetry, exclude, refkit, stores, "
+                       "outdir, cull, db; see README). Safe to run again: it takes in only what "
+                       "is new.")
+    s.add_argument("config", help="TOML file with a [monitor] section")
+    s.add_argument("--scheduler", help="threads[:N] (default), sync, local[:N], tcp://HOST:PORT")
+    s.set_defaults(func=_monitor)
 
     s = sub.add_parser("trends", help="the monitor over time: a self-contained site of trend "
                        "pages from the results database")

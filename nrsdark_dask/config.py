@@ -290,8 +290,30 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """``nrsdark monitor CONFIG.toml`` (:mod:`nrsdark_dask.monitor`; paths relative to the
+    folder it is started in).  Where it computes: ``[run] scheduler``."""
+
+    SECTION: typing.ClassVar[str] = "monitor"
+    # uncal darks: folders (or files) looked at on every run; what is new is taken in
+    inputs: tuple[str, ...] = field(default=(), metadata=NOT_AN_OPTION)
+    telemetry: str = field(default="", metadata=NOT_AN_OPTION)  # ASIC temperature table
+    exclude: str = field(default="", metadata=NOT_AN_OPTION)  # exclusion list by eye
+    refkit: str = field(default="", metadata=NOT_AN_OPTION)  # local references (empty: CRDS)
+    stores: str = field(default="stores", metadata=NOT_AN_OPTION)  # <stores>/<group>.zarr
+    # <outdir>/manifest.ecsv, <outdir>/<group>/T<k>/ (reference files), <outdir>/trends/
+    outdir: str = field(default="", metadata=NOT_AN_OPTION)
+    cull: bool = False  # score and cull artifacts in each store before its periods
+    # results database (URL or SQLite path); empty: <stores>/nrsdark_results.sqlite
+    db: str = field(default="", metadata=NOT_AN_OPTION)
+
+    __post_init__ = _check
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     bias: BiasConfig = field(default_factory=BiasConfig)
     dark: DarkConfig = field(default_factory=DarkConfig)

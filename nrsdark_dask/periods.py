@@ -50,7 +50,7 @@ def windows(n_inputs: int, n: int) -> list[tuple[int, int]]:
     return out
 
 
-def _snr(store, keep: list[str], cfg: Config, every: list[str] | None = None) -> float:
+def window_snr(store, keep: list[str], cfg: Config, every: list[str] | None = None) -> float:
     """The delivery SNR of the exposures ``keep`` of the store, from their rate images;
     ``every``: all the store's exposures (read from the store when not given)."""
     if every is None:
@@ -80,7 +80,7 @@ def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
         raise ValueError(f"{store} has {n_all} usable exposure(s): periods need at least 2")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    snr_all = _snr(store, ids, cfg, every)
+    snr_all = window_snr(store, ids, cfg, every)
     required = cfg.delivery.snr_irs2 if ds.attrs["layout"]["family"] == "IRS2" \
         else cfg.delivery.snr_trad
     per_file = snr_all / math.sqrt(n_all)
@@ -96,10 +96,10 @@ def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
             continue  # inside the window before it (that one grew)
         i0 = max(i0, found[-1][1]) if found and i1 < n_all else i0
         i0 = min(i0, n_all - n) if i1 == n_all else i0
-        snr = _snr(store, ids[i0:i1], cfg, every)
+        snr = window_snr(store, ids[i0:i1], cfg, every)
         while snr < required and i1 - i0 < n_all:  # confirm; grow by one input if short
             i0, i1 = (i0, i1 + 1) if i1 < n_all else (i0 - 1, i1)
-            snr = _snr(store, ids[i0:i1], cfg, every)
+            snr = window_snr(store, ids[i0:i1], cfg, every)
         if found and (i0, i1) == found[-1][:2]:
             continue
         found.append((i0, i1, snr))

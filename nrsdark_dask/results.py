@@ -10,8 +10,9 @@ the previous file, and the run that made it (software versions, wall time, peak 
   the command line's default is SQLite, one embedded file beside the stores
   (:func:`default_url`).  The library functions record only when given a URL.
 * **Versioned**: table ``nrsdark_meta`` holds ``schema_version``.  A database of an older
-  version is upgraded in place by the steps of ``MIGRATIONS`` (none yet: version 1 is the
-  first); one newer than this release is refused with the two versions named.
+  version is upgraded in place, in the transaction that opens it, by the steps of
+  ``MIGRATIONS`` (1 -> 2: the monitor's tables); one newer than this release is refused with
+  the two versions named.
 * **Transactional**: each record (a build, an analysis) is one transaction; a run killed
   half-way leaves no partial row.
 
@@ -28,8 +29,7 @@ import resource
 import socket
 from pathlib import Path
 
-SCHEMA_VERSION = 1
-MIGRATIONS: dict = {}  # {from_version: function(connection)}, applied in order on open
+SCHEMA_VERSION = 2
 DEFAULT_NAME = "nrsdark_results.sqlite"
 
 
@@ -105,7 +105,34 @@ def _tables():
         sa.Column("snr", sa.Float), sa.Column("snr_required", sa.Float),
         sa.Column("deliverable", sa.Boolean), sa.Column("n_new_hot", sa.Integer),
         sa.Column("warnings", sa.Text), sa.Column("report", sa.Text))  # JSON
+    # nrsdark monitor (schema 2): the period windows built per input group, and what each
+    # group holds while its next window cannot reach the SNR
+    windows = sa.Table(
+        "monitor_windows", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("input_group", sa.String(255), nullable=False, index=True),
+        sa.Column("label", sa.String(32), nullable=False),
+        sa.Column("first_exposure", sa.String(255), nullable=False),
+        sa.Column("last_exposure", sa.String(255), nullable=False),
+        sa.Column("n_inputs", sa.Integer, nullable=False), sa.Column("snr", sa.Float),
+        sa.Column("reffile_id", sa.Integer, sa.ForeignKey("reffiles.id")),
+        sa.UniqueConstraint("input_group", "label"))
+    held = sa.Table(
+        "monitor_groups", md, sa.Column("input_group", sa.String(255), primary_key=True),
+        sa.Column("store", sa.Text), sa.Column("n_inputs", sa.Integer),
+        sa.Column("n_held", sa.Integer), sa.Column("n_more_needed", sa.Integer),
+        sa.Column("per_file_snr", sa.Float), sa.Column("snr_required", sa.Float),
+        sa.Column("updated", sa.DateTime(timezone=True)))
+    del windows, held
     return md, {t.name: t for t in md.sorted_tables}
+
+
+def _add_monitor_tables(conn) -> None:
+    md, t = _tables()
+    for name in ("monitor_windows", "monitor_groups"):
+        t[name].create(conn, checkfirst=True)
+
+
+MIGRATIONS = {1: _add_monitor_tables}  # {from_version: step(connection)}, applied in order
 
 
 class ResultsDB:

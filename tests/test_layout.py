@@ -12,7 +12,7 @@ import pytest
 PKG = Path(__file__).parents[1] / "nrsdark_dask"
 # the pipeline's stages, in order; the command line last
 STAGES = ["select", "calibrate", "cull", "build", "analyze", "trends", "plan", "periods",
-          "hotmasks", "commands", "run", "cli"]
+          "monitor", "hotmasks", "commands", "run", "cli"]
 PART_OF = {"ingest": "calibrate", "tiled": "calibrate"}  # a stage's own helper modules
 
 

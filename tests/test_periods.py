@@ -54,7 +54,7 @@ def test_unc_falls_as_one_over_sqrt_n(year_store, tmp_path):
 
 
 def test_periods_are_the_shortest_windows_that_reach_the_snr(year_store, tmp_path, capsys):
-    from nrsdark_dask.periods import _snr
+    from nrsdark_dask.periods import window_snr as _snr
     from nrsdark_dask.store import open_dataset
 
     ds = open_dataset(year_store)

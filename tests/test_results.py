@@ -83,25 +83,31 @@ def test_build_and_analyze_record_in_sqlite(built):
         assert v == pytest.approx(np.median(drk[rows]), rel=1e-6)
 
 
-def test_a_newer_schema_is_refused_and_an_older_one_upgraded(tmp_path, monkeypatch):
-    url = R.resolve(tmp_path / "v.sqlite")
-    R.ResultsDB(url).close()
+def test_a_newer_schema_is_refused_and_an_older_one_upgraded(tmp_path):
     import sqlalchemy as sa
 
-    eng = sa.create_engine(url)
-    with eng.begin() as conn:
-        conn.execute(sa.text("UPDATE nrsdark_meta SET value = '99' WHERE key = 'schema_version'"))
-    with pytest.raises(R.ResultsError, match="schema 99, newer than this nrsdark_dask's 1"):
-        R.ResultsDB(url)
-    # an older database goes through the migrations, in order, in one transaction
-    with eng.begin() as conn:
-        conn.execute(sa.text("UPDATE nrsdark_meta SET value = '0' WHERE key = 'schema_version'"))
-    done = []
-    monkeypatch.setitem(R.MIGRATIONS, 0, lambda conn: done.append(0))
+    url = R.resolve(tmp_path / "v.sqlite")
     R.ResultsDB(url).close()
-    with eng.connect() as conn:
-        assert conn.execute(sa.text("SELECT value FROM nrsdark_meta")).scalar_one() == "1"
-    assert done == [0]
+    eng = sa.create_engine(url)
+
+    def version(v=None):
+        with eng.begin() as conn:
+            if v is not None:
+                conn.execute(sa.text(f"UPDATE nrsdark_meta SET value = '{v}'"))
+            return conn.execute(sa.text("SELECT value FROM nrsdark_meta")).scalar_one()
+
+    version(99)
+    with pytest.raises(R.ResultsError, match=f"schema 99, newer than this nrsdark_dask's "
+                                             f"{R.SCHEMA_VERSION}"):
+        R.ResultsDB(url)
+    # a schema-1 database (before the monitor's tables) is upgraded when opened
+    version(1)
+    with eng.begin() as conn:
+        conn.execute(sa.text("DROP TABLE monitor_windows"))
+        conn.execute(sa.text("DROP TABLE monitor_groups"))
+    with R.ResultsDB(url) as rdb:
+        assert rdb.read_table("monitor_windows") == []
+    assert version() == str(R.SCHEMA_VERSION) == "2"
     eng.dispose()
 
 
