@@ -309,3 +309,20 @@ def test_a_bright_glow_is_glow_not_persistence():
     power, period, angle, profiles = art.stripe_spectra(trace, err)
     a = float(angle[int(np.argmax(power))])
     assert art.extended_positive(art.destripe(trace, a, profiles[a]), err)[0] > limit
+
+
+def test_too_few_left_takes_back_the_least_severe_culls():
+    """Issue 21: where half a set carries a bright artifact, the first pass culls clean
+    exposures too (the artifact, in the medians, prints into them); the next pass's reference
+    takes back the culls least over their limits until min_exposures - 1 are left."""
+    from nrsdark_dask.cull import reference_after
+
+    cfg = CullConfig()
+    tab = Table({"culled": [True] * 9 + [False] * 3,
+                 "artifact": ["glow"] * 6 + ["persistence"] * 3 + [""] * 3,
+                 "score": [20.0, 21, 19, 22, 18, 20, 13.7, 12.7, 12.9, 1, 2, 3]})
+    keep = reference_after(tab, cfg)
+    assert keep.sum() == cfg.min_exposures - 1
+    assert keep.tolist() == [False] * 7 + [True] + [False] + [True] * 3  # 12.7 of 12 back
+    tab["culled"][:] = False
+    assert reference_after(tab, cfg).all()
