@@ -165,8 +165,8 @@ PRODUCTS: tuple[Product, ...] = (
 # Reliable-N: where each rule became reliable, measured on simulation truth by
 # benchmarks/flag_reliability.py (results/flag_reliability.md): NRS1 TRAD NRSRAPID, 3 ALLSLITS
 # sets of 88 groups and 1 FULL set of 20 groups, 20 clean exposures each, builds from subsets
-# of N = 3..20; the N from which precision and recall reached 0.9 (RC: precision alone, its
-# recall is not a matter of N), the larger of the two cases (bad reference: FULL alone).
+# of N = 3..20; the N from which precision and recall reached 0.9, the larger of the two
+# cases (bad reference: FULL alone).
 FLAGS: tuple[Flag, ...] = (
     # HOT reaches science through the MASK (jwst ORs the DARK's DQ into PIXELDQ too, so a HOT
     # bit in the DARK would only repeat it); the report's DARK marks hot pixels UNRELIABLE_DARK
@@ -192,11 +192,11 @@ FLAGS: tuple[Flag, ...] = (
                description="group 1 > its clipped mean + rc_group1_sigma std, no 4-neighbour "
                            "above it (IPC aside), groups 2-3 flagged, no negative jump"),),
          dark_dq=("RC", "DO_NOT_USE"), average_ramp=True, ipc=True,
-         # precision >= 0.9 from N = 6 (88 groups) / 8 (20 groups), the false RC being fast
-         # telegraph pixels; not monotonic (N = 5 below N = 4).  Recall 0.89 / 0.79 at every N
-         # on schema-4 stores (RC saturated in group 1; schema 5 recovers most: issue 21)
-         reliable_n=(8, "precision 0.54-0.58 at 3 inputs, 0.83-0.85 at 4, 0.72-0.76 at 5, "
-                        "0.90-0.92 at 6, >= 0.93 from 8; fast telegraph pixels pass for RC")),
+         # since issue 21 (group-1 SATURATED candidates kept, the telegraph veto): precision
+         # >= 0.98 and recall >= 0.97 at every N from 3; FULL 20 groups: P 0.995 (2 very hot
+         # pixels), R 1.000; ALLSLITS 88: P 1.000, R 0.977 (slow RC flagged HOT).  Before:
+         # precision 0.54-0.58 at 3 inputs (fast telegraph pixels), recall 0.79-0.89
+         reliable_n=(3, "precision >= 0.98, recall >= 0.97 from 3 inputs")),
     Flag("telegraph", "random telegraph pixel, not hot (report §4.1.3)",
          (Rule("st", K.telegraph_candidates_st, ("neg_jumps",),
                ("neg_jumps_mean", "neg_jumps_std"), "more_than_one", ("sigma",),
@@ -217,11 +217,11 @@ FLAGS: tuple[Flag, ...] = (
                description="group-averaged count or error > bad_reference_sigma robust "
                            "sigmas from the reference pixels' median")),
          dark_dq=("BAD_REF_PIXEL", "DO_NOT_USE"),
-         # FULL (164 true pixels; ALLSLITS has ~9 a set, 16): recall 0.99-1.00 from N = 3;
-         # precision 0.55 at 3, 0.89 at 10, >= 0.91 from 12 (since reference pixels' JUMP_DET
-         # no longer cuts their ramps, issue 21; before: at most 0.85)
-         reliable_n=(12, "precision 0.55-0.60 at 3 inputs, 0.87-0.89 at 10, 0.91-0.94 from "
-                         "12; recall >= 0.99 from 3")),
+         # FULL (164 true pixels; ALLSLITS has ~9 a set): recall 0.98 at N = 3, >= 0.99 from
+         # 4; precision 0.86 at 3, 0.93-0.94 from 4 to 8, 0.95-0.96 from 10 (the 2/3-power
+         # error test, issue 21; before: 0.55 at 3, 0.89 at 10, 0.94 at 20)
+         reliable_n=(4, "precision 0.84-0.86 at 3 inputs, 0.91-0.97 from 4, 0.95-0.96 from "
+                        "10; recall >= 0.96 from 3")),
     Flag("flagged_everywhere", "flagged in the pixel DQ of every input (REFERENCE_PIXEL "
          "ignored)",
          (Rule("report", K.flagged, ("pixeldq",), (), "all",

@@ -103,8 +103,8 @@ def test_the_report_renders_every_image_in_headless_chromium(built, tmp_path):
 
 def test_flag_rule_warnings_follow_the_measured_reliability():
     """Each flag row's ``reliable_n`` is what benchmarks/flag_reliability.py measured (the
-    larger N of its two cases: precision for RC, precision and recall for the others; bad
-    reference from the FULL case alone, 164 true pixels against ~9 per ALLSLITS set), and a
+    larger N of its two cases, precision and recall; bad reference from the FULL case alone,
+    164 true pixels against ~9 per ALLSLITS set), and a
     report warns for exactly the flags whose inputs are fewer."""
     from pathlib import Path
 
@@ -113,7 +113,7 @@ def test_flag_rule_warnings_follow_the_measured_reliability():
 
     res = json.loads((Path(__file__).parents[1] / "benchmarks" / "results"
                       / "flag_reliability.json").read_text())["details"]["thresholds"]
-    measured = {"hot": ("n", res), "telegraph": ("n", res), "rc": ("n_precision", res),
+    measured = {"hot": ("n", res), "telegraph": ("n", res), "rc": ("n", res),
                 "bad_reference": ("n", {"full20": res["full20"]})}
     assert set(measured) == {f.name for f in FLAGS if f.reliable_n}
     for name, (kind, cases) in measured.items():
@@ -125,8 +125,9 @@ def test_flag_rule_warnings_follow_the_measured_reliability():
         return {f.label for f in FLAGS if any(f"the {f.label} flags" in x for x in w)}, w
 
     assert rules(2)[0] == {"HOT", "TELEGRAPH", "RC", "BAD_REF_PIXEL"}
-    assert rules(4)[0] == {"HOT", "RC", "BAD_REF_PIXEL"}
-    assert rules(8)[0] == {"BAD_REF_PIXEL"}
+    assert rules(3)[0] == {"HOT", "TELEGRAPH", "BAD_REF_PIXEL"}
+    assert rules(4)[0] == {"HOT"}
+    assert rules(5) == (set(), [])
     assert rules(12) == (set(), [])
     found, w = rules(12, deliverable=False)
     assert found == set() and len(w) == 1 and "about 75 inputs" in w[0]
