@@ -267,7 +267,7 @@ def _periods(args) -> None:
 
     tab = periods(args.store, args.outdir, config=args.config, cull=args.cull,
                   mask_in=args.mask_in, scheduler=args.scheduler,
-                  progress=lambda text: print(text, file=sys.stderr))
+                  progress=lambda text: print(text, file=sys.stderr), db=args.db)
     tab["label", "start", "end", "months", "snr_predicted", "snr", "inputs", "median_rate",
         "new_hot", "deliverable"].pprint(max_width=-1, max_lines=-1)
     print(f"{args.outdir}/periods.ecsv; files in {args.outdir}/<label>/")
@@ -563,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mask-in", help="comparison MASK (new hot pixels per period)")
     s.add_argument("--scheduler", help="as for build")
     s.add_argument("--config", help="TOML file ([delivery] SNR and the build's settings)")
+    s.add_argument("--db", help="record each period's build and analysis in this results "
+                   "database (SQLAlchemy URL or SQLite file; default: nothing recorded)")
     s.set_defaults(func=_periods)
 
     s = sub.add_parser("run", help="select -> calibrate -> [cull] -> build -> analyze from one "

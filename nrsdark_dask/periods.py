@@ -62,10 +62,13 @@ def window_snr(store, keep: list[str], cfg: Config, every: list[str] | None = No
 
 
 def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
-            progress=None) -> Table:
+            progress=None, db=None) -> Table:
     """Plan, confirm and build the period darks and the master (module docstring); return
     the table (also written to ``OUTDIR/periods.ecsv``).  ``progress(text)``: one line per
-    step."""
+    step.  ``db``: a results database (:mod:`nrsdark_dask.results`) where each period's
+    build and its analysis (against the period before it) are recorded, the master's build
+    too (not analysed: it is for comparison, not a point of the trends)."""
+    from .analyze import analyze
     from .build import build
 
     cfg = Config.from_toml(config)
@@ -115,7 +118,10 @@ def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
         say(f"{label}: building from {i1 - i0} inputs, {str(dates[i0])[:10]} to "
             f"{str(dates[i1 - 1])[:10]}")
         res = build(store, outdir / label, mask_in=mask_in, scheduler=scheduler, config=cfg,
-                    cull=cull, exclude=[i for i in ids if i not in keep], notes=[note])
+                    cull=cull, exclude=[i for i in ids if i not in keep], notes=[note], db=db)
+        if db and label != "master":
+            analyze(outdir / label, compare=[rows[-1]["dark"]] if rows else None, config=cfg,
+                    db=db)
         st = res["stats"]
         days = (dates[i1 - 1] - dates[i0]) / np.timedelta64(1, "D")
         rows.append({"label": label, "start": str(dates[i0])[:10],

@@ -92,3 +92,29 @@ def test_periods_are_the_shortest_windows_that_reach_the_snr(year_store, tmp_pat
     with fits.open(master["dark"]) as h:
         assert "comparison only" in " ".join(str(x) for x in h[0].header["HISTORY"])
     assert "T0" in capsys.readouterr().out
+
+
+def test_periods_record_their_builds_and_analyses(year_store, tmp_path):
+    """With --db each period's build and its analysis against the period before are recorded
+    (the master's build too, not analysed), so ``nrsdark trends`` shows the periods."""
+    from nrsdark_dask import results as R
+    from nrsdark_dask.periods import window_snr
+    from nrsdark_dask.store import open_dataset
+    from nrsdark_dask.trends import collect
+
+    ids = [str(e) for e in open_dataset(year_store).exposure.values]
+    required = round(window_snr(year_store, ids, Config()) / math.sqrt(12) * math.sqrt(3.5), 4)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[delivery]\nsnr_trad = {required}\n")
+    db = tmp_path / "r.sqlite"
+    assert cli.main(["periods", "--store", str(year_store), "--outdir", str(tmp_path / "p"),
+                     "--config", str(cfg), "--db", str(db)]) == 0
+    tab = Table.read(tmp_path / "p" / "periods.ecsv", format="ascii.ecsv")
+    n_periods = int((tab["label"] != "master").sum())
+    with R.ResultsDB(R.resolve(db)) as rdb:
+        analyses = rdb.read_table("analyses")
+        darks = [f for f in rdb.read_table("reffiles") if f["reftype"] == "DARK"]
+        (points,) = collect(rdb).values()
+    assert len(darks) == n_periods + 1 and len(analyses) == len(points) == n_periods
+    assert analyses[0]["previous_id"] is None
+    assert all(a["previous_id"] is not None for a in analyses[1:])
