@@ -49,9 +49,12 @@ demo: venv clean-demo
 	    --seed 2026
 	# exit status 1 = "not deliverable" (the demo's 7 short subarray inputs are not): a verdict
 	$(BIN)/nrsdark run nrsdark_dask/configs/demo.toml || [ $$? -eq 1 ]
+	# the run recorded its files in stores/nrsdark_results.sqlite: the trend site from it
+	$(BIN)/nrsdark trends --db stores/nrsdark_results.sqlite -o $(DEMO)/trends
 
 clean-demo:
-	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/run stores/demo.zarr
+	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/run $(DEMO)/trends stores/demo.zarr \
+	    stores/nrsdark_results.sqlite
 
 # Benchmarks (issue 9; not part of `make test`): clipping kernel vs astropy, build vs the
 # in-memory script on the 503 MB ALLSLITS store (made once, cached in benchmarks/data/; the

@@ -286,12 +286,13 @@ def cull(store, cfg=None, scheduler: str | None = None, progress: bool = False,
     exposure to what its picture shows (:func:`pictures`): the rate and bias residual
     thumbnails and their extent, the stripe profile at its glow angle, its persistence region
     and, for an exposure culled for persistence, the region's charge curve
-    (:func:`region_curve`).  ``cfg``: a :class:`Config`, a
-    TOML path or ``None``.  ``scheduler`` as for ``build`` (:mod:`nrsdark_dask.cluster`).
+    (:func:`region_curve`).  ``cfg``: a :class:`Config`, a TOML path or ``None``.
+    ``scheduler`` as for ``build`` (:mod:`nrsdark_dask.cluster`).
 
     Passes (the clipped median of the others): the mean frames and usable-group counts are
-    computed once, from one read of the ramps, into scratch Zarr arrays (``scratch``: a folder every worker can
-    write; default a temporary folder beside the store, removed at the end); then the
+    computed once, from one read of the ramps, into scratch Zarr arrays (``scratch``: a
+    folder every worker can write; default a temporary folder beside the store, removed at
+    the end); then the
     statistics are computed against the median of all exposures, the exposures found culled
     are left out of the medians and of the noise references (:func:`reference_after`), and
     the statistics computed again, until the culled set no longer changes (at most 4 passes;
@@ -323,8 +324,9 @@ def cull(store, cfg=None, scheduler: str | None = None, progress: bool = False,
             shown = local_progress("cull") if progress and client is None \
                 else contextlib.nullcontext()
             with shown:
-                dask.compute(da.to_zarr(mean_frames(ds), str(tmp / "mean.zarr"), compute=False),
-                             da.to_zarr(usable_group_counts(ds), str(tmp / "good.zarr"), compute=False))
+                dask.compute(
+                    da.to_zarr(mean_frames(ds), str(tmp / "mean.zarr"), compute=False),
+                    da.to_zarr(usable_group_counts(ds), str(tmp / "good.zarr"), compute=False))
                 frames = da.from_zarr(str(tmp / "mean.zarr"))
                 good = da.from_zarr(str(tmp / "good.zarr"))
                 reference = np.ones(n, bool)
@@ -408,9 +410,9 @@ def write_table(tab: Table, path) -> Path:
 def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> list[Path]:
     """One PNG per (culled) exposure with the evidence a person can check by eye: the rate
     residual (for glow, smoothed at a sixth of the stripes' period so that they show; the
-    persistence region boxed) and the bias residual (the picture frame and tree rings of a mode switch); for
-    glow, the rate averaged along the stripes (a wave); for persistence, the region's charge
-    against time.  Returns the files written."""
+    persistence region boxed) and the bias residual (the picture frame and tree rings of a
+    mode switch); for glow, the rate averaged along the stripes (a wave); for persistence,
+    the region's charge against time.  Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -479,7 +481,8 @@ def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> li
         if curve is not None:  # persistence: charge from the reset, bending as it decays
             ax = axes[ax_i]
             t, excess = curve
-            ax.plot(t, excess, "o-", ms=3, color="C3", label="region - median of the others, less the rows around it")
+            ax.plot(t, excess, "o-", ms=3, color="C3",
+                    label="region - median of the others, less the rows around it")
             rate_line = row["persistence_rate"] * t
             ax.plot(t, rate_line, "--", color="0.5", lw=0.8,
                     label=f"its mean rate residual, {row['persistence_rate']:+.3f} DN/s, constant")

@@ -57,15 +57,15 @@ def _tables():
     import sqlalchemy as sa
 
     md = sa.MetaData()
-    meta = sa.Table("nrsdark_meta", md, sa.Column("key", sa.String(64), primary_key=True),
+    sa.Table("nrsdark_meta", md, sa.Column("key", sa.String(64), primary_key=True),
                     sa.Column("value", sa.Text, nullable=False))
-    runs = sa.Table(
+    sa.Table(
         "runs", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("command", sa.String(32), nullable=False),  # build | analyze
         sa.Column("started", sa.DateTime(timezone=True), nullable=False),
         sa.Column("wall_s", sa.Float), sa.Column("peak_rss_bytes", sa.BigInteger),
         sa.Column("host", sa.String(255)), sa.Column("software", sa.Text))  # JSON
-    reffiles = sa.Table(
+    sa.Table(
         "reffiles", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False, unique=True),
@@ -75,13 +75,13 @@ def _tables():
         sa.Column("subarray", sa.String(32)), sa.Column("pedigree", sa.String(64)),
         sa.Column("useafter", sa.String(32)), sa.Column("store", sa.Text),
         sa.Column("created", sa.DateTime(timezone=True), nullable=False))
-    inputs = sa.Table(
+    sa.Table(
         "inputs", md, sa.Column("reffile_id", sa.Integer, sa.ForeignKey("reffiles.id"),
                                 nullable=False, index=True),
         sa.Column("exposure", sa.String(255), nullable=False),
         sa.Column("date", sa.DateTime(timezone=True)),
         sa.Column("used", sa.Boolean, nullable=False))
-    culls = sa.Table(
+    sa.Table(
         "cull_decisions", md, sa.Column("reffile_id", sa.Integer,
                                         sa.ForeignKey("reffiles.id"), nullable=False,
                                         index=True),
@@ -89,14 +89,14 @@ def _tables():
         sa.Column("artifact", sa.String(32)), sa.Column("score", sa.Float),
         sa.Column("culled", sa.Boolean, nullable=False), sa.Column("reason", sa.Text),
         sa.Column("scores", sa.Text))  # JSON: every kind's score
-    statistics = sa.Table(
+    sa.Table(
         "statistics", md, sa.Column("reffile_id", sa.Integer, sa.ForeignKey("reffiles.id"),
                                     nullable=False, index=True),
         sa.Column("source", sa.String(16), nullable=False),  # build | analyze
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("amp", sa.Integer),  # NULL: the whole file; 0-3: an output amplifier
         sa.Column("value", sa.Float))
-    analyses = sa.Table(
+    sa.Table(
         "analyses", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
         sa.Column("reffile_id", sa.Integer, sa.ForeignKey("reffiles.id"), nullable=False,
@@ -107,7 +107,7 @@ def _tables():
         sa.Column("warnings", sa.Text), sa.Column("report", sa.Text))  # JSON
     # nrsdark monitor (schema 2): the period windows built per input group, and what each
     # group holds while its next window cannot reach the SNR
-    windows = sa.Table(
+    sa.Table(
         "monitor_windows", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("input_group", sa.String(255), nullable=False, index=True),
         sa.Column("label", sa.String(32), nullable=False),
@@ -116,13 +116,12 @@ def _tables():
         sa.Column("n_inputs", sa.Integer, nullable=False), sa.Column("snr", sa.Float),
         sa.Column("reffile_id", sa.Integer, sa.ForeignKey("reffiles.id")),
         sa.UniqueConstraint("input_group", "label"))
-    held = sa.Table(
+    sa.Table(
         "monitor_groups", md, sa.Column("input_group", sa.String(255), primary_key=True),
         sa.Column("store", sa.Text), sa.Column("n_inputs", sa.Integer),
         sa.Column("n_held", sa.Integer), sa.Column("n_more_needed", sa.Integer),
         sa.Column("per_file_snr", sa.Float), sa.Column("snr_required", sa.Float),
         sa.Column("updated", sa.DateTime(timezone=True)))
-    del windows, held
     return md, {t.name: t for t in md.sorted_tables}
 
 
