@@ -174,9 +174,14 @@ def _figures(points: list):
     hover = [("file", "@file"), ("date", "@when")]
     figs = []
 
+    span = max(dates) - min(dates)
+    pad = dt.timedelta(days=30) if span < dt.timedelta(days=60) else span * 0.03
+
     def fig(title, y_label):
+        # a month either side when the points span little (one build: not microseconds)
         f = figure(title=title, x_axis_type="datetime", height=260, width=1000,
-                   tools="pan,wheel_zoom,box_zoom,reset,save")
+                   tools="pan,wheel_zoom,box_zoom,reset,save",
+                   x_range=(min(dates) - pad, max(dates) + pad))
         f.yaxis.axis_label = y_label
         return f
 
