@@ -126,7 +126,12 @@ def _periods(group: str, store: Path, folder: Path, cfg: Config, url: str, sched
         with rdb.engine.connect() as conn:
             done = [dict(r._mapping) for r in conn.execute(
                 sa.select(w).where(w.c.input_group == group).order_by(w.c.id))]
-    start = ids.index(done[-1]["last_exposure"]) + 1 if done else 0
+    start = 0
+    if done:  # after the last window's last input, culled since or not
+        dated = [e for _, e in order]
+        last = dated.index(done[-1]["last_exposure"]) if done[-1]["last_exposure"] in dated \
+            else len(dated)
+        start = sum(1 for e in dated[:last + 1] if e not in culled)
     previous = _dark_of(url, done[-1]["reffile_id"]) if done else None
     built = []
     k = len(done)
