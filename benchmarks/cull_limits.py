@@ -42,6 +42,7 @@ from nrsdark_dask import instrument as inst  # noqa: E402
 from nrsdark_dask.calibrate import calibrate  # noqa: E402
 from nrsdark_dask.config import CullConfig, SelectConfig  # noqa: E402
 from nrsdark_dask.cull import KINDS, cull  # noqa: E402
+from nrsdark_dask.cull import limits as score_limits  # noqa: E402
 from nrsdark_dask.select import select_inputs, write_manifest  # noqa: E402
 from nrsdark_dask.simulate import SimConfig, read_truth, simulate_dataset  # noqa: E402
 
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
             gratings={"G140H": 1 - f_glow, "PRISM": f_glow} if f_glow else {"G140H": 1})
         rows += score_rows(store, truth, dict(mode_switch=dt_k, glow=glow, persistence=pscale),
                            name)
-    cfg = CullConfig()
+    limit = score_limits(CullConfig())
     out = {"rows": rows}
     print(f"{'kind':12s} {'size':>8s} {'with':>5s} {'culled':>7s} {'as kind':>8s}  scores")
     limits = {}
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
         for s in sizes:
             sel = [r for r in levels if r["truth"][kind] and r["size"][kind] == s]
             caught = sum(r["culled"] for r in sel)
-            as_kind = sum(r["score"][kind] > getattr(cfg, f"{kind}_sigma") for r in sel)
+            as_kind = sum(r["score"][kind] > limit[kind] for r in sel)
             print(f"{kind:12s} {s:8.3f} {len(sel):5d} {caught:7d} {as_kind:8d}  "
                   + " ".join(f"{r['score'][kind]:.1f}" for r in sel))
             if as_kind == len(sel) and kind not in limits:
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
     for kind in KINDS:
         sc = np.array([r["score"][kind] for r in clean])
         print(f"  {kind} score on clean: median {np.nanmedian(sc):.2f}, max {np.nanmax(sc):.2f}"
-              f" (limit {getattr(cfg, f'{kind}_sigma')})")
+              f" (limit {limit[kind]})")
     names = naming(rows)
     print(f"artifact names the dominant kind: {names['right']} of {names['total']} culled "
           f"exposures with a clear dominant kind ({100 * names['fraction']:.0f} %); per kind "
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
         metric("artifact names the dominant kind (culled, clear dominant)",
                100 * names["fraction"], "%", target=90, op=">="),
         metric("highest persistence score of a clean exposure", persistence_clean, "sigma",
-               target=CullConfig().persistence_sigma, op="<="),
+               target=limit["persistence"], op="<="),
     ], details=out)
     return 0
 

@@ -185,7 +185,7 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
         ratio = drk / unc
     s["snr"] = float(K.median_clipped_median(ratio, active & (unc > 0),
                                              cfg.delivery.snr_clip_sigma)[0])
-    s["snr_required"] = cfg.delivery.snr_irs2 if family == "IRS2" else cfg.delivery.snr_trad
+    s["snr_required"] = cfg.delivery.required(family)
     s["deliverable"] = bool(s["snr"] >= s["snr_required"])
     if "superbias" in files:
         with fits.open(files["superbias"], memmap=False) as h:

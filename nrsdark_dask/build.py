@@ -200,7 +200,8 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     so.  ``exclude``: more exposures to leave out (``periods``); ``notes``: more HISTORY.
     ``db``: record the files in that results database (:mod:`nrsdark_dask.results`: a URL,
     an SQLite path, or "default", SQLite beside the store; the command line's default);
-    ``None`` records nothing.  The result then has ``"db"`` (the URL, password hidden)."""
+    ``None`` records nothing.  The result then has ``"db"`` (the URL, password hidden) and
+    ``"reffile_ids"`` (``{reftype: the file's id in the database}``)."""
     import time
 
     t0, started = time.perf_counter(), results.now()
@@ -264,7 +265,8 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
 
             table = Table.read(cull, format="ascii.ecsv")
         with results.ResultsDB(url) as rdb:
-            rdb.record_build(res, store, inputs, table, started, time.perf_counter() - t0,
-                             {**results.software_versions(), "store": versions})
+            res["reffile_ids"] = rdb.record_build(
+                res, store, inputs, table, started, time.perf_counter() - t0,
+                {**results.software_versions(), "store": versions})
             res["db"] = rdb.safe_url
     return res

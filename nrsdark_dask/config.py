@@ -178,6 +178,10 @@ class DeliveryConfig:
 
     __post_init__ = _check
 
+    def required(self, family: str) -> float:
+        """The SNR a file of readout ``family`` ("TRAD" or "IRS2") must reach."""
+        return self.snr_irs2 if family == "IRS2" else self.snr_trad
+
 
 @dataclass(frozen=True)
 class CullConfig:

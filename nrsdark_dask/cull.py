@@ -68,6 +68,7 @@ import numpy as np
 from astropy.table import Table
 
 from . import __version__
+from . import instrument as inst
 from .config import Config, CullConfig
 from .instrument import DQ
 from .kernels import artifacts as art
@@ -118,6 +119,11 @@ def _merge(a: dict, b: dict) -> dict:
     return {**a, **b}
 
 
+def limits(cfg: CullConfig) -> dict:
+    """Each kind's score limit (``[cull] <kind>_sigma``)."""
+    return {k: getattr(cfg, f"{k}_sigma") for k in KINDS}
+
+
 def check_enough(n: int, cfg: CullConfig) -> None:
     if n < cfg.min_exposures:
         raise CullError(f"{n} exposure(s) in the store: a cull compares each exposure with the "
@@ -134,8 +140,7 @@ def mean_frames(ds):
 def usable_group_counts(ds):
     """Lazy count of each pixel's usable groups (neither SATURATED nor DO_NOT_USE in
     GROUPDQ), (exposure, y, x) int16, chunked like the rate images."""
-    bad = np.uint8(DQ["SATURATED"] | DQ["DO_NOT_USE"])
-    good = ((ds.groupdq.data & bad) == 0).sum(axis=1, dtype=np.int16)
+    good = ((ds.groupdq.data & np.uint8(inst.GROUP_UNUSABLE)) == 0).sum(axis=1, dtype=np.int16)
     return good.rechunk(ds.rate.data.chunksize)
 
 
@@ -207,16 +212,15 @@ def decide(ds, raw: list[dict], cfg: CullConfig | None = None, reference=None) -
         np.stack([r["stripe_power"] for r in raw]),
         np.stack([r["bias_stripe_power"] for r in raw]), ref)
     periods, angles = raw[0]["stripe_period"], raw[0]["stripe_angle"]
-    limits = {"mode_switch": cfg.mode_switch_sigma, "glow": cfg.glow_sigma,
-              "persistence": cfg.persistence_sigma}
+    limit = limits(cfg)
     rows = []
     for i, r in enumerate(raw):
         pers = (r["persistence"], r["persistence_area"], r["persistence_rate"])
-        if glow[i] > limits["glow"] and not rings[i]:  # glow crests are positive regions too
+        if glow[i] > limit["glow"] and not rings[i]:  # glow crests are positive regions too
             pers = r["persistence_destriped"]
         scores = {"mode_switch": (ratio[i] - 1.0) / scatter,
                   "glow": 0.0 if rings[i] else float(glow[i]), "persistence": pers[0]}
-        over = {k: s / limits[k] for k, s in scores.items() if np.isfinite(s) and s > limits[k]}
+        over = {k: s / limit[k] for k, s in scores.items() if np.isfinite(s) and s > limit[k]}
         kind = max(over, key=over.get) if over else ""
         size = {"mode_switch": f"large-scale structure {ratio[i]:.1f} x the others', picture "
                                f"frame {r['frame_dn'] - centre:+.1f} DN at the detector edges",
@@ -225,14 +229,14 @@ def decide(ds, raw: list[dict], cfg: CullConfig | None = None, reference=None) -
                          "in the bias image (tree rings of a mode switch, not glow)",
                 "persistence": f"{pers[1]} px at {pers[2]:+.3f} DN/s"}
         if kind:
-            reason = "; ".join(f"{WORDS[k]}: {size[k]}, {scores[k]:.1f} sigma > {limits[k]:g}"
+            reason = "; ".join(f"{WORDS[k]}: {size[k]}, {scores[k]:.1f} sigma > {limit[k]:g}"
                                for k in sorted(over, key=over.get, reverse=True))
-            if rings[i] and glow[i] > limits["glow"]:
+            if rings[i] and glow[i] > limit["glow"]:
                 reason += "; " + size["rings"]
         else:
             best = max((k for k in scores if np.isfinite(scores[k])),
-                       key=lambda k: scores[k] / limits[k], default=None)
-            reason = (f"clean (highest: {best} {scores[best]:.1f} sigma of {limits[best]:g})"
+                       key=lambda k: scores[k] / limit[k], default=None)
+            reason = (f"clean (highest: {best} {scores[best]:.1f} sigma of {limit[best]:g})"
                       if best else "no statistic could be measured")
         finite = [v for v in scores.values() if np.isfinite(v)]
         rows.append({
@@ -269,9 +273,8 @@ def reference_after(tab: Table, cfg: CullConfig) -> np.ndarray:
     keep = ~culled
     need = cfg.min_exposures - 1
     if keep.sum() < need:
-        limits = {"mode_switch": cfg.mode_switch_sigma, "glow": cfg.glow_sigma,
-                  "persistence": cfg.persistence_sigma}
-        severity = np.array([r["score"] / limits[r["artifact"]] if r["culled"] else 0.0
+        limit = limits(cfg)
+        severity = np.array([r["score"] / limit[r["artifact"]] if r["culled"] else 0.0
                              for r in tab])
         for i in np.argsort(severity, kind="stable"):
             if keep.sum() >= need:
@@ -385,7 +388,7 @@ def region_curve(ds, i: int, region, reference, margin: int = 8):
     if n_exp * n_grp * inside_.size * 4 > CURVE_MAX_BYTES:
         return None
     ramp = np.asarray(ds.ramp.isel(**sel).values, np.float64)  # (E, G, y, x)
-    bad = (np.asarray(ds.groupdq.isel(**sel).values) & (DQ["SATURATED"] | DQ["DO_NOT_USE"])) != 0
+    bad = (np.asarray(ds.groupdq.isel(**sel).values) & inst.GROUP_UNUSABLE) != 0
     ramp[bad] = np.nan
     ref = np.asarray(reference, bool).copy()
     ref[i] = False

@@ -119,82 +119,66 @@ def _periods(group: str, store: Path, folder: Path, cfg: Config, url: str, sched
         culled = set(read_culled(culled_path))
     order = sorted(zip(every_ds.date.values, every), key=lambda d: (d[0], d[1]))
     ids = [e for _, e in order if e not in culled]
-    required = cfg.delivery.snr_irs2 if every_ds.attrs["layout"]["family"] == "IRS2" \
-        else cfg.delivery.snr_trad
+    required = cfg.delivery.required(every_ds.attrs["layout"]["family"])
     with results.ResultsDB(url) as rdb:
-        w = rdb.t["monitor_windows"]
+        w, files = rdb.t["monitor_windows"], rdb.t["reffiles"]
         with rdb.engine.connect() as conn:
             done = [dict(r._mapping) for r in conn.execute(
                 sa.select(w).where(w.c.input_group == group).order_by(w.c.id))]
-    start = 0
-    if done:  # after the last window's last input, culled since or not
-        dated = [e for _, e in order]
-        last = dated.index(done[-1]["last_exposure"]) if done[-1]["last_exposure"] in dated \
-            else len(dated)
-        start = sum(1 for e in dated[:last + 1] if e not in culled)
-    previous = _dark_of(url, done[-1]["reffile_id"]) if done else None
-    built = []
-    k = len(done)
-    while True:
-        rest = ids[start:]
-        found = None
-        for n in range(2, len(rest) + 1):
-            snr = window_snr(store, rest[:n], cfg, every)
-            if snr >= required:
-                found = (n, snr)
+            previous = conn.execute(sa.select(files.c.path).where(
+                files.c.id == done[-1]["reffile_id"])).scalar_one_or_none() if done else None
+        start = 0
+        if done:  # after the last window's last input, culled since or not
+            dated = [e for _, e in order]
+            last = dated.index(done[-1]["last_exposure"]) \
+                if done[-1]["last_exposure"] in dated else len(dated)
+            start = sum(1 for e in dated[:last + 1] if e not in culled)
+        built = []
+        k = len(done)
+        while True:
+            rest = ids[start:]
+            found = None
+            for n in range(2, len(rest) + 1):
+                snr = window_snr(store, rest[:n], cfg, every)
+                if snr >= required:
+                    found = (n, snr)
+                    break
+            if found is None:
                 break
-        if found is None:
-            break
-        n, snr = found
-        label = f"T{k}"
-        keep = set(rest[:n])
-        target = folder / label
-        if target.exists():  # a window built by a run killed before it was recorded
-            shutil.rmtree(target)
-        _say(progress, f"{group}: {label} from {n} inputs reaches SNR {snr:.2f} "
-                       f"(required {required:g}): building")
-        res = build(store, target, scheduler=scheduler, config=cfg, cull=culled_path,
-                    exclude=[e for e in every if e not in keep], db=url,
-                    notes=[f"Monitor period {label} of {group}: {n} inputs"])
-        analyze(target, compare=[previous] if previous else None, config=cfg, db=url)
-        with results.ResultsDB(url) as rdb, rdb.engine.begin() as conn:
-            rid = conn.execute(sa.select(rdb.t["reffiles"].c.id).where(
-                rdb.t["reffiles"].c.sha256 == _sha(res["files"]["dark"]))).scalar_one()
-            conn.execute(rdb.t["monitor_windows"].insert().values(
-                input_group=group, label=label, first_exposure=rest[0],
-                last_exposure=rest[n - 1], n_inputs=n, snr=snr, reffile_id=rid))
-        built.append((group, label, res["files"]["dark"]))
-        previous = res["files"]["dark"]
-        start += n
-        k += 1
-    held = len(ids) - start
-    per_file = window_snr(store, ids, cfg, every) / math.sqrt(len(ids)) if len(ids) >= 2 \
-        else 0.0
-    needed = math.ceil((required / per_file) ** 2) if per_file > 0 else 0
-    more = max(needed - held, 1) if held or not built else 0
-    with results.ResultsDB(url) as rdb, rdb.engine.begin() as conn:
-        g = rdb.t["monitor_groups"]
-        conn.execute(g.delete().where(g.c.input_group == group))
-        conn.execute(g.insert().values(
-            input_group=group, store=str(store), n_inputs=len(ids), n_held=held,
-            n_more_needed=more, per_file_snr=per_file, snr_required=required,
-            updated=results.now()))
+            n, snr = found
+            label = f"T{k}"
+            keep = set(rest[:n])
+            target = folder / label
+            if target.exists():  # a window built by a run killed before it was recorded
+                shutil.rmtree(target)
+            _say(progress, f"{group}: {label} from {n} inputs reaches SNR {snr:.2f} "
+                           f"(required {required:g}): building")
+            res = build(store, target, scheduler=scheduler, config=cfg, cull=culled_path,
+                        exclude=[e for e in every if e not in keep], db=url,
+                        notes=[f"Monitor period {label} of {group}: {n} inputs"])
+            analyze(target, compare=[previous] if previous else None, config=cfg, db=url)
+            with rdb.engine.begin() as conn:
+                conn.execute(w.insert().values(
+                    input_group=group, label=label, first_exposure=rest[0],
+                    last_exposure=rest[n - 1], n_inputs=n, snr=snr,
+                    reffile_id=res["reffile_ids"]["dark"]))
+            built.append((group, label, res["files"]["dark"]))
+            previous = res["files"]["dark"]
+            start += n
+            k += 1
+        held = len(ids) - start
+        per_file = window_snr(store, ids, cfg, every) / math.sqrt(len(ids)) \
+            if len(ids) >= 2 else 0.0
+        needed = math.ceil((required / per_file) ** 2) if per_file > 0 else 0
+        more = max(needed - held, 1) if held or not built else 0
+        with rdb.engine.begin() as conn:
+            g = rdb.t["monitor_groups"]
+            conn.execute(g.delete().where(g.c.input_group == group))
+            conn.execute(g.insert().values(
+                input_group=group, store=str(store), n_inputs=len(ids), n_held=held,
+                n_more_needed=more, per_file_snr=per_file, snr_required=required,
+                updated=results.now()))
     _say(progress, f"{group}: {len(ids)} usable input(s), {k} window(s) built; holding {held},"
                    f" about {more} more needed for the next (per-file SNR {per_file:.3f})")
     return built, (held, more)
 
-
-def _sha(path) -> str:
-    from .store import file_sha256
-
-    return file_sha256(path)
-
-
-def _dark_of(url: str, reffile_id: int) -> str | None:
-    import sqlalchemy as sa
-
-    from .results import ResultsDB
-
-    with ResultsDB(url) as rdb, rdb.engine.connect() as conn:
-        t = rdb.t["reffiles"]
-        return conn.execute(sa.select(t.c.path).where(t.c.id == reffile_id)).scalar_one_or_none()

@@ -84,8 +84,7 @@ def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     snr_all = window_snr(store, ids, cfg, every)
-    required = cfg.delivery.snr_irs2 if ds.attrs["layout"]["family"] == "IRS2" \
-        else cfg.delivery.snr_trad
+    required = cfg.delivery.required(ds.attrs["layout"]["family"])
     per_file = snr_all / math.sqrt(n_all)
     n = whole_files((required / per_file) ** 2) if per_file > 0 else n_all
     say(f"per-file SNR {per_file:.3f} ({n_all} inputs give {snr_all:.2f}): a period needs "

@@ -794,7 +794,7 @@ def delivery(mean_rate, unc, active, layout: StoreLayout, cfg: Config) -> dict:
                         ratio.rechunk(-1), ok.rechunk(-1), drop_axis=[0, 1], new_axis=0,
                         chunks=((1,),),
                         dtype=np.float64, token="delivery-snr")[0]
-    required = d.snr_irs2 if layout.family == "IRS2" else d.snr_trad
+    required = d.required(layout.family)
     return {"snr": snr, "snr_required": required, "deliverable": snr >= required}
 
 

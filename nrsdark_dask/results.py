@@ -125,13 +125,12 @@ def _tables():
     return md, {t.name: t for t in md.sorted_tables}
 
 
-def _add_monitor_tables(conn) -> None:
-    md, t = _tables()
+def _add_monitor_tables(conn, tables: dict) -> None:
     for name in ("monitor_windows", "monitor_groups"):
-        t[name].create(conn, checkfirst=True)
+        tables[name].create(conn, checkfirst=True)
 
 
-MIGRATIONS = {1: _add_monitor_tables}  # {from_version: step(connection)}, applied in order
+MIGRATIONS = {1: _add_monitor_tables}  # {from_version: step(connection, tables)}, in order
 
 
 class ResultsDB:
@@ -163,7 +162,7 @@ class ResultsDB:
             raise ResultsError(f"{self.safe_url}: results database of schema {found}, newer "
                                f"than this nrsdark_dask's {SCHEMA_VERSION}; upgrade nrsdark_dask")
         for v in range(found, SCHEMA_VERSION):
-            MIGRATIONS[v](conn)
+            MIGRATIONS[v](conn, self.t)
         if found < SCHEMA_VERSION:
             conn.execute(meta.update().where(meta.c.key == "schema_version").values(
                 value=str(SCHEMA_VERSION)))
