@@ -468,6 +468,7 @@ def analyze(where, compare=None, config=None, report_dir=None, db=None) -> dict:
     from . import results
 
     t0, started = time.perf_counter(), results.now()
+    url = results.resolve(db)  # a bad database is refused before any work
     cfg = Config.from_toml(config)
     files = find_files(where)
     prev = find_files(compare) if compare else None
@@ -478,7 +479,6 @@ def analyze(where, compare=None, config=None, report_dir=None, db=None) -> dict:
     page, js = write_report(folder, s, figs)
     out = {k: v for k, v in s.items() if not k.startswith("_")}
     out.update(html=str(page), json=str(js), figures=list(figs))
-    url = results.resolve(db)
     if url:
         with results.ResultsDB(url) as rdb:
             rdb.record_analysis(out, per_amplifier(files, dark), prev.get("dark") if prev else None,

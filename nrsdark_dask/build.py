@@ -205,6 +205,7 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
     import time
 
     t0, started = time.perf_counter(), results.now()
+    url = results.resolve(db, store)  # a bad database is refused before any work
     cfg = Config.from_toml(config)
     scheduler = scheduler or cfg.run.scheduler or "threads"
     kind, threads = parse_scheduler(scheduler)
@@ -252,7 +253,6 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
            for k, v in summary.items()}
     res = {"files": {k: str(v) for k, v in files.items()}, "stats": out,
            "plan": products_.plan.describe()}
-    url = results.resolve(db, store)
     if url:
         every = open_dataset(store)
         skipped = set(culled) | set(exclude)

@@ -44,13 +44,20 @@ def default_url(store) -> str:
 
 def resolve(db, store=None) -> str | None:
     """The URL to record into: ``db`` (a URL or a path to an SQLite file), ``None``/"none" for
-    no recording, "default" for :func:`default_url` of ``store``."""
+    no recording, "default" for :func:`default_url` of ``store``.  An SQLite file whose
+    folder does not exist is refused here, before any work."""
     if db is None or str(db).lower() == "none":
         return None
     if str(db) == "default":
-        return default_url(store) if store is not None else None
-    text = str(db)
-    return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+        url = default_url(store) if store is not None else None
+    else:
+        text = str(db)
+        url = text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+    if url and url.startswith("sqlite:///"):
+        folder = Path(url[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise ResultsError(f"folder {folder} of the results database does not exist")
+    return url
 
 
 def _tables():
@@ -141,10 +148,7 @@ class ResultsDB:
         import sqlalchemy as sa
 
         self.url = url
-        if url.startswith("sqlite:///"):
-            folder = Path(url[len("sqlite:///"):]).parent
-            if not folder.is_dir():
-                raise ResultsError(f"folder {folder} of the results database does not exist")
+        resolve(url)  # refuses an SQLite file in a folder that does not exist
         self.engine = sa.create_engine(url, future=True)
         self.metadata, self.t = _tables()
         with self.engine.begin() as conn:

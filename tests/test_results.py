@@ -142,6 +142,12 @@ def test_the_command_line_records_beside_the_store_by_default(built, tmp_path, c
     beside = store.parent / R.DEFAULT_NAME
     assert R.default_url(store) == f"sqlite:///{beside}"
     assert R.resolve("none", store) is None and R.resolve(None, store) is None
+    # a database in a folder that does not exist: one line, exit 2, before any work
+    out = tmp_path / "o-bad"
+    assert cli.main(["build", "--store", str(store), "--outdir", str(out),
+                     "--db", str(tmp_path / "nowhere" / "r.sqlite")]) == 2
+    assert "nowhere of the results database does not exist" in capsys.readouterr().err
+    assert not out.exists()
     assert cli.main(["build", "--store", str(store), "--outdir", str(tmp_path / "o"),
                      "--scheduler", "threads"]) == 0
     assert f"recorded in sqlite:///{beside}" in capsys.readouterr().out
