@@ -37,8 +37,12 @@ class ResultsError(RuntimeError):
     pass
 
 
-def default_url(store) -> str:
-    """SQLite beside the store: ``<store's folder>/nrsdark_results.sqlite``."""
+def default_url(store) -> str | None:
+    """SQLite beside the store: ``<store's folder>/nrsdark_results.sqlite``; ``None`` for a
+    store at a URL (``s3://...``: there is no folder beside it to write into, so the default
+    records nothing; give ``--db``)."""
+    if "://" in str(store):
+        return None
     return f"sqlite:///{Path(store).absolute().parent / DEFAULT_NAME}"
 
 

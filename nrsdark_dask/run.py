@@ -70,7 +70,8 @@ def stages(config_path) -> list[tuple[str, list[str]]]:
     build += ["--mask-in", r.mask_in] if r.mask_in else []
     analyze = ["analyze", str(reffiles), *conf]
     analyze += ["--compare", *r.compare] if r.compare else []
-    analyze += ["--db", r.db or results.default_url(r.store)]  # where the build recorded
+    db = r.db or results.default_url(r.store)  # where the build recorded
+    analyze += ["--db", db] if db else []
     stages = [("select", select), ("calibrate", calibrate)]
     if r.cull:
         stages.append(("cull", ["cull", "--store", r.store, "-o", str(culled), *conf]))

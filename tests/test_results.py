@@ -142,6 +142,7 @@ def test_the_command_line_records_beside_the_store_by_default(built, tmp_path, c
     beside = store.parent / R.DEFAULT_NAME
     assert R.default_url(store) == f"sqlite:///{beside}"
     assert R.resolve("none", store) is None and R.resolve(None, store) is None
+    assert R.resolve("default", "s3://bucket/s.zarr") is None  # nothing beside a URL
     # a database in a folder that does not exist: one line, exit 2, before any work
     out = tmp_path / "o-bad"
     assert cli.main(["build", "--store", str(store), "--outdir", str(out),
