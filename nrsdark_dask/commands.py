@@ -262,6 +262,24 @@ def _trends(args) -> None:
         print(f"  {page}")
 
 
+def _check_science(args) -> None:
+    from .science import check_science
+
+    s = check_science(args.science, args.new, args.old, args.outdir, refkit=args.refkit,
+                      background=args.background, config=args.config, db=args.db,
+                      progress=lambda text: print(text, file=sys.stderr, flush=True))
+    print(f"{s['html']}  ({s['json']})" + (f"; recorded in {s['db']}" if "db" in s else ""))
+    print(f"difference new - old: median {s['diff_median']:+.5f} DN/s, scatter "
+          f"{s['diff_sigma']:.5f} DN/s ({s['diff_sigma_over_background']:.3f} of the science "
+          f"noise {s['background_sigma']:.4f} DN/s; {s['diff_sigma_over_expected']:.2f} of "
+          f"sqrt(UNC_new^2 + UNC_old^2) = {s['expected_sigma']:.5f})")
+    if s["hot_n"]:
+        print(f"hot pixels ({s['hot_n']}): residual {s['hot_residual_new']:+.4f} DN/s with the "
+              f"new set, {s['hot_residual_old']:+.4f} with the old")
+    print(f"newly DO_NOT_USE {s['new_do_not_use']} (no longer {s['gone_do_not_use']}); newly "
+          f"UNRELIABLE_DARK {s['new_unreliable_dark']} (no longer {s['gone_unreliable_dark']})")
+
+
 def _periods(args) -> None:
     from .periods import periods
 
@@ -548,6 +566,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "or SQLite file; default [run] db, else nothing recorded)")
     s.add_argument("--config", help="TOML file ([delivery], [dark] hot_rate)")
     s.set_defaults(func=_analyze)
+
+    s = sub.add_parser("check-science", help="the report's §8: one science exposure "
+                       "calibrated with a new and an old reference set, the rates compared",
+                       description="Runs jwst detector1 (with superbias and dark_current) on "
+                       "SCIENCE twice, with the NEW and the OLD reference set, and compares the "
+                       "rates: difference image, median and scatter against both DARKs' UNC "
+                       "and the science noise, median column, hot-pixel residuals, pixels "
+                       "newly DO_NOT_USE or UNRELIABLE_DARK.  Writes check_science.html, "
+                       "check_science.json and both rate files into OUTDIR.")
+    s.add_argument("science", help="science exposure (uncal FITS)")
+    s.add_argument("--new", required=True, nargs="+", help="new reference set: a folder (the "
+                   "newest DARK, SUPERBIAS, MASK in it) or files")
+    s.add_argument("--old", required=True, nargs="+", help="old reference set: a folder or "
+                   "files, or 'crds' (what CRDS selects; needs CRDS_SERVER_URL)")
+    s.add_argument("--refkit", help="folder of the other reference files (saturation, "
+                   "linearity, gain, readnoise, mask; refpix for IRS2); default CRDS")
+    s.add_argument("-o", "--outdir", required=True)
+    s.add_argument("--background", help="box measuring the science noise: y0:y1,x0:x1 "
+                   "(0-based, end excluded; default every active pixel)")
+    s.add_argument("--config", help="TOML file ([dark] hot_rate, hot_rule)")
+    s.add_argument("--db", help="record the check in this results database (SQLAlchemy URL or "
+                   "SQLite file; default: nothing recorded)")
+    s.set_defaults(func=_check_science)
 
     s = sub.add_parser("periods", help="temporal darks: the shortest date windows that reach "
                        "the SNR, each built, plus a master for comparison",

@@ -299,6 +299,7 @@ def step_arguments(refs: dict[str, str], family: str, mask: str | None) -> dict[
         "linearity": ov("linearity"),
         "jump": {**ov("gain", "readnoise"), **STEP_PARAMETERS["jump"]},
         "ramp_fit": ov("gain", "readnoise"),
+        "dark_current": ov("dark"),  # science only (:func:`run_science`)
     }
     return args
 
@@ -355,6 +356,66 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
         _rateints.close()
     prov = provenance(env, refs, mask)
     return Detector1Result(model, rate, prov, bias)
+
+
+SCIENCE_STEPS = ("group_scale", "dq_init", "saturation", "superbias", "refpix", "linearity",
+                 "dark_current", "jump", "ramp_fit")
+"""A science exposure's detector1 (``nrsdark check-science``, report §8): the recipe's steps
+with ``dark_current``, in ``Detector1Pipeline``'s order.  Not run: ``persistence`` (no NIRSpec
+reference in CRDS), ``charge_migration`` and ``clean_flicker_noise`` (off in jwst's defaults),
+the MIRI and NIRCam-only steps.  The jump step keeps the recipe's snowball flagging."""
+
+
+def run_science(uncal, refs: dict[str, str] | None = None, crds_path=None,
+                quiet: bool = False):
+    """Calibrate one science exposure through detector1 *with* the dark (:data:`SCIENCE_STEPS`)
+    and return its rate (an ImageModel: data, err, dq, var_poisson, var_rnoise).
+
+    Unlike :func:`run_detector1` (darks), the MASK is used as given: hot pixels stay
+    DO_NOT_USE, as a science user's pipeline has them.  ``refs``: ``{reftype: path}``
+    overrides, ``dark`` included; offline every type of the recipe and ``dark`` must be given.
+    Peak memory is jwst's whole-exposure run (see the module docstring) plus the DARK's
+    cube: :func:`science_memory`.
+    """
+    env = configure_crds(crds_path)
+    from jwst.dark_current import DarkCurrentStep
+    from jwst.dq_init import DQInitStep
+    from jwst.group_scale import GroupScaleStep
+    from jwst.jump import JumpStep
+    from jwst.linearity import LinearityStep
+    from jwst.ramp_fitting import RampFitStep
+    from jwst.refpix import RefPixStep
+    from jwst.saturation import SaturationStep
+    from jwst.superbias import SuperBiasStep
+    from stdatamodels.jwst import datamodels as dm
+
+    refs = dict(refs or {})
+    check_references(env, refs)
+    if env["mode"] == "offline" and "dark" not in refs:
+        raise RuntimeError("offline (no CRDS_SERVER_URL) and no DARK reference file given")
+    model = dm.RampModel(str(uncal))
+    family = readout_family(model)
+    check_references(env, refs, family)
+    args = step_arguments(refs, family, refs.get("mask"))
+    steps = {"group_scale": GroupScaleStep, "dq_init": DQInitStep,
+             "saturation": SaturationStep, "superbias": SuperBiasStep, "refpix": RefPixStep,
+             "linearity": LinearityStep, "dark_current": DarkCurrentStep, "jump": JumpStep}
+    log = {"configure_log": not quiet}
+    for name, cls in steps.items():
+        model = cls.call(model, **args[name], **log)
+    rate, rateints = RampFitStep.call(model, **args["ramp_fit"], **log)
+    model.close()
+    if rateints is not None:
+        rateints.close()
+    return rate
+
+
+def science_memory(shape: tuple[int, ...]) -> int:
+    """Bytes :func:`run_science` needs for a raw ramp of ``shape`` (nints, ngroups, ny, nx):
+    jwst's 0.6 GB + 26 bytes per raw pixel per group (measured, module docstring), plus the
+    DARK's cube (float32 SCI and ERR, uint32 DQ planes: 12 bytes per pixel per group)."""
+    pixel_groups = int(np.prod(shape))
+    return int(0.6e9 + 26 * pixel_groups + 12 * int(np.prod(shape[1:])))
 
 
 def check_references(env: dict, refs: dict, family: str | None = None) -> None:

@@ -11,8 +11,8 @@ the previous file, and the run that made it (software versions, wall time, peak 
   (:func:`default_url`).  The library functions record only when given a URL.
 * **Versioned**: table ``nrsdark_meta`` holds ``schema_version``.  A database of an older
   version is upgraded in place, in the transaction that opens it, by the steps of
-  ``MIGRATIONS`` (1 -> 2: the monitor's tables); one newer than this release is refused with
-  the two versions named.
+  ``MIGRATIONS`` (1 -> 2: the monitor's tables; 2 -> 3: ``science_checks``); one newer than
+  this release is refused with the two versions named.
 * **Transactional**: each record (a build, an analysis) is one transaction; a run killed
   half-way leaves no partial row.
 
@@ -29,7 +29,7 @@ import resource
 import socket
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_NAME = "nrsdark_results.sqlite"
 
 
@@ -133,6 +133,18 @@ def _tables():
         sa.Column("n_held", sa.Integer), sa.Column("n_more_needed", sa.Integer),
         sa.Column("per_file_snr", sa.Float), sa.Column("snr_required", sa.Float),
         sa.Column("updated", sa.DateTime(timezone=True)))
+    # nrsdark check-science (schema 3): a science exposure calibrated with two reference sets
+    sa.Table(
+        "science_checks", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
+        sa.Column("science", sa.Text, nullable=False),
+        sa.Column("new_dark_id", sa.Integer, sa.ForeignKey("reffiles.id"), nullable=False),
+        sa.Column("old_dark_id", sa.Integer, sa.ForeignKey("reffiles.id"), nullable=False),
+        sa.Column("diff_median", sa.Float), sa.Column("diff_sigma", sa.Float),
+        sa.Column("expected_sigma", sa.Float), sa.Column("background_sigma", sa.Float),
+        sa.Column("hot_residual_new", sa.Float), sa.Column("hot_residual_old", sa.Float),
+        sa.Column("new_do_not_use", sa.Integer), sa.Column("new_unreliable_dark", sa.Integer),
+        sa.Column("report", sa.Text))  # JSON: every number of check_science.json
     return md, {t.name: t for t in md.sorted_tables}
 
 
@@ -141,7 +153,12 @@ def _add_monitor_tables(conn, tables: dict) -> None:
         tables[name].create(conn, checkfirst=True)
 
 
-MIGRATIONS = {1: _add_monitor_tables}  # {from_version: step(connection, tables)}, in order
+def _add_science_checks(conn, tables: dict) -> None:
+    tables["science_checks"].create(conn, checkfirst=True)
+
+
+# {from_version: step(connection, tables)}, in order
+MIGRATIONS = {1: _add_monitor_tables, 2: _add_science_checks}
 
 
 class ResultsDB:
@@ -276,6 +293,32 @@ class ResultsDB:
             if rows:
                 conn.execute(self.t["statistics"].insert(), rows)
         return aid
+
+    def record_science_check(self, numbers: dict, started=None, wall_s=None,
+                             software=None) -> int:
+        """Record a science check (``numbers``: ``check_science.json``'s): both sets' DARK
+        and SUPERBIAS files (recorded too if they are not yet), the comparison's numbers.
+        Returns the check's id."""
+        from astropy.io import fits
+
+        started = started or now()
+        with self.engine.begin() as conn:
+            run = self._run(conn, "check-science", started, wall_s, software or {})
+            ids = {}
+            for s in ("new", "old"):
+                for reftype, path in numbers[s].items():
+                    if reftype in ("dark", "superbias"):
+                        ids[s, reftype] = self._reffile(conn, run, path, reftype,
+                                                        fits.getheader(path, 0))
+            keep = ("diff_median", "diff_sigma", "expected_sigma", "background_sigma",
+                    "hot_residual_new", "hot_residual_old")
+            return conn.execute(self.t["science_checks"].insert().values(
+                run_id=run, science=str(numbers["science"]),
+                new_dark_id=ids["new", "dark"], old_dark_id=ids["old", "dark"],
+                **{k: _num(numbers.get(k)) for k in keep},
+                new_do_not_use=numbers["new_do_not_use"],
+                new_unreliable_dark=numbers["new_unreliable_dark"],
+                report=json.dumps(numbers, default=str))).inserted_primary_key[0]
 
     def read_table(self, name: str) -> list[dict]:
         """Every row of table ``name`` as dicts (in insertion order where it has an id)."""
