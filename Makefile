@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := demo
 
-.PHONY: venv browser postgresql test test-all demo clean-demo bench bench-calibrate
+.PHONY: venv browser postgresql test test-all docs demo clean-demo bench bench-calibrate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,docs]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -38,6 +38,11 @@ test: venv browser postgresql
 # Everything, including the slow full-frame cases.
 test-all: venv browser postgresql
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15 -m ''
+
+# The Sphinx site (docs/): warnings are errors, as in CI; open docs/_build/html/index.html
+docs: venv
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
 
 # The built-in simulated data set: NRS1 ALLSLITS TRAD, 20 groups, 12 exposures with the
 # report's §3 artifacts and a grating mix that the pre-filter must cull; then the pipeline in

@@ -1,6 +1,6 @@
 """nrsdark_dask: NIRSpec bias, dark and bad-pixel-mask reference files on Dask, Zarr and xarray.
 
-One pixel's way from uncal file to FITS (README's "Layout" lists every module):
+One pixel's way from uncal file to FITS (the docs' Layout page, docs/layout.md, lists every module):
 
 * :mod:`nrsdark_dask.select` - the pre-filter: a manifest of accepted inputs
 * :mod:`nrsdark_dask.calibrate` - jwst detector1 per exposure (:mod:`nrsdark_dask.tiled`: in

@@ -541,8 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "per input group, build the period darks that reach the SNR, record them, "
                        "refresh the trend pages", description="One monitor run from the "
                        "[monitor] section of CONFIG (inputs, telemetry, exclude, refkit, stores, "
-                       "outdir, cull, db; see README). Safe to run again: it takes in only what "
-                       "is new.")
+                       "outdir, cull, db; see docs/commands/monitor.md). Safe to run again: it "
+                       "takes in only what is new.")
     s.add_argument("config", help="TOML file with a [monitor] section")
     s.add_argument("--scheduler", help="threads[:N] (default), sync, local[:N], tcp://HOST:PORT")
     s.set_defaults(func=_monitor)
@@ -611,8 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="select -> calibrate -> [cull] -> build -> analyze from one "
                        "TOML file", description="The pipeline in one command: the stages' "
                        "inputs come from the [run] section of CONFIG (inputs, telemetry, "
-                       "exclude, refkit, store, outdir, cull, mask_in, compare; see README), "
-                       "every stage gets --config CONFIG. Each stage prints its command line. "
+                       "exclude, refkit, store, outdir, cull, mask_in, compare; see "
+                       "docs/commands/run.md), every stage gets --config CONFIG. Each stage prints its command line. "
                        "Exit 0 deliverable, 1 not deliverable, 2 a stage failed.")
     s.add_argument("config", help="TOML file with a [run] section")
     s.set_defaults(func=None)  # cli.main runs it (nrsdark_dask.run calls these commands)

@@ -187,7 +187,7 @@ class DeliveryConfig:
 class CullConfig:
     """Automatic artifact culling (``nrsdark cull``; report §3, :mod:`nrsdark_dask.cull`).
     Scores are in units of the noise; the limits were set on simulated sets so that at most
-    2 % of clean exposures are culled (README, "Automatic culling")."""
+    2 % of clean exposures are culled (docs/commands/cull.md)."""
 
     SECTION: typing.ClassVar[str] = "cull"
     mode_switch_sigma: float = _num(8.0, **POSITIVE)  # mean-frame large-scale structure

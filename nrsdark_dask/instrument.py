@@ -206,7 +206,7 @@ NIRSPEC_EXP_TYPES = ("NRS_AUTOFLAT", "NRS_AUTOWAVE", "NRS_BRIGHTOBJ", "NRS_CONFI
                      "NRS_MIMF", "NRS_MSASPEC", "NRS_MSATA", "NRS_TACONFIRM", "NRS_TACQ",
                      "NRS_TASLIT", "NRS_VERIFY", "NRS_WATA")
 """Every NIRSpec exposure type: all run calwebb_detector1, with superbias and dark_current, so
-bias and dark reference files apply to all of them (P_EXP_TY).  The NRS_ values of
+bias and dark reference files apply to all of them (P_EXP_TY).  The ``NRS_*`` values of
 stdatamodels' EXP_TYPE enum and of CRDS's ``nirspec_all.tpn`` (tested equal to the schema)."""
 
 

@@ -15,6 +15,7 @@ Reference files, per type, come from (first match wins):
 
 1. ``refs`` passed by the caller (a ``{reftype: path}`` dict, e.g. :func:`refkit_files`);
 2. CRDS, when ``CRDS_SERVER_URL`` is set (or a populated ``CRDS_PATH`` cache exists).
+
 For TRAD data the IRS2 ``refpix`` and ``sirskernel`` types are ``N/A``.
 
 Offline environment (measured facts: ``shared/docs/JWST_OFFLINE.md``)

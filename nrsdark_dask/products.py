@@ -12,10 +12,11 @@ statistics, how per-input candidates combine, settings), the DQ bits it sets in 
 the MASK, whether it makes the DARK UNRELIABLE_DARK, and from how many inputs it is reliable.
 Everything iterates over it: ``reduce`` evaluates the rules and assembles the DQ planes,
 ``export`` writes DQ_DEF, ``analyze`` counts the flags and warns, the CLI prints the counts,
-README's flag table is :func:`flags_markdown`.  A flag has one name: its (y, x) product, its
-statistic ``n_<name>``, its settings ``[dark] <name>_<keyword>``.  Adding a flag rule end to
-end is one kernel (``kernels/flags.py``), one row here and one ``[dark]`` field per setting
-(tested with a throwaway rule: ``tests/test_flag_table.py``).
+the documented flag table (docs/commands/build.md) is :func:`flags_markdown`.  A flag has one
+name: its (y, x) product, its statistic ``n_<name>``, its settings
+``[dark] <name>_<keyword>``.  Adding a flag rule end to end is one kernel
+(``kernels/flags.py``), one row here and one ``[dark]`` field per setting (tested with a
+throwaway rule: ``tests/test_flag_table.py``).
 """
 
 from __future__ import annotations
@@ -292,7 +293,8 @@ def flag(name: str) -> Flag:
 
 
 def flags_markdown() -> str:
-    """README's flag table, made from :data:`FLAGS` (a test keeps README's copy equal)."""
+    """The flag table of docs/commands/build.md, made from :data:`FLAGS` (a test keeps the
+    page's copy equal)."""
     rows = ["| flag | rule (kernel: inputs; statistics) | a pixel is flagged | DARK DQ | MASK DQ "
             "| settings `[dark]` | reliable from N |", "|---|---|---|---|---|---|---|"]
     for f in FLAGS:

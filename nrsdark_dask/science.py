@@ -21,6 +21,7 @@ refused.  The other types (saturation, linearity, gain, readnoise; refpix for IR
 ``refkit``, or from CRDS when there is a server.
 
 Decisions (the issue was silent):
+
 * The science exposure runs whole, through jwst's own steps, as a science user's pipeline
   runs it: peak memory is jwst's (:func:`~nrsdark_dask.jwst_recipe.science_memory`: ~0.6 GB +
   26 bytes per pixel per group + the DARK cube; a TRAD full frame of 88 groups ~10.7 GB, an

@@ -126,8 +126,8 @@ def test_tree_rings_are_bias_and_glow_is_light():
 def artifact_store(tmp_path_factory):
     """ALLSLITS, 10 groups, 9 exposures: two after a mode switch (0.2 K, the top of the
     report's subarray range), one with persistence (report sizes), the PRISM ones with MSA
-    glow 10x the default crest: sizes well over the detection limits on 10 groups (README
-    gives the limits measured on 20 groups by benchmarks/cull_limits.py)."""
+    glow 10x the default crest: sizes well over the detection limits on 10 groups (the docs
+    cull page gives the limits measured on 20 groups by benchmarks/cull_limits.py)."""
     from nrsdark_dask.calibrate import calibrate
     from nrsdark_dask.config import SelectConfig
     from nrsdark_dask.select import select_inputs, write_manifest

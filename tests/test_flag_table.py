@@ -1,6 +1,6 @@
 """The executable flag table (issue 20 item 1): a new flag rule end to end is a kernel, a row
 and a ``[dark]`` field.  A throwaway rule goes through the build (DARK DQ, DQ_DEF, the
-statistic), ``analyze`` (count, warning), the CLI's line and README's table, and is checked
+statistic), ``analyze`` (count, warning), the CLI's line and the documented table, and is checked
 against plain numpy on the store's own images."""
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ ROW = P.Flag("low_pedestal", "group 1 low (a throwaway rule of the test)",
              reliable_n=(50, "a test's made-up number"))
 
 
-def test_readme_flag_table_is_the_table():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert P.flags_markdown() in readme, "README's flag table differs: paste flags_markdown()"
+def test_the_documented_flag_table_is_the_table():
+    page = (Path(__file__).parents[1] / "docs" / "commands" / "build.md").read_text()
+    assert P.flags_markdown() in page, \
+        "docs/commands/build.md's flag table differs: paste flags_markdown()"
 
 
 def test_every_flag_has_one_name_and_its_settings_exist():

@@ -37,7 +37,7 @@ def test_unc_falls_as_one_over_sqrt_n(year_store, tmp_path):
     10 % (the noise half of the report's SNR ~ sqrt(N), Table 4).  The SNR itself does not
     follow sqrt(N) on these 10-group subarray ramps (measured SNR / sqrt(N): 0.098, 0.201,
     0.140): each exposure's rate carries a common offset (pedestal, 1/f) larger than the dark
-    rate, so DRK's median moves with the mean of N offsets (README, known limitations)."""
+    rate, so DRK's median moves with the mean of N offsets (docs/limitations.md)."""
     from nrsdark_dask.build import build
     from nrsdark_dask.store import open_dataset
 

@@ -130,7 +130,7 @@ def test_science_against_truth(sci):
 
 def test_esa_rtn_rule_is_offered(sci):
     """The ESA rule against truth, as the ST rule is scored in test_science_against_truth.
-    Measured (README): ESA 5923 pixels, recall 0.998, precision 0.224; ST 1314.  On these
+    Measured (docs/commands/build.md): ESA 5923 pixels, recall 0.998, precision 0.224; ST 1314.  On these
     60-group ramps the ESA limit, (1 - 0.9973) x 59 x 4 = 0.64 jumps an input, is reached by
     cosmic-ray jumps alone, so it flags far more than the ST rule."""
     ds = open_dataset(sci["store"])

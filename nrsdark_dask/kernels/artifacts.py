@@ -153,7 +153,7 @@ def stripe_spectra(resid: np.ndarray, err: np.ndarray, periods=(60.0, 200.0),
     135 degrees (the MSA glow), for :func:`stripe_scores`.
 
     ``z = resid / err`` (column medians removed first: 1/f noise makes column stripes; NaN
-    and |z| > 5 set to 0) is projected along lines at each angle (``x cos a + y sin a``
+    and abs(z) > 5 set to 0) is projected along lines at each angle (``x cos a + y sin a``
     rounded to whole pixels), each projected bin divided by the square root of its pixel
     count (unit variance on white noise); the projection's periodogram, summed over
     ``spread`` neighbouring frequency bins (stripes confined to a band of the detector, as

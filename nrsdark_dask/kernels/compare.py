@@ -44,7 +44,7 @@ def rate_difference(rate_new: np.ndarray, rate_old: np.ndarray, dq_new: np.ndarr
     * ``background_sigma``: the robust sigma of the new set's rate over ``background``, the
       report's yardstick ("deviations tiny compared to the standard deviation of the science
       data"), and ``diff_sigma_over_background``, ``column_max_over_background`` (the largest
-      |median column| of the difference, in those units);
+      absolute median column of the difference, in those units);
     * ``hot_n``, ``hot_residual_new``, ``hot_residual_old``: the hot pixels' median rate less
       the median rate of all usable pixels, under each set (a DARK that knows a hot pixel
       leaves ~0);

@@ -132,7 +132,7 @@ def write_refkit(truth: DetectorTruth, outdir: Path) -> dict[str, str]:
 
 def irs2_refpix_model(truth: DetectorTruth) -> dm.IRS2Model:
     """IRS2 correction table matching the simulator: subtract the reference output's low
-    frequencies (alpha = 1 for |f| below the coarse-grid Nyquist), ignore the interleaved
+    frequencies (alpha = 1 for abs(f) below the coarse-grid Nyquist), ignore the interleaved
     reference samples (beta = 0).  One DQ row with MASK = 0 (jwst 3.0 needs a table)."""
     n = inst.IRS2_ROW_TIME * inst.FULL_SIZE
     k = np.fft.fftfreq(n) * n

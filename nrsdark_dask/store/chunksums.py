@@ -18,7 +18,7 @@ is missing is damage too (a chunk not listed and absent is an all-fill chunk, ne
 Exposures without a manifest (stores of schema 2) are not checked (the build warns).
 
 Cost: one CRC32C pass over the raw bytes (google-crc32c, SSE4.2: several GB/s on one core)
-per chunk read; measured in ``make bench`` (README), which compares builds with and without
+per chunk read; measured in ``make bench`` (docs/benchmarks.md), which compares builds with and without
 the checks: ``NRSDARK_CHUNK_CHECKS=0`` turns them off, for that measurement only.
 """
 

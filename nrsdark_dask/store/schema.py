@@ -51,7 +51,7 @@ jump counts, the clipped group-1 frame statistics, the group-1 image with the gr
 frame thresholds and neighbour rules need (RTN, RC), so a build reads every ramp chunk exactly
 once: the RC and IPC flags are known before the one pass over the ramps starts.
 
-Codecs (measured by ``benchmarks/bench_store_chunks.py``, README): float32 ramps of noise
+Codecs (measured by ``benchmarks/bench_store_chunks.py``, docs/benchmarks.md): float32 ramps of noise
 compress by only 8-9 % (zstd or blosc-lz4 + bitshuffle) while reading slows by 25-55 %, so
 ramps, rates and bias groups are stored uncompressed by default (``codec="none"``); the DQ
 arrays, almost all zeros, always use zstd (about 100 x smaller).

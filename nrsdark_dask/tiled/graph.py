@@ -11,7 +11,7 @@ Per exposure (``TOKEN`` names it; the dashboard groups tasks by the name before 
                                ├─ snowball-regions × R ─ snowballs ─┘                │
                                └─ store-ramp × T ────────────────────────────────────┘
 
-S row slabs, B group blocks, R region blocks, T tile rows (:mod:`.plan`).  Stages meet in the
+S row slabs, B group blocks, R region blocks, T tile rows (:mod:`~nrsdark_dask.tiled.plan`).  Stages meet in the
 scratch cubes (:mod:`.scratch`); task results are small (flags per group, samples, chunk
 checksums; IRS2's running ``b_offset`` sum, 52 MB).
 

@@ -8,11 +8,11 @@ what is cut where, and why each cut gives stock's bits:
 =====================  ===================  ======================================================
 piece                  holds                runs (jwst/stcal, unchanged)
 =====================  ===================  ======================================================
-``early_slab`` (TRAD)  rows + 2n halo,      group_scale, dq_init, saturation, superbias: pixel-
+``early_slab`` TRAD    rows + 2n halo,      group_scale, dq_init, saturation, superbias: pixel-
                        all groups           local; saturation grows flags n_pix_grow_sat pixels
                                             and its backward pass grows once more: 2n rows of
                                             halo make the kept rows exact
-``early_block`` (IRS2) groups, whole        the same steps; jwst's IRS2 saturation needs the
+``early_block`` IRS2   groups, whole        the same steps; jwst's IRS2 saturation needs the
                        3200-row frame       whole raw frame.  Saturation carries forward: a
                                             block's last-group SATURATED plane is ORed into
                                             every later block (``refpix_block``); its group-2
@@ -39,7 +39,7 @@ chunk checksums) and writes its arrays to a new cube, never into its own input: 
 runs twice gives the same bytes.
 
 Peak memory of each kind of piece is measured in ``benchmarks/bench_tiled.py`` and modelled in
-:mod:`.plan` (bytes per pixel-group held); :func:`.plan.plan_pieces` sizes pieces to fit a
+:mod:`~nrsdark_dask.tiled.plan` (bytes per pixel-group held); :func:`~nrsdark_dask.tiled.plan.plan_pieces` sizes pieces to fit a
 per-task budget.
 """
 

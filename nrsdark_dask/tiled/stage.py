@@ -139,7 +139,7 @@ def store_rows(exp: Exposure, layout: StoreLayout, y0: int, y1: int, diff_sigma:
     sub-slabs of ``fit_rows`` rows, the ingest summaries, and the chunks of this row of every
     per-pixel variable but the ramp (:func:`store_ramp`) written into the staged exposure,
     each checksummed.  Returns ``{"chunks": {var: {file: [size, crc]}}, "group1": rows}``.
-    Memory: one ramp-fit sub-slab (:mod:`.plan`) or one group chunk of the row, plus a few
+    Memory: one ramp-fit sub-slab (:mod:`~nrsdark_dask.tiled.plan`) or one group chunk of the row, plus a few
     plane-sized arrays."""
     import zarr
 
