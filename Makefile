@@ -44,22 +44,42 @@ docs: venv
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs/_build/html/index.html"
 
-# The built-in simulated data set: NRS1 ALLSLITS TRAD, 20 groups, 12 exposures with the
-# report's §3 artifacts and a grating mix that the pre-filter must cull; then the pipeline in
-# one command (select -> calibrate -> cull -> build -> analyze, nrsdark_dask/configs/demo.toml).
+# The built-in simulated data set: NRS1 SUBS200A1 TRAD (NRS: 4 frames a group), 80 groups, 12
+# exposures with the report's §3 artifacts and a grating mix that the pre-filter must cull; the
+# last (clean) exposure is held out as the science exposure.  Then the pipeline in one command
+# (select -> calibrate -> cull -> build -> analyze, nrsdark_dask/configs/demo.toml: deliverable,
+# exit 0), the period darks (a short history in the results database), the report's §8
+# science check of the new files against the first period's, and the trend site.
+DEMO_SCIENCE := jw90001002001_02101_00002_nrs1_uncal.fits
+DEMO_MASK := $(DEMO)/sim/refkit/nrsdark_sim_nrs1_subs200a1_trad_mask.fits
+DEMO_DB := stores/nrsdark_results.sqlite
 demo: venv clean-demo
-	mkdir -p $(DEMO)
-	$(BIN)/nrsdark simulate $(DEMO)/sim --subarray ALLSLITS --ngroups 20 --nexp 12 \
-	    --artifacts --glow-rate 0.02 --gratings 'G140H:3,G395H:2,PRISM,MIRROR' --workers 2 \
-	    --seed 2026
-	# exit status 1 = "not deliverable" (the demo's 7 short subarray inputs are not): a verdict
-	$(BIN)/nrsdark run nrsdark_dask/configs/demo.toml || [ $$? -eq 1 ]
-	# the run recorded its files in stores/nrsdark_results.sqlite: the trend site from it
-	$(BIN)/nrsdark trends --db stores/nrsdark_results.sqlite -o $(DEMO)/trends
+	mkdir -p $(DEMO)/science
+	$(BIN)/nrsdark simulate $(DEMO)/sim --subarray SUBS200A1 --readpatt NRS --ngroups 80 \
+	    --nexp 12 --artifacts --glow-rate 0.02 --gratings 'G140H:3,G395H:2,PRISM,MIRROR' \
+	    --workers 2 --seed 2026
+	mv $(DEMO)/sim/uncal/$(DEMO_SCIENCE) $(DEMO)/science/
+	$(BIN)/nrsdark run nrsdark_dask/configs/demo.toml
+	$(BIN)/nrsdark periods --store stores/demo.zarr --outdir $(DEMO)/periods \
+	    --cull $(DEMO)/run/culled.ecsv --mask-in $(DEMO_MASK) \
+	    --config nrsdark_dask/configs/demo.toml --db $(DEMO_DB)
+	$(BIN)/nrsdark check-science $(DEMO)/science/$(DEMO_SCIENCE) --new $(DEMO)/run/reffiles \
+	    --old $(DEMO)/periods/T0 --refkit $(DEMO)/sim/refkit -o $(DEMO)/check --db $(DEMO_DB)
+	$(BIN)/nrsdark trends --db $(DEMO_DB) -o $(DEMO)/trends
+	@echo
+	@echo "make demo: the outputs (README, 'Five minutes with the demo')"
+	@echo "  $(DEMO)/run/manifest.ecsv               the pre-filter's choice and the yield table"
+	@echo "  $(DEMO)/run/culled.ecsv, culled_png/    the automatic cull and its pictures"
+	@echo "  $(DEMO)/run/reffiles/*.fits             SUPERBIAS and DARK (deliverable)"
+	@echo "  $(DEMO)/run/reffiles/qa/report.html     the QA report"
+	@echo "  $(DEMO)/periods/                        period darks T0, T1 and the master"
+	@echo "  $(DEMO)/check/check_science.html        new files against T0 on a science exposure"
+	@echo "  $(DEMO)/trends/index.html               the trend site"
+	@echo "  stores/demo.zarr, $(DEMO_DB)   the calibrated ramps, the results database"
 
 clean-demo:
-	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/run $(DEMO)/trends stores/demo.zarr \
-	    stores/nrsdark_results.sqlite
+	rm -rf $(DEMO)/sim $(DEMO)/.sim.tmp-* $(DEMO)/science $(DEMO)/run $(DEMO)/periods \
+	    $(DEMO)/check $(DEMO)/trends stores/demo.zarr $(DEMO_DB)
 
 # Benchmarks (issue 9; not part of `make test`): clipping kernel vs astropy, build vs the
 # in-memory script on the 503 MB ALLSLITS store (made once, cached in benchmarks/data/; the

@@ -73,7 +73,8 @@ def find_files(where) -> dict[str, Path]:
     return out
 
 
-def _geometry(header) -> inst.Subarray:
+def geometry_of(header) -> inst.Subarray:
+    """The subarray a FITS primary header describes (SUBARRAY, SUBSTRT*, SUBSIZE*)."""
     name = str(header.get("SUBARRAY", "FULL")).strip()
     return inst.Subarray(name, int(header.get("SUBSTRT1", 1)), int(header.get("SUBSTRT2", 1)),
                          int(header.get("SUBSIZE1", 2048)), int(header.get("SUBSIZE2", 2048)))
@@ -106,7 +107,7 @@ def _read_dark(path):
     return out
 
 
-def _hot(path, geometry, cfg: Config) -> np.ndarray | None:
+def hot_pixels_of(path, geometry, cfg: Config) -> np.ndarray | None:
     """HOT pixels of a comparison: the MASK's HOT bit, else its DARK's DRK over the limit."""
     with fits.open(path, memmap=False) as h:
         reftype = str(h[0].header.get("REFTYPE", "")).strip().lower()
@@ -151,7 +152,7 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
     cfg = cfg or Config()
     d = dark or _read_dark(files["dark"])
     head = d["header"]
-    geo = _geometry(head)
+    geo = geometry_of(head)
     readpatt = _readpatt(head)
     family = inst.get_read_pattern(readpatt).family if readpatt in inst.READ_PATTERNS \
         else "TRAD"
@@ -199,7 +200,7 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
         s["mask_file"] = str(files["mask"])
     if compare:
         prev = compare.get("mask") or compare.get("dark")
-        known = _hot(prev, geo, cfg)
+        known = hot_pixels_of(prev, geo, cfg)
         if known is not None and known.shape == hot.shape:
             s["n_new_hot"] = int((hot & ~known).sum())
             s["compare_hot_from"] = str(prev)
@@ -278,7 +279,9 @@ def png_bytes(fig) -> bytes:
     return buf.getvalue()
 
 
-def _image(ax, img, title, unit, geo, symmetric=False):
+def image_panel(ax, img, title, unit, geo, symmetric=False):
+    """Draw ``img`` (a preview of at most 1024 px a side) on ``ax`` in DMS pixel coordinates of
+    ``geo``, 1-99 % stretch, or a red-blue scale of +-4 robust sigma when ``symmetric``."""
     thumb = art.preview(img, 1024)
     finite = thumb[np.isfinite(thumb)]
     if symmetric:
@@ -308,14 +311,14 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
 
     cfg = cfg or Config()
     d = dark or _read_dark(files["dark"])
-    geo = _geometry(d["header"])
+    geo = geometry_of(d["header"])
     aspect = d["drk"].shape[0] / d["drk"].shape[1]
     h_img = max(2.5, 9 * aspect)
     out = {}
 
     def one(name, img, title, unit, symmetric=False):
         fig, ax = plt.subplots(figsize=(10, h_img + 0.8))
-        _image(ax, img, title, unit, geo, symmetric)
+        image_panel(ax, img, title, unit, geo, symmetric)
         fig.tight_layout()
         out[name] = png_bytes(fig)
 
@@ -380,7 +383,8 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
 
 
 # ---- report ----------------------------------------------------------------------------------
-_CHECK = """<script>
+# a report page's render check: "rendered N of M" images once loaded (the browser tests read it)
+RENDER_CHECK = """<script>
 window.addEventListener('load', function () {
   var imgs = document.images, ok = 0;
   for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
@@ -400,7 +404,8 @@ def write_report(folder, s: dict, figs: dict[str, bytes]) -> tuple[Path, Path]:
     js.write_text(json.dumps(numbers, indent=2, default=float))
     verdict = "DELIVERABLE" if s["deliverable"] else "NOT DELIVERABLE"
     color = "#1a7f37" if s["deliverable"] else "#b42318"
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(format_value(v))}</td>"
+                   "</tr>"
                    for k, v in numbers.items() if k != "warnings")
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in s["warnings"]) or "<li>none</li>"
     imgs = "".join(
@@ -412,7 +417,7 @@ def write_report(folder, s: dict, figs: dict[str, bytes]) -> tuple[Path, Path]:
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
 .verdict{{font-size:1.6em;font-weight:bold;color:{color}}}
 td{{padding:2px 10px;border-bottom:1px solid #ddd;font-size:0.9em}}
-img{{max-width:100%}} figure{{margin:1.5em 0}}</style>{_CHECK}</head><body>
+img{{max-width:100%}} figure{{margin:1.5em 0}}</style>{RENDER_CHECK}</head><body>
 <h1>Dark reference file QA</h1>
 <p class="verdict">{verdict}: SNR {s['snr']:.2f} (required {s['snr_required']:g})</p>
 <p>{html.escape(Path(s['dark_file']).name)}; {s['n_inputs']} inputs; {html.escape(s['pedigree'])}</p>
@@ -427,7 +432,8 @@ img{{max-width:100%}} figure{{margin:1.5em 0}}</style>{_CHECK}</head><body>
     return out, js
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A number of a report's table: floats to 6 significant digits."""
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
@@ -438,7 +444,7 @@ def per_amplifier(files: dict, dark: dict) -> dict:
     orientation; a subarray has those it crosses): ``median_rate`` (DRK), ``unc_median``
     (UNC) over the active pixels the build gave a rate, and ``bias_level`` (SUPERBIAS median)
     when there is one.  Returns ``{name: {amp: value}}``."""
-    geo = _geometry(dark["header"])
+    geo = geometry_of(dark["header"])
     drk, unc = dark["drk"], dark["unc"]
     rows = np.arange(drk.shape[0]) + geo.ystart - 1
     amp = np.broadcast_to((rows // (inst.FULL_SIZE // inst.N_AMP))[:, None], drk.shape)

@@ -105,13 +105,13 @@ def _rate_arrays(rate) -> dict:
 
 def _dark_images(path: str, geo: inst.Subarray, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     """A DARK's UNC (NaN where the file has none: not one of ours) and its hot pixels."""
-    from .analyze import _hot
+    from .analyze import hot_pixels_of
 
     shape = (geo.ysize, geo.xsize)
     with fits.open(path, memmap=False) as h:
         names = {x.name for x in h}
         unc = np.array(h["UNC"].data, np.float64) if "UNC" in names else np.full(shape, np.nan)
-    hot = _hot(path, geo, cfg) if "DRK" in names else None
+    hot = hot_pixels_of(path, geo, cfg) if "DRK" in names else None
     return unc, (hot if hot is not None else np.zeros(shape, bool))
 
 
@@ -127,7 +127,7 @@ def check_science(science, new, old, outdir, refkit=None, background: str | None
 
     from . import jwst_recipe as R
     from . import results
-    from .analyze import _geometry
+    from .analyze import geometry_of
     from .kernels.compare import rate_difference
 
     t0, started = time.perf_counter(), results.now()
@@ -145,7 +145,7 @@ def check_science(science, new, old, outdir, refkit=None, background: str | None
         raise RuntimeError(f"calibrating {science.name} whole needs ~{need / 2**30:.1f} GiB "
                            f"(jwst detector1, {' x '.join(map(str, shape))} raw); "
                            f"{have / 2**30:.1f} GiB is available")
-    geo = _geometry(head)
+    geo = geometry_of(head)
     box = _box(background, (geo.ysize, geo.xsize))
     common = R.refkit_files(refkit) if refkit else {}
     sets = {"new": reference_set(new, science), "old": reference_set(old, science)}
@@ -180,7 +180,7 @@ def check_science(science, new, old, outdir, refkit=None, background: str | None
                "new": {k: str(Path(v).resolve()) for k, v in sets["new"].items()},
                "old": {k: str(Path(v).resolve()) for k, v in sets["old"].items()},
                **{k: v for k, v in r.items() if not isinstance(v, np.ndarray)},
-               "rate_new": str(files["new"]), "rate_old": str(files["old"])}
+               "rate_new": str(files["new"].resolve()), "rate_old": str(files["old"].resolve())}
     figs = figures(rates, r, geo, active)
     page, js = write_page(outdir, numbers, figs)
     out = {**numbers, "html": str(page), "json": str(js), "figures": list(figs)}
@@ -201,7 +201,7 @@ def figures(rates: dict, r: dict, geo: inst.Subarray, active: np.ndarray) -> dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .analyze import _image, png_bytes
+    from .analyze import image_panel, png_bytes
 
     h_img = max(2.5, 9 * geo.ysize / geo.xsize)
     out = {}
@@ -210,7 +210,7 @@ def figures(rates: dict, r: dict, geo: inst.Subarray, active: np.ndarray) -> dic
              "science rate, new set", False),
             ("difference", r["difference"], "rate difference, new - old set", True)):
         fig, ax = plt.subplots(figsize=(10, h_img + 0.8))
-        _image(ax, img, title, "DN/s", geo, symmetric=sym)
+        image_panel(ax, img, title, "DN/s", geo, symmetric=sym)
         fig.tight_layout()
         out[name] = png_bytes(fig)
     fig, ax = plt.subplots(figsize=(10, 3.2))
@@ -261,7 +261,7 @@ def figures(rates: dict, r: dict, geo: inst.Subarray, active: np.ndarray) -> dic
 
 def write_page(folder: Path, numbers: dict, figs: dict[str, bytes]) -> tuple[Path, Path]:
     """``check_science.html`` (self-contained) and ``check_science.json`` in ``folder``."""
-    from .analyze import _CHECK, _fmt
+    from .analyze import RENDER_CHECK, format_value
 
     numbers = {**numbers, "created": dt.datetime.now(dt.timezone.utc).isoformat(
         timespec="seconds"), "software": f"nrsdark_dask {__version__}"}
@@ -270,7 +270,7 @@ def write_page(folder: Path, numbers: dict, figs: dict[str, bytes]) -> tuple[Pat
     flat = {k: v for k, v in numbers.items() if not isinstance(v, dict)}
     for s in ("new", "old"):
         flat.update({f"{s} {k}": Path(v).name for k, v in numbers[s].items()})
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(format_value(v))}</td></tr>"
                    for k, v in flat.items())
     imgs = "".join(
         f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
@@ -284,7 +284,7 @@ def write_page(folder: Path, numbers: dict, figs: dict[str, bytes]) -> tuple[Pat
 <title>nrsdark check-science: {html.escape(Path(numbers['science']).name)}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
 td{{padding:2px 10px;border-bottom:1px solid #ddd;font-size:0.9em}}
-img{{max-width:100%}} figure{{margin:1.5em 0}}</style>{_CHECK}</head><body>
+img{{max-width:100%}} figure{{margin:1.5em 0}}</style>{RENDER_CHECK}</head><body>
 <h1>Science check (report §8)</h1>
 <p>{html.escape(Path(numbers['science']).name)} calibrated through detector1 with
 {html.escape(Path(numbers['new']['dark']).name)} (new) and

@@ -160,7 +160,7 @@ STYLE = ("body{font-family:sans-serif;margin:1.5em;max-width:1100px}table{border
 
 
 def _figures(points: list):
-    from bokeh.models import ColumnDataSource, HoverTool, Span
+    from bokeh.models import ColumnDataSource, HoverTool
     from bokeh.palettes import Category10
     from bokeh.plotting import figure
 
@@ -219,10 +219,9 @@ def _figures(points: list):
             figs.append(f)
     f = fig("SNR against the requirement", "SNR")
     series(f, "snr", "SNR", Category10[10][0])
-    req = [p["snr_required"] for p in points if p["snr_required"] is not None]
-    if req:
-        f.add_layout(Span(location=float(req[-1]), dimension="width", line_dash="dashed",
-                          line_color="red"))
+    # the requirement as data (not a Span), so the y range always shows it
+    f.line("date", "y", source=ColumnDataSource({**base, "y": col("snr_required")}),
+           line_dash="dashed", color="red", legend_label="required")
     figs.append(f)
     f = fig("inputs (report Table 5)", "exposures")
     for name, label, k in (("observed", "observed (in the store)", 0),
