@@ -98,6 +98,31 @@ def test_extended_positive_finds_a_trace_not_noise_or_hot_pixels():
     assert max(nulls) < 0.6 * CullConfig().persistence_sigma, nulls
 
 
+def test_extended_positive_is_not_fooled_by_errors_too_small_in_a_third_of_the_pixels():
+    """jwst's rate_err on a long dark ramp: a third of the pixels (where stcal's Poisson term
+    came out zero) carry read noise only, 4x under the true scatter.  A clean residual then
+    scored over the limit before the errors were floored at the image's robust sigma; now
+    it scores as noise, the trace under the same errors is still found, and a region's rate
+    has its score's sign even with a very hot pixel of large error and negative residual."""
+    rng = np.random.default_rng(7)
+    shape, limit = (256, 2048), CullConfig().persistence_sigma
+    err = np.full(shape, 0.005)
+    err[rng.random(shape) < 1 / 3] = 0.00125  # read noise only
+    clean = [rng.normal(0, 0.0045, shape) for _ in range(3)]
+    small = err < 0.005
+    assert 3 < np.std(clean[0][small] / err[small]) < 4  # the scatter of z there
+    scores = [art.extended_positive(c, err)[0] for c in clean]
+    print(f"\nclean, errors too small in a third: scores {np.round(scores, 1)}, limit {limit}")
+    assert max(scores) < 0.6 * limit  # 11.7, 12.7, 13.0 before the floor
+    trace = clean[0].copy()
+    trace[100:104, 300:1800] += 0.0025  # half the noise per pixel, as in the test above
+    trace[101, 900] = -49.0  # a very hot pixel's residual, with its large error
+    err_hot = err.copy()
+    err_hot[101, 900] = 36.5
+    score, area, level = art.extended_positive(trace, err_hot)
+    assert score > limit and area > 500 and 0.001 < level < 0.004
+
+
 def test_tree_rings_are_bias_and_glow_is_light():
     """Issue 21: a mode switch's tree rings are a decaying bias, so its rate image holds only
     their derivative (1/600 s); in a 256-row strip that derivative scores on the stripe

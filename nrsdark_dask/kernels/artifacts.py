@@ -263,14 +263,25 @@ def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
     per pixel passes); connected regions (8-neighbour) above
     ``level`` with at least ``min_area`` pixels are candidates, and a region's score is the
     SNR of its mean, ``sum(z) / sqrt(n)`` over its pixels.  Returns ``(score, area,
-    mean_rate)`` of the best region, ``(0, 0, 0)`` when there is none; with ``region``, a
-    fourth item: ``(y0, x0, mask)``, the region's bounding box corner and its pixels (bool),
-    or ``None``."""
+    mean_rate)`` of the best region (``mean_rate``: the 1/err-weighted mean residual, DN/s,
+    the quantity the score tests, so of its sign), ``(0, 0, 0)`` when there is none; with
+    ``region``, a fourth item: ``(y0, x0, mask)``, the region's bounding box corner and its
+    pixels (bool), or ``None``.
+
+    No pixel's error is taken below the residual's own robust sigma.  On darks, jwst's
+    ``rate_err`` is too small in about a third of the pixels: stcal takes the Poisson term
+    from the median first difference, which on a dark's ~0.01 DN/s is noise and <= 0 there,
+    leaving read noise only (3-4x too small at 400 NRS groups, where read noise has averaged
+    down and the dark's shot noise has not).  Unfloored, those pixels made regions of clean
+    exposures score 12-17 sigma on long ramps (6 of 7 clean exposures culled at 400 groups);
+    floored, 3-4 sigma, while a persistence exposure still scores 435."""
     from scipy import ndimage
 
     img = np.asarray(resid, np.float64)
     img = img - np.nanmedian(img, axis=0, keepdims=True)
-    z = img / np.where(np.asarray(err) > 0, err, np.nan)
+    err = np.asarray(err, np.float64)
+    err = np.maximum(err, robust_sigma(img)) if np.isfinite(img).any() else err
+    z = img / np.where(err > 0, err, np.nan)
     z[~np.isfinite(z)] = 0.0
     z = np.clip(z, -20.0, 20.0)  # a single wild pixel does not make a region
     smooth = ndimage.uniform_filter(z, box, mode="constant") * np.sqrt(box[0] * box[1])
@@ -281,12 +292,13 @@ def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
     idx = np.arange(1, n + 1)
     area = ndimage.sum_labels(np.ones_like(z), labels, idx)
     zsum = ndimage.sum_labels(z, labels, idx)
-    rsum = ndimage.sum_labels(np.nan_to_num(img), labels, idx)
+    weight = ndimage.sum_labels(np.where(np.isfinite(z) & (err > 0), 1.0 / err, 0.0), labels,
+                                idx)
     score = np.where(area >= min_area, zsum / np.sqrt(np.maximum(area, 1)), 0.0)
     best = int(np.argmax(score))
     if score[best] <= 0:
         return none
-    out = (float(score[best]), int(area[best]), float(rsum[best] / area[best]))
+    out = (float(score[best]), int(area[best]), float(zsum[best] / weight[best]))
     if region:
         sl = ndimage.find_objects(labels, max_label=best + 1)[best]
         out += ((sl[0].start, sl[1].start, labels[sl] == best + 1),)
