@@ -58,6 +58,28 @@ DEFAULT_CRDS_PATH = Path.home() / ".cache" / "nrsdark_dask" / "crds"
 OFFLINE_CONTEXT = "jwst_offline.pmap"
 STEP_PARAMETERS = {"jump": {"expand_large_events": True}}
 JWST_LOGGERS = ("stpipe", "jwst", "stcal", "CRDS", "stdatamodels")
+STEP_CLASSES = {
+    "group_scale": "jwst.group_scale.GroupScaleStep", "dq_init": "jwst.dq_init.DQInitStep",
+    "saturation": "jwst.saturation.SaturationStep", "superbias": "jwst.superbias.SuperBiasStep",
+    "refpix": "jwst.refpix.RefPixStep", "linearity": "jwst.linearity.LinearityStep",
+    "dark_current": "jwst.dark_current.DarkCurrentStep", "jump": "jwst.jump.JumpStep",
+    "ramp_fit": "jwst.ramp_fitting.RampFitStep"}
+"""jwst's step class of each step name (imported when asked: importing jwst takes seconds)."""
+REFTYPE_STEP = {"mask": "dq_init", "saturation": "saturation", "superbias": "superbias",
+                "linearity": "linearity", "gain": "jump", "readnoise": "jump",
+                "refpix": "refpix", "dark": "dark_current"}
+"""The step that asks CRDS for each reference type."""
+
+
+def step_classes(names) -> list[tuple[str, type]]:
+    """``[(name, jwst step class)]`` for step names of :data:`STEP_CLASSES`, in order."""
+    import importlib
+
+    out = []
+    for name in names:
+        module, _, cls = STEP_CLASSES[name].rpartition(".")
+        out.append((name, getattr(importlib.import_module(module), cls)))
+    return out
 
 
 def crds_reachable() -> bool:
@@ -323,14 +345,6 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
         with tempfile.TemporaryDirectory(prefix="nrsdark_") as tmp:
             return run_detector1(uncal, refs, tmp, crds_path, with_bias, quiet)
     env = configure_crds(crds_path)
-    from jwst.dq_init import DQInitStep
-    from jwst.group_scale import GroupScaleStep
-    from jwst.jump import JumpStep
-    from jwst.linearity import LinearityStep
-    from jwst.ramp_fitting import RampFitStep
-    from jwst.refpix import RefPixStep
-    from jwst.saturation import SaturationStep
-    from jwst.superbias import SuperBiasStep
     from stdatamodels.jwst import datamodels as dm
 
     refs = dict(refs or {})
@@ -340,19 +354,16 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
     check_references(env, refs, family)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    mask_src = refs.get("mask") or DQInitStep().get_reference_file(model, "mask")
-    mask = cleared_mask(mask_src, workdir)
+    mask = cleared_mask(reference_files(model, refs, family, ("mask",))["mask"], workdir)
     args = step_arguments(refs, family, mask)
-    steps = {"group_scale": GroupScaleStep, "dq_init": DQInitStep,
-             "saturation": SaturationStep, "superbias": SuperBiasStep, "refpix": RefPixStep,
-             "linearity": LinearityStep, "jump": JumpStep}
     log = {"configure_log": not quiet}
     bias = None
-    for name, cls in steps.items():
+    *steps, (_, ramp_fit) = step_classes(DETECTOR1_STEPS)
+    for name, cls in steps:
         model = cls.call(model, **args[name], **log)
         if name == "dq_init" and with_bias:
             bias = bias_groups(model, {**args["refpix"], **log}, family)
-    rate, _rateints = RampFitStep.call(model, **args["ramp_fit"], **log)
+    rate, _rateints = ramp_fit.call(model, **args["ramp_fit"], **log)
     if _rateints is not None:
         _rateints.close()
     prov = provenance(env, refs, mask)
@@ -379,15 +390,6 @@ def run_science(uncal, refs: dict[str, str] | None = None, crds_path=None,
     cube: :func:`science_memory`.
     """
     env = configure_crds(crds_path)
-    from jwst.dark_current import DarkCurrentStep
-    from jwst.dq_init import DQInitStep
-    from jwst.group_scale import GroupScaleStep
-    from jwst.jump import JumpStep
-    from jwst.linearity import LinearityStep
-    from jwst.ramp_fitting import RampFitStep
-    from jwst.refpix import RefPixStep
-    from jwst.saturation import SaturationStep
-    from jwst.superbias import SuperBiasStep
     from stdatamodels.jwst import datamodels as dm
 
     refs = dict(refs or {})
@@ -398,13 +400,11 @@ def run_science(uncal, refs: dict[str, str] | None = None, crds_path=None,
     family = readout_family(model)
     check_references(env, refs, family)
     args = step_arguments(refs, family, refs.get("mask"))
-    steps = {"group_scale": GroupScaleStep, "dq_init": DQInitStep,
-             "saturation": SaturationStep, "superbias": SuperBiasStep, "refpix": RefPixStep,
-             "linearity": LinearityStep, "dark_current": DarkCurrentStep, "jump": JumpStep}
     log = {"configure_log": not quiet}
-    for name, cls in steps.items():
+    *steps, (_, ramp_fit) = step_classes(SCIENCE_STEPS)
+    for name, cls in steps:
         model = cls.call(model, **args[name], **log)
-    rate, rateints = RampFitStep.call(model, **args["ramp_fit"], **log)
+    rate, rateints = ramp_fit.call(model, **args["ramp_fit"], **log)
     model.close()
     if rateints is not None:
         rateints.close()
@@ -433,23 +433,15 @@ def check_references(env: dict, refs: dict, family: str | None = None) -> None:
         raise RuntimeError("offline IRS2 calibration needs an IRS2 'refpix' reference file")
 
 
-def reference_files(model, refs: dict, family: str) -> dict[str, str]:
-    """Every reference file the recipe uses for ``model``'s exposure: ``refs`` where given,
-    else what jwst itself selects (CRDS), asked once by each type's own step."""
-    from jwst.dq_init import DQInitStep
-    from jwst.jump import JumpStep
-    from jwst.linearity import LinearityStep
-    from jwst.refpix import RefPixStep
-    from jwst.saturation import SaturationStep
-    from jwst.superbias import SuperBiasStep
-
-    steps = {"mask": DQInitStep, "saturation": SaturationStep, "superbias": SuperBiasStep,
-             "linearity": LinearityStep, "gain": JumpStep, "readnoise": JumpStep}
-    if family == "IRS2":
-        steps["refpix"] = RefPixStep
+def reference_files(model, refs: dict, family: str, types=None) -> dict[str, str]:
+    """Every reference file the recipe uses for ``model``'s exposure (or those of ``types``):
+    ``refs`` where given, else what jwst itself selects (CRDS), asked by each type's own
+    step (:data:`REFTYPE_STEP`)."""
+    types = types or REQUIRED_TYPES + (("refpix",) if family == "IRS2" else ())
     out = dict(refs)
-    for reftype, cls in steps.items():
+    for reftype in types:
         if reftype not in out:
+            (_, cls), = step_classes((REFTYPE_STEP[reftype],))
             out[reftype] = cls().get_reference_file(model, reftype)
     return out
 

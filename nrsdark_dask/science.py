@@ -86,15 +86,10 @@ def reference_set(where, uncal) -> dict[str, str]:
             raise RuntimeError("reference set 'crds' needs a CRDS server (set CRDS_SERVER_URL);"
                                " none is configured here: give a folder of reference files")
         R.configure_crds()
-        from jwst.dark_current import DarkCurrentStep
-        from jwst.dq_init import DQInitStep
-        from jwst.superbias import SuperBiasStep
         from stdatamodels.jwst import datamodels as dm
 
         with dm.open(str(uncal)) as m:
-            return {"dark": DarkCurrentStep().get_reference_file(m, "dark"),
-                    "superbias": SuperBiasStep().get_reference_file(m, "superbias"),
-                    "mask": DQInitStep().get_reference_file(m, "mask")}
+            return R.reference_files(m, {}, R.readout_family(m), SET_TYPES)
     return {k: str(v) for k, v in find_files(where).items() if k in SET_TYPES}
 
 

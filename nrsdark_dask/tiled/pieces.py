@@ -39,8 +39,8 @@ chunk checksums) and writes its arrays to a new cube, never into its own input: 
 runs twice gives the same bytes.
 
 Peak memory of each kind of piece is measured in ``benchmarks/bench_tiled.py`` and modelled in
-:mod:`~nrsdark_dask.tiled.plan` (bytes per pixel-group held); :func:`~nrsdark_dask.tiled.plan.plan_pieces` sizes pieces to fit a
-per-task budget.
+:mod:`~nrsdark_dask.tiled.plan` (bytes per pixel-group held);
+:func:`~nrsdark_dask.tiled.plan.plan_pieces` sizes pieces to fit a per-task budget.
 """
 
 from __future__ import annotations
@@ -209,18 +209,6 @@ def read_raw(uncal: str, groups: slice = slice(None), rows: slice = slice(None))
     return np.asarray(raw, dtype=np.float32)
 
 
-def _steps(names):
-    from jwst.dq_init import DQInitStep
-    from jwst.group_scale import GroupScaleStep
-    from jwst.linearity import LinearityStep
-    from jwst.saturation import SaturationStep
-    from jwst.superbias import SuperBiasStep
-
-    table = {"group_scale": GroupScaleStep, "dq_init": DQInitStep, "saturation": SaturationStep,
-             "superbias": SuperBiasStep, "linearity": LinearityStep}
-    return [(n, table[n]) for n in names]
-
-
 EARLY_STEPS = ("group_scale", "dq_init", "saturation", "superbias")
 
 
@@ -233,7 +221,7 @@ def early_slab(exp: Exposure, y0: int, y1: int) -> np.ndarray:
     log = _quiet(exp)
     a, b = max(0, y0 - exp.sat_halo), min(exp.ny, y1 + exp.sat_halo)
     model = _model(exp, read_raw(exp.uncal, rows=slice(a, b)), row0=a)
-    for name, cls in _steps(EARLY_STEPS):
+    for name, cls in recipe.step_classes(EARLY_STEPS):
         model = cls.call(model, **exp.step_args[name], **log)
     keep = slice(y0 - a, y1 - a)
     exp.cube("early").write(model.data[0, :, keep], row0=y0)
@@ -253,7 +241,7 @@ def early_block(exp: Exposure, g0: int, g1: int) -> np.ndarray:
     Peak (measured): 0.64 GB + 11.9 bytes per raw pixel-group (8 IRS2 groups: 1.26 GB)."""
     log = _quiet(exp)
     model = _model(exp, read_raw(exp.uncal, groups=slice(g0, g1)), ngroups=g1 - g0)
-    for name, cls in _steps(EARLY_STEPS):
+    for name, cls in recipe.step_classes(EARLY_STEPS):
         args = dict(exp.step_args[name])
         if name == "saturation" and g0 > 0:
             args["use_readpatt"] = False
@@ -426,7 +414,7 @@ def jump_slab(exp: Exposure, y0: int, y1: int, all_dnu) -> np.ndarray:
     gdq_cube, pdq_cube = exp.gdq_before_jump()
     model = _model(exp, exp.cube("refpix").read(rows=slice(a, b)),
                    gdq_cube.read(rows=slice(a, b)), pdq_cube.read(rows=slice(a, b))[0], row0=a)
-    (_, lin), = _steps(("linearity",))
+    (_, lin), = recipe.step_classes(("linearity",))
     model = lin.call(model, **exp.step_args["linearity"], **log)
     step = JumpStep(**{**exp.step_args["jump"], "expand_large_events": False})
     jump_data = hooks.whole_frame_jump_data(step._setup_jump_data(model), exp.gain_median)
@@ -519,7 +507,7 @@ def bias_piece(exp: Exposure) -> np.ndarray:
     Peak (measured): TRAD FULL 0.74 GB, IRS2 1.20 GB (its refpix reference table)."""
     log = _quiet(exp)
     model = _model(exp, read_raw(exp.uncal, groups=slice(0, 2)), ngroups=2)
-    for name, cls in _steps(("group_scale", "dq_init")):
+    for name, cls in recipe.step_classes(("group_scale", "dq_init")):
         model = cls.call(model, **exp.step_args[name], **log)
     out = recipe.bias_groups(model, {**exp.step_args["refpix"], **log}, exp.family)
     model.close()
