@@ -96,14 +96,20 @@ def _inputs(header) -> list[str]:
             str(h).startswith("Input: ")]
 
 
-def _read_dark(path):
-    with fits.open(path, memmap=False) as h:
+def read_dark(files: dict) -> dict:
+    """What the report needs of a set (:func:`find_files`), read once: the DARK's header,
+    DRK, UNC, DQ, last cube plane and plane count, and the SUPERBIAS's SCI (``bias``, float32,
+    ``None`` without a SUPERBIAS)."""
+    with fits.open(files["dark"], memmap=False) as h:
         head = h[0].header
         out = {"header": head, "drk": np.array(h["DRK"].data, np.float64),
                "unc": np.array(h["UNC"].data, np.float64),
                "dq": np.array(h["DQ"].data).astype(np.uint32),
                "last_plane": np.array(h["SCI"].section[-1], np.float32),
-               "nplanes": int(h["SCI"].shape[0])}
+               "nplanes": int(h["SCI"].shape[0]), "bias": None}
+    if "superbias" in files:
+        with fits.open(files["superbias"], memmap=False) as h:
+            out["bias"] = np.array(h["SCI"].data, np.float32)
     return out
 
 
@@ -148,9 +154,9 @@ def flag_pixels(flag, dq: np.ndarray | None, images: dict, cfg: Config,
 def statistics(files: dict, cfg: Config | None = None, compare: dict | None = None,
                dark: dict | None = None) -> dict:
     """Every number of the report (see module docstring); ``compare``: the comparison set's
-    files (:func:`find_files`); ``dark``: the DARK already read (``_read_dark``)."""
+    files (:func:`find_files`); ``dark``: the set already read (:func:`read_dark`)."""
     cfg = cfg or Config()
-    d = dark or _read_dark(files["dark"])
+    d = dark or read_dark(files)
     head = d["header"]
     geo = geometry_of(head)
     readpatt = _readpatt(head)
@@ -188,9 +194,8 @@ def statistics(files: dict, cfg: Config | None = None, compare: dict | None = No
                                              cfg.delivery.snr_clip_sigma)[0])
     s["snr_required"] = cfg.delivery.required(family)
     s["deliverable"] = bool(s["snr"] >= s["snr_required"])
-    if "superbias" in files:
-        with fits.open(files["superbias"], memmap=False) as h:
-            bias = np.array(h["SCI"].data, np.float64)
+    if d["bias"] is not None:
+        bias = d["bias"].astype(np.float64)
         rows = inst.irs2_normal_rows(s["detector"]) if bias.shape[0] == 3200 else \
             np.ones(bias.shape[0], bool)
         s["bias_level"] = float(K.mean_clipped_mean_std(bias, np.broadcast_to(
@@ -310,7 +315,7 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
     import matplotlib.pyplot as plt
 
     cfg = cfg or Config()
-    d = dark or _read_dark(files["dark"])
+    d = dark or read_dark(files)
     geo = geometry_of(d["header"])
     aspect = d["drk"].shape[0] / d["drk"].shape[1]
     h_img = max(2.5, 9 * aspect)
@@ -322,9 +327,8 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
         fig.tight_layout()
         out[name] = png_bytes(fig)
 
-    if "superbias" in files:
-        with fits.open(files["superbias"], memmap=False) as h:
-            bias = np.array(h["SCI"].data, np.float32)
+    if d["bias"] is not None:
+        bias = d["bias"]
         if bias.shape[0] == 3200:
             bias = bias[inst.irs2_normal_rows(s["detector"])]
         one("superbias", bias, f"superbias, clipped level {s['bias_level']:.1f} DN", "DN")
@@ -439,11 +443,12 @@ def format_value(v) -> str:
     return str(v)
 
 
-def per_amplifier(files: dict, dark: dict) -> dict:
+def per_amplifier(dark: dict) -> dict:
     """Statistics per output amplifier (four strips of 512 full-frame rows in DMS
-    orientation; a subarray has those it crosses): ``median_rate`` (DRK), ``unc_median``
-    (UNC) over the active pixels the build gave a rate, and ``bias_level`` (SUPERBIAS median)
-    when there is one.  Returns ``{name: {amp: value}}``."""
+    orientation; a subarray has those it crosses) of a set read by :func:`read_dark`:
+    ``median_rate`` (DRK), ``unc_median`` (UNC) over the active pixels the build gave a rate,
+    and ``bias_level`` (SUPERBIAS median) when there is one.  Returns
+    ``{name: {amp: value}}``."""
     geo = geometry_of(dark["header"])
     drk, unc = dark["drk"], dark["unc"]
     rows = np.arange(drk.shape[0]) + geo.ystart - 1
@@ -455,12 +460,9 @@ def per_amplifier(files: dict, dark: dict) -> dict:
         if sel.any():
             out["median_rate"][int(a)] = float(np.median(drk[sel]))
             out["unc_median"][int(a)] = float(np.median(unc[sel]))
-    if "superbias" in files:
-        with fits.open(files["superbias"], memmap=False) as h:
-            bias = np.array(h["SCI"].data, np.float64)
-        if bias.shape == drk.shape:
-            out["bias_level"] = {int(a): float(np.nanmedian(bias[amp == a]))
-                                 for a in np.unique(amp)}
+    if dark["bias"] is not None and dark["bias"].shape == drk.shape:
+        bias = dark["bias"].astype(np.float64)
+        out["bias_level"] = {int(a): float(np.nanmedian(bias[amp == a])) for a in np.unique(amp)}
     return out
 
 
@@ -478,7 +480,7 @@ def analyze(where, compare=None, config=None, report_dir=None, db=None) -> dict:
     cfg = Config.from_toml(config)
     files = find_files(where)
     prev = find_files(compare) if compare else None
-    dark = _read_dark(files["dark"])
+    dark = read_dark(files)
     s = statistics(files, cfg, prev, dark)
     figs = figures(files, s, cfg, dark)
     folder = Path(report_dir) if report_dir else Path(files["dark"]).parent / "qa"
@@ -487,7 +489,7 @@ def analyze(where, compare=None, config=None, report_dir=None, db=None) -> dict:
     out.update(html=str(page), json=str(js), figures=list(figs))
     if url:
         with results.ResultsDB(url) as rdb:
-            rdb.record_analysis(out, per_amplifier(files, dark), prev.get("dark") if prev else None,
+            rdb.record_analysis(out, per_amplifier(dark), prev.get("dark") if prev else None,
                                 started, time.perf_counter() - t0, results.software_versions())
             out["db"] = rdb.safe_url
     return out

@@ -211,10 +211,9 @@ def test_the_same_records_on_a_postgresql_server(built, postgres):
         rdb.record_build(built["res"], built["store"], [
             {"exposure": str(e), "date": R.from_seconds(d), "used": True}
             for e, d in zip(ds.exposure.values, ds.date.values)], wall_s=walls[0])
-        from nrsdark_dask.analyze import _read_dark, find_files, per_amplifier
+        from nrsdark_dask.analyze import find_files, per_amplifier, read_dark
 
-        files = find_files(built["root"] / "out")
-        rdb.record_analysis(built["rep"], per_amplifier(files, _read_dark(files["dark"])),
-                            wall_s=walls[1])
+        rdb.record_analysis(built["rep"], per_amplifier(read_dark(find_files(
+            built["root"] / "out"))), wall_s=walls[1])
         _check_recorded(rdb, built)
         assert "127.0.0.1" in rdb.safe_url
