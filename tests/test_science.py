@@ -140,7 +140,8 @@ def test_the_statistics_against_numpy_by_hand():
     assert r["hot_residual_new"] == pytest.approx(new[10, 10] - np.median(new[usable]))
 
 
-def test_bad_sets_and_boxes_are_refused_before_any_work(sci, two_sets, tmp_path, capsys):
+def test_bad_sets_and_boxes_are_refused_before_any_work(sci, two_sets, tmp_path, capsys,
+                                                        monkeypatch):
     args = ["check-science", str(sci["held_out"]), "--new", str(two_sets["new"]), "--refkit",
             str(two_sets["kit"]), "-o", str(tmp_path / "cs")]
     assert cli.main([*args, "--old", "crds"]) == 2
@@ -152,6 +153,16 @@ def test_bad_sets_and_boxes_are_refused_before_any_work(sci, two_sets, tmp_path,
     assert cli.main([*args, "--old", str(two_sets["old"]), "--db",
                      str(tmp_path / "missing" / "r.sqlite")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # an exposure whose whole-exposure run does not fit in the memory available
+    import psutil
+    from collections import namedtuple
+
+    need = R.science_memory((1, 60, 128, 2048))
+    free = namedtuple("svmem", "available")(need - 1)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
+    assert cli.main([*args, "--old", str(two_sets["old"])]) == 2
+    err = capsys.readouterr().err
+    assert f"needs ~{need / 2**30:.1f} GiB (jwst detector1, 1 x 60 x 128 x 2048 raw)" in err
     assert not (tmp_path / "cs").exists()
 
 
