@@ -120,6 +120,22 @@ def picture_frame(resid: np.ndarray, y: np.ndarray, x: np.ndarray, scale: float 
     return float(coef[0]), float(np.sqrt(cov[0, 0]))
 
 
+def less_column_medians(resid: np.ndarray) -> np.ndarray:
+    """``resid`` in float64 less each column's median: the per-group 1/f read noise,
+    averaged over the groups, is a column pattern (a DMS column is one detector row)."""
+    img = np.asarray(resid, np.float64)
+    return img - np.nanmedian(img, axis=0, keepdims=True)
+
+
+def line_index(shape: tuple[int, int], angle: float) -> np.ndarray:
+    """Index (from 0) of the straight line at ``angle`` degrees through each pixel of an
+    image of ``shape``: ``x cos a + y sin a`` rounded to whole pixels."""
+    yy, xx = np.ogrid[0:shape[0], 0:shape[1]]
+    t = np.radians(angle)
+    s = np.rint(xx * np.cos(t) + yy * np.sin(t)).astype(np.int64)
+    return s - s.min()
+
+
 def large_scale_structure(resid: np.ndarray, block: int = 32) -> float:
     """Variance of the ``block`` x ``block`` medians of a mean-frame residual (column medians
     removed first), in units of what white noise of the image's own scatter would give
@@ -131,8 +147,7 @@ def large_scale_structure(resid: np.ndarray, block: int = 32) -> float:
     exposure; in subarrays whose only detector edges are columns this removes the picture
     frame too, while the tree rings, curved, stay.  Measured (ALLSLITS, 20 groups): clean
     exposures 0.7-1.4, a mode switch of 0.08 K 4.7-5.0, the demo's 0.109 K 11.6."""
-    img = np.asarray(resid, np.float64)
-    img = img - np.nanmedian(img, axis=0, keepdims=True)
+    img = less_column_medians(resid)
     ny, nx = img.shape
     b = max(4, min(block, ny // 2 or 1, nx // 2 or 1))
     by, bx = ny // b, nx // b
@@ -164,20 +179,15 @@ def stripe_spectra(resid: np.ndarray, err: np.ndarray, periods=(60.0, 200.0),
     the stripes are a wave in it).
     The band (60-200 px along the stripes' normal) holds the report's Figure 2 stripes (150
     px along a row at 45 degrees: 106 px)."""
-    img = np.asarray(resid, np.float64)
-    img = img - np.nanmedian(img, axis=0, keepdims=True)
+    img = less_column_medians(resid)
     z = img / np.where(np.asarray(err) > 0, err, np.nan)
     good = np.isfinite(z) & (np.abs(z) < 5.0)
     z = np.where(good, z, 0.0).ravel()
     w = good.astype(np.float64).ravel()
-    ny, nx = img.shape
-    yy, xx = np.mgrid[0:ny, 0:nx]
     flat = np.where(good, img, 0.0).ravel()
     out_p, out_period, out_angle, profiles = [], [], [], {}
     for a in angles:
-        t = np.radians(a)
-        s = np.rint(xx * np.cos(t) + yy * np.sin(t)).astype(np.int64).ravel()
-        s -= s.min()
+        s = line_index(img.shape, a).ravel()
         num, cnt = np.bincount(s, z), np.bincount(s, w)
         profiles[float(a)] = (np.bincount(s, flat) / np.maximum(cnt, 1.0)).astype(np.float32)
         q = np.where(cnt > 0, num / np.sqrt(np.maximum(cnt, 1.0)), 0.0)
@@ -242,14 +252,8 @@ def destripe(resid: np.ndarray, angle: float, profile: np.ndarray) -> np.ndarray
     when a stripe pattern of that angle is taken out (a bright glow's crests are extended
     positive regions too; a slit trace along x, averaged along 45-degree lines, mostly
     stays)."""
-    img = np.asarray(resid, np.float64)
-    img = img - np.nanmedian(img, axis=0, keepdims=True)
-    ny, nx = img.shape
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    t = np.radians(angle)
-    s = np.rint(xx * np.cos(t) + yy * np.sin(t)).astype(np.int64)
-    s -= s.min()
-    return img - np.asarray(profile, np.float64)[s]
+    img = less_column_medians(resid)
+    return img - np.asarray(profile, np.float64)[line_index(img.shape, angle)]
 
 
 def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
@@ -277,8 +281,7 @@ def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
     floored, 3-4 sigma, while a persistence exposure still scores 435."""
     from scipy import ndimage
 
-    img = np.asarray(resid, np.float64)
-    img = img - np.nanmedian(img, axis=0, keepdims=True)
+    img = less_column_medians(resid)
     err = np.asarray(err, np.float64)
     err = np.maximum(err, robust_sigma(img)) if np.isfinite(img).any() else err
     z = img / np.where(err > 0, err, np.nan)
