@@ -121,6 +121,13 @@ def test_extended_positive_is_not_fooled_by_errors_too_small_in_a_third_of_the_p
     err_hot[101, 900] = 36.5
     score, area, level = art.extended_positive(trace, err_hot)
     assert score > limit and area > 500 and 0.001 < level < 0.004
+    # pixels with no rate (NaN: snowball cores left out) weigh nothing in the region's rate:
+    # a 0.005 DN/s trace with every other column NaN reads ~0.005, not half of it
+    gappy = clean[1].copy()
+    gappy[100:104, 300:1800] += 0.005
+    gappy[100:104, 300:1800:2] = np.nan
+    score, area, level = art.extended_positive(gappy, np.full(shape, 0.005))
+    assert score > limit and 0.0035 < level < 0.006, level  # 0.0023 when NaN pixels weighed
 
 
 def test_tree_rings_are_bias_and_glow_is_light():

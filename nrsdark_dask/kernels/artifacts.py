@@ -285,7 +285,8 @@ def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
     err = np.asarray(err, np.float64)
     err = np.maximum(err, robust_sigma(img)) if np.isfinite(img).any() else err
     z = img / np.where(err > 0, err, np.nan)
-    z[~np.isfinite(z)] = 0.0
+    measured = np.isfinite(z)
+    z[~measured] = 0.0
     z = np.clip(z, -20.0, 20.0)  # a single wild pixel does not make a region
     smooth = ndimage.uniform_filter(z, box, mode="constant") * np.sqrt(box[0] * box[1])
     labels, n = ndimage.label(smooth > level, structure=np.ones((3, 3), bool))
@@ -295,8 +296,9 @@ def extended_positive(resid: np.ndarray, err: np.ndarray, min_area: int = 40,
     idx = np.arange(1, n + 1)
     area = ndimage.sum_labels(np.ones_like(z), labels, idx)
     zsum = ndimage.sum_labels(z, labels, idx)
-    weight = ndimage.sum_labels(np.where(np.isfinite(z) & (err > 0), 1.0 / err, 0.0), labels,
-                                idx)
+    # the rate's weights: 1/err where a pixel was measured (NaN pixels add to neither sum)
+    weight = ndimage.sum_labels(np.divide(1.0, err, out=np.zeros_like(err), where=measured),
+                                labels, idx)
     score = np.where(area >= min_area, zsum / np.sqrt(np.maximum(area, 1)), 0.0)
     best = int(np.argmax(score))
     if score[best] <= 0:
