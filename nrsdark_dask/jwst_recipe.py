@@ -331,6 +331,23 @@ def readout_family(model) -> str:
     return inst.get_read_pattern(model.meta.exposure.readpatt).family
 
 
+def run_steps(model, names, args: dict, quiet: bool, after=None):
+    """jwst's steps ``names`` (the last is ``ramp_fit``) on ``model`` with the keyword
+    arguments ``args[name]`` (:func:`step_arguments`); ``after(name, model)`` is called after
+    each step before the ramp fit.  Returns ``(the ramp as ramp_fit got it, the rate)``;
+    the per-integration rate is closed."""
+    log = {"configure_log": not quiet}
+    *steps, (_, ramp_fit) = step_classes(names)
+    for name, cls in steps:
+        model = cls.call(model, **args[name], **log)
+        if after is not None:
+            after(name, model)
+    rate, rateints = ramp_fit.call(model, **args["ramp_fit"], **log)
+    if rateints is not None:
+        rateints.close()
+    return model, rate
+
+
 def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
                   crds_path=None, with_bias: bool = False, quiet: bool = False) -> Detector1Result:
     """Calibrate one uncal exposure with the SPEC §4 recipe; everything stays in memory.
@@ -356,16 +373,14 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
     workdir.mkdir(parents=True, exist_ok=True)
     mask = cleared_mask(reference_files(model, refs, family, ("mask",))["mask"], workdir)
     args = step_arguments(refs, family, mask)
-    log = {"configure_log": not quiet}
     bias = None
-    *steps, (_, ramp_fit) = step_classes(DETECTOR1_STEPS)
-    for name, cls in steps:
-        model = cls.call(model, **args[name], **log)
+
+    def after(name, m):  # the SPEC §3 bias inputs, right after dq_init
+        nonlocal bias
         if name == "dq_init" and with_bias:
-            bias = bias_groups(model, {**args["refpix"], **log}, family)
-    rate, _rateints = ramp_fit.call(model, **args["ramp_fit"], **log)
-    if _rateints is not None:
-        _rateints.close()
+            bias = bias_groups(m, {**args["refpix"], "configure_log": not quiet}, family)
+
+    model, rate = run_steps(model, DETECTOR1_STEPS, args, quiet, after)
     prov = provenance(env, refs, mask)
     return Detector1Result(model, rate, prov, bias)
 
@@ -400,14 +415,8 @@ def run_science(uncal, refs: dict[str, str] | None = None, crds_path=None,
     family = readout_family(model)
     check_references(env, refs, family)
     args = step_arguments(refs, family, refs.get("mask"))
-    log = {"configure_log": not quiet}
-    *steps, (_, ramp_fit) = step_classes(SCIENCE_STEPS)
-    for name, cls in steps:
-        model = cls.call(model, **args[name], **log)
-    rate, rateints = ramp_fit.call(model, **args["ramp_fit"], **log)
+    model, rate = run_steps(model, SCIENCE_STEPS, args, quiet)
     model.close()
-    if rateints is not None:
-        rateints.close()
     return rate
 
 
