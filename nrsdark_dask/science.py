@@ -31,7 +31,8 @@ Decisions (the issue was silent):
 * The background (the report's "empty area of the science frame") is every active pixel
   unless ``background`` ("y0:y1,x0:x1", 0-based, end excluded, in the exposure's own pixels)
   names a box; hot pixels are left out of it.
-* "Hot" is hot in either set: the MASK's HOT bit, else the DARK's HOT rule (``[dark]``).
+* "Hot" is hot by either set's DARK (its HOT rule, ``[dark]``).  A MASK's HOT pixels are
+  DO_NOT_USE in the science DQ, so they are out of every statistic anyway.
 * No verdict and no exit status 1: the report judges the differences by eye against the
   science noise; the numbers say how many sigma they are.
 """

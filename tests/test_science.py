@@ -17,6 +17,7 @@ from nrsdark_dask.build import build
 from nrsdark_dask.instrument import DQ
 from nrsdark_dask.kernels.compare import rate_difference
 from nrsdark_dask.science import check_science
+from nrsdark_dask.store import file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -94,17 +95,11 @@ def test_the_difference_is_what_the_sets_differ_in(sci, two_sets, tmp_path, no_n
         (row,) = rdb.read_table("science_checks")
         files = {r["id"]: r for r in rdb.read_table("reffiles")}
     assert row["new_unreliable_dark"] == chosen.sum()
-    assert files[row["new_dark_id"]]["sha256"] == results_sha(out["new"]["dark"])
-    assert files[row["old_dark_id"]]["sha256"] == results_sha(out["old"]["dark"])
+    assert files[row["new_dark_id"]]["sha256"] == file_sha256(out["new"]["dark"])
+    assert files[row["old_dark_id"]]["sha256"] == file_sha256(out["old"]["dark"])
     assert {f["reftype"] for f in files.values()} == {"DARK", "SUPERBIAS"}
     assert sorted(out["figures"]) == ["column", "difference", "difference_over_unc", "flags",
                                       "rate_new"]
-
-
-def results_sha(path):
-    from nrsdark_dask.store import file_sha256
-
-    return file_sha256(path)
 
 
 def test_the_statistics_against_numpy_by_hand():
