@@ -32,6 +32,12 @@ from _util import (DATA, GiB, NRSDARK, PYTHON, BenchError, check_ok, metric,  # 
                    print_metrics, rel, run_monitored, write_result)
 
 TILED = DATA / "tiled"
+# cached simulated sets: name -> nrsdark simulate arguments
+CASES = {
+    "trad88": ("--ngroups", 88, "--nexp", 1, "--seed", 88),
+    "irs2_25": ("--readout", "irs2", "--detector", "NRS2", "--ngroups", 25, "--nexp", 1,
+                "--seed", 200),
+}
 
 
 def simulate(name: str, *args) -> Path:
@@ -82,7 +88,7 @@ def same_store(a: Path, b: Path) -> bool:
 
 
 def case_trad88(args) -> int:
-    sim = simulate("trad88", "--ngroups", 88, "--nexp", 1, "--seed", 88)
+    sim = simulate("trad88", *CASES["trad88"])
     work = TILED / "work"
     whole = calibrate(sim, work / "whole.zarr", "tiled-trad88-whole", "--pieces", "whole",
                       "--scheduler", "sync")
@@ -109,7 +115,7 @@ def case_trad88(args) -> int:
 
 
 def case_scaling(args) -> int:
-    sim = simulate("trad88", "--ngroups", 88, "--nexp", 1, "--seed", 88)
+    sim = simulate("trad88", *CASES["trad88"])
     runs = {}
     for n in (1, 2, 4):
         runs[n] = calibrate(sim, TILED / "work" / f"s{n}.zarr", f"tiled-scaling-local{n}",
@@ -237,10 +243,8 @@ def case_pieces(args) -> int:
     import subprocess
 
     results = {}
-    for name, spec in (("trad88", ("--ngroups", 88, "--nexp", 1, "--seed", 88)),
-                       ("irs2_25", ("--readout", "irs2", "--detector", "NRS2", "--ngroups", 25,
-                                    "--nexp", 1, "--seed", 200))):
-        sim = simulate(name, *spec)
+    for name in ("trad88", "irs2_25"):
+        sim = simulate(name, *CASES[name])
         out = subprocess.run([PYTHON, Path(__file__).with_name("_piece_memory.py"), sim,
                               TILED / "work" / f"pieces-{name}"], capture_output=True,
                              text=True)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from .reduce import check_groups
 from .select import read_manifest
 from .store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, exposure_id,
                     file_sha256, staging_path, write_staging)
+from .tiled import versions
 from .tiled.graph import exposures_in_flight, run_exposures
 from .tiled.plan import DEFAULT_TASK_MEMORY, plan_pieces, scratch_bytes
 from .tiled.stage import refusals, work_path
@@ -258,7 +260,8 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     cfg = Config.from_toml(config)
     scheduler = scheduler or cfg.run.scheduler or "local"
     parse_scheduler(scheduler)
-    pieces = pieces or cfg.run.pieces or "tiled"
+    asked = pieces or cfg.run.pieces  # None: the default, tiled where the releases allow
+    pieces = asked or "tiled"
     if pieces not in PIECES:
         raise ValueError(f"--pieces must be one of {', '.join(PIECES)}, not {pieces!r}")
     budget = task_memory_ or cfg.run.task_memory or DEFAULT_TASK_MEMORY
@@ -303,6 +306,11 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     _identify(rows)
     _refuse_duplicates(rows)
     tiled = pieces == "tiled" and layout.has_bias
+    if tiled and (why := versions.tiled_refusal()):
+        if asked:
+            raise ValueError(why)
+        print(f"calibrate: --pieces whole: {why}", file=sys.stderr)
+        tiled = False
     if tiled and (bad := refusals(recipe.step_arguments({}, layout.family, None),
                                   layout.family)):
         raise ValueError("tiled calibration cannot honour: " + "; ".join(bad)
@@ -352,7 +360,8 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                 if result["status"] == "ok":
                     index = store.commit(result["name"], result["coords"])
                     store.log(event="committed", name=result["name"], index=index,
-                              seconds=result["seconds"], peak_rss_gb=result["peak_rss_gb"])
+                              seconds=result["seconds"], peak_rss_gb=result["peak_rss_gb"],
+                              **{k: result[k] for k in ("snowballs",) if k in result})
                     summary["committed"].append(result["name"])
                 else:
                     store.log(event="failed", name=result["name"], reason=result["reason"])

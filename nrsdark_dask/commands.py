@@ -2,7 +2,8 @@
 calls its library function and prints what it found.
 
 Subcommands: ``simulate``, ``select``, ``calibrate``, ``cull``, ``build``, ``analyze``,
-``periods``, ``masks``, ``plan``, ``run``, ``verify``, ``repair``.  Each returns nothing and
+``periods``, ``masks``, ``plan``, ``run``, ``monitor``, ``trends``, ``check-science``,
+``verify``, ``repair``, ``self-check``.  Each returns nothing and
 raises: a :class:`Verdict` when it ran and its answer is no (not deliverable, exposures that
 failed to calibrate, too few inputs for a period), any other exception when it failed.  Exit
 statuses are :mod:`nrsdark_dask.cli`'s alone; :mod:`nrsdark_dask.run` calls these functions
@@ -95,7 +96,7 @@ def _simulate(args) -> None:
         ngroups=args.ngroups, nexp=args.nexp, seed=args.seed, start=args.start, end=args.end,
         gratings=parse_gratings(args.gratings), artifacts=args.artifacts,
         readpatt=args.readpatt, refkit=not args.no_refkit, hot_growth=args.hot_growth,
-        glow_rate=args.glow_rate,
+        glow_rate=args.glow_rate, snowball_scale=args.snowball_scale,
     )
     t0 = time.time()
 
@@ -353,6 +354,32 @@ def _plan(args) -> None:
               f"({out['charged_hours_total']:.1f} h in all, overhead x{out['overhead']:.3f})")
 
 
+def _self_check(args) -> None:
+    from .selfcheck import self_check
+    from .tiled.versions import tested_text, untested
+
+    out = self_check(args.workdir, scheduler=args.scheduler, keep=args.keep,
+                     say=lambda line: print(line, file=sys.stderr))
+    have = ", ".join(f"{k} {v}" for k, v in out["versions"].items())
+    for i, counts in enumerate(out["snowballs"]):
+        if counts:
+            print(f"  exposure {i + 1}: {counts['snowballs']} snowballs; of the "
+                  f"{counts['regions']} regions in the planes stcal asked about, "
+                  f"{counts['measured']} measured")
+    if out["workdir"]:
+        print(f"  kept: {out['workdir']}")
+    if not out["equal"]:
+        for line in out["differences"][:20]:
+            print(f"  {line}")
+        print(f"self-check FAILED on {have}: tiled calibration differs from jwst's own run; "
+              "use --pieces whole")
+        raise Verdict("self-check failed")
+    note = "" if not untested() else f" (untested by nrsdark_dask: it was tested on " \
+        f"{tested_text()})"
+    print(f"self-check passed on {have}{note}: tiled equals jwst's own run bit for bit "
+          f"({out['seconds']:.0f} s)")
+
+
 def _verify(args) -> None:
     from .store import RampStore, StoreError
     from .store.metadata import problems as metadata_problems
@@ -432,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hot-growth", type=float, default=0.0,
                    help="new hot pixels a month in the simulated region, onsets spread over "
                    "the dates (report §7.1: ~100 a month on a full frame)")
+    s.add_argument("--snowball-scale", type=_positive_float, default=1.0, metavar="X",
+                   help="X times the natural snowball rate (a few per full frame an hour): "
+                   "dense cases for snowball flagging")
     s.set_defaults(func=_simulate)
 
     s = sub.add_parser("select", help="pre-filter inputs into a manifest (SPEC §2)",
@@ -674,6 +704,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "Exit status 0 when the store is whole afterwards, else 2.")
     s.add_argument("--store", required=True)
     s.set_defaults(func=_repair)
+
+    s = sub.add_parser("self-check", help="tiled calibration against jwst's own run on the "
+                       "installed jwst and stcal",
+                       description="Simulates a small set made to hit every cut of tiled "
+                       "calibration (dense snowballs and cosmic rays on the pieces' edges and "
+                       "the frame's), calibrates it with jwst's whole-exposure run and tiled, "
+                       "and compares the two stores bit for bit (about a minute).  Exit status "
+                       "0 when they are equal, 1 when not.  Tiled calibration runs by default "
+                       "only on the jwst and stcal releases it was tested on; on others, a "
+                       "passing self-check is the evidence to set NRSDARK_TILED_UNTESTED=1.")
+    s.add_argument("--workdir", help="a new folder for the case and its stores (default: a "
+                   "temporary one)")
+    s.add_argument("--keep", action="store_true", help="keep the workdir afterwards")
+    s.add_argument("--scheduler", default="threads:2", help="default threads:2")
+    s.set_defaults(func=_self_check)
     return p
 
 

@@ -9,39 +9,19 @@ CI: a TRAD subarray (ALLSLITS) and a 5-group IRS2 full frame.  Slow: the issue's
 
 import numpy as np
 import pytest
-from astropy.io import fits
 
+from nrsdark_dask import cli, commands, selfcheck
 from nrsdark_dask import instrument as inst
 from nrsdark_dask.calibrate import calibrate
 from nrsdark_dask.select import select_inputs, write_manifest
-from nrsdark_dask.simulate import SimConfig, simulate_dataset
-from nrsdark_dask.store import RampStore, open_dataset
+from nrsdark_dask.simulate import SimConfig, read_truth, simulate_dataset
+from nrsdark_dask.store import RampStore, open_dataset, store_differences
+from nrsdark_dask.tiled import versions
 from nrsdark_dask.tiled.plan import PiecePlan
 
+EDGE_PLAN = selfcheck.EDGE_PLAN
+
 JUMP, SAT = inst.DQ["JUMP_DET"], inst.DQ["SATURATED"]
-SLAB = 32  # rows of the test's slabs: edges at 32, 64, 96, ...
-EDGE_PLAN = PiecePlan(slab_rows=SLAB, group_block=3, region_block=4, fit_rows=24,
-                      budget=int(1.5 * 2**30))
-
-
-def inject(uncal, snowball=None, crs=()):
-    """Add charge to a raw uncal file in place: a snowball ``(y, x, group, r)`` (a saturating
-    core of radius r/2, a halo to r, from ``group`` on, as the simulator draws them) and
-    cosmic rays ``(y, x, group, dn)``."""
-    with fits.open(uncal, mode="update") as h:
-        data = h["SCI"].data.astype(np.int64)  # (1, G, y, x), scaled to uint16 by astropy
-        if snowball:
-            y, x, g, r = snowball
-            c = int(np.ceil(r))
-            dy, dx = np.mgrid[-c:c + 1, -c:c + 1]
-            d = np.hypot(dy, dx)
-            dn = np.where(d <= r / 2, 6.0e4, 400.0 * (1 - d / r) + 50.0)
-            inside = d <= r
-            after = data[0, g:]
-            after[:, y + dy[inside], x + dx[inside]] += dn[inside].astype(np.int64)
-        for y, x, g, dn in crs:
-            data[0, g:, y, x] += dn
-        h["SCI"].data = np.clip(data, 0, 65535).astype(np.uint16)
 
 
 def _manifest(d, out):
@@ -51,40 +31,32 @@ def _manifest(d, out):
 
 def assert_same_store(a, b):
     """Two stores hold the same exposures with identical arrays and coordinates."""
-    da, db = open_dataset(a), open_dataset(b)
-    assert da.exposure.values.tolist() == db.exposure.values.tolist()
-    assert set(da.data_vars) == set(db.data_vars)
-    for var in da.data_vars:
-        x, y = da[var].values, db[var].values
-        assert x.dtype == y.dtype
-        np.testing.assert_array_equal(x, y, err_msg=var)
-    for c in da.coords:
-        np.testing.assert_array_equal(da[c].values, db[c].values, err_msg=c)
+    assert store_differences(a, b) == []
     assert RampStore(a).verify(checksums=True) == [] and RampStore(b).verify(checksums=True) == []
 
 
 @pytest.fixture(scope="module")
 def edge_set(tmp_path_factory):
-    """ALLSLITS (256 x 2048) TRAD, 10 groups, 2 exposures; exposure 1 gets a snowball whose
-    saturated core straddles the slab edge at row 96 and cosmic rays on the rows either side
-    of the edges at 32 and 64; calibrated whole (the reference store)."""
-    root = tmp_path_factory.mktemp("edges")
-    d = root / "data"
-    simulate_dataset(d, SimConfig(subarray="ALLSLITS", ngroups=10, nexp=2, seed=11))
-    first = sorted((d / "uncal").glob("*.fits"))[0]
-    inject(first, snowball=(96, 1000, 4, 9.0),
-           crs=[(31, 500, 6, 900), (32, 700, 3, 1500), (63, 1200, 5, 800),
-                (64, 1201, 5, 800), (95, 300, 2, 2000)])
-    manifest = _manifest(d, root / "m.ecsv")
-    whole = root / "whole.zarr"
-    calibrate(manifest, whole, refkit=d / "refkit", scheduler="threads:2", pieces="whole",
-              tile=(64, 512))
-    return {"dir": d, "manifest": manifest, "whole": whole, "root": root}
+    """``nrsdark self-check``, run by its command line and its folder kept: its case
+    (:func:`selfcheck.make_case`: ALLSLITS (256 x 2048) TRAD, 10 groups, 2 exposures with
+    dense snowballs and cosmic rays; exposure 1 gets a snowball whose saturated core straddles
+    the slab edge at row 96, cosmic rays on the rows either side of the edges at 32 and 64,
+    and large snowballs on the frame's edges) calibrated by jwst's whole-exposure run (the
+    reference store) and tiled in 32-row slabs on threads."""
+    root = tmp_path_factory.mktemp("edges") / "check"
+    with pytest.MonkeyPatch.context() as mp:
+        out = []
+        mp.setattr("builtins.print", lambda *a, **k: out.append(" ".join(map(str, a))))
+        status = cli.main(["self-check", "--workdir", str(root), "--keep"])
+    return {"dir": root / "data", "manifest": root / "data" / "manifest.ecsv",
+            "whole": root / "whole.zarr", "tiled": root / "tiled.zarr", "root": root,
+            "status": status, "printed": out}
 
 
 def test_the_edge_case_is_there(edge_set):
     """The reference store shows what the tiled run must cut through: jump flags on both sides
-    of slab edges, a snowball's saturation and its expanded jump flags on both sides of one."""
+    of slab edges, a snowball's saturation and its expanded jump flags on both sides of one,
+    snowballs on the frame's edges, and many more snowballs than nature gives."""
     ds = open_dataset(edge_set["whole"])
     name = [e for e in ds.exposure.values if "00001_nrs1" in str(e)][0]
     gdq = ds.groupdq.sel(exposure=name).values
@@ -94,24 +66,67 @@ def test_the_edge_case_is_there(edge_set):
     assert sat[90:96].any() and sat[96:102].any()
     snow = ((gdq[4] & JUMP) != 0)[80:113, 980:1021]
     assert snow[:16].sum() > 20 and snow[16:].sum() > 20  # expanded halo across the edge
+    for y, x, g, _ in selfcheck.SNOWBALLS[1:]:  # on the frame's edges
+        assert (gdq[g:, y, x] & SAT).all(), (y, x)
+        assert ((gdq[g] & JUMP) != 0)[max(0, y - 12):y + 13, max(0, x - 12):x + 13].sum() > 10
+    truth = read_truth(edge_set["dir"] / "truth.fits")
+    assert min(truth["exposures"]["n_snowballs"]) >= 10
 
 
-def test_tiled_store_equals_whole_store(edge_set, tmp_path):
-    tiled = tmp_path / "tiled.zarr"
-    summary = calibrate(edge_set["manifest"], tiled, refkit=edge_set["dir"] / "refkit",
-                        scheduler="threads:2", pieces="tiled", plan=EDGE_PLAN, tile=(64, 512))
-    assert summary["pieces"] == "tiled" and len(summary["committed"]) == 2
+def test_tiled_store_equals_whole_store(edge_set):
+    """The self-check passed and said so; its stores are equal, whole, verified; the tiled
+    run cleaned its scratch and logged what snowball flagging measured."""
+    assert edge_set["status"] == 0, edge_set["printed"]
+    assert any(line.startswith("self-check passed on jwst ") for line in edge_set["printed"])
+    tiled = edge_set["tiled"]
     assert_same_store(tiled, edge_set["whole"])
     assert not (tiled / "_staging").exists()  # scratch cubes and staging gone
     log = RampStore(tiled).read_log()
     assert log[0]["pieces"] == "tiled"
+    snow = [e["snowballs"] for e in log if e["event"] == "committed"]
+    assert len(snow) == 2
+    assert all(0 < s["measured"] < s["regions"] and s["snowballs"] >= 10 for s in snow), snow
+
+
+def test_a_failing_self_check_says_what_differs(monkeypatch, capsys):
+    monkeypatch.setattr(selfcheck, "self_check", lambda *a, **k: {
+        "equal": False, "versions": {"jwst": "9.9", "stcal": "9.9"}, "snowballs": [],
+        "differences": ["groupdq of x@1: 3 values differ"], "seconds": 1.0, "workdir": None})
+    assert cli.main(["self-check"]) == 1
+    out = capsys.readouterr().out
+    assert "groupdq of x@1: 3 values differ" in out and "self-check FAILED on jwst 9.9" in out
+
+
+def test_untested_releases_fall_back_to_whole_or_refuse(edge_set, tmp_path, monkeypatch,
+                                                        capsys):
+    """On jwst/stcal releases outside the tested ones, the default is jwst's own run (said in
+    one line), an explicit --pieces tiled is refused before any work, and
+    NRSDARK_TILED_UNTESTED=1 allows tiled."""
+    monkeypatch.setitem(versions.TESTED, "stcal", ("0.1", "0.2"))
+    monkeypatch.delenv(versions.OVERRIDE, raising=False)
+    with pytest.raises(ValueError, match=r"tiled calibration is tested on .*stcal >=0.1,<0.2; "
+                                         r"installed: stcal 1\.\d+.*nrsdark self-check"):
+        calibrate(edge_set["manifest"], tmp_path / "t.zarr", refkit=edge_set["dir"] / "refkit",
+                  scheduler="sync", pieces="tiled")
+    assert not (tmp_path / "t.zarr").exists()
+    monkeypatch.setenv(versions.OVERRIDE, "1")
+    assert versions.tiled_refusal() is None
+    monkeypatch.delenv(versions.OVERRIDE)
+    one = tmp_path / "one.ecsv"  # one exposure: the fallback's whole run, kept short
+    from nrsdark_dask.select import read_manifest
+
+    write_manifest(read_manifest(edge_set["manifest"])[:1], one)
+    summary = calibrate(one, tmp_path / "w.zarr", refkit=edge_set["dir"] / "refkit",
+                        scheduler="threads:2", tile=selfcheck.TILE)
+    assert summary["pieces"] == "whole" and len(summary["committed"]) == 1
+    assert "calibrate: --pieces whole: tiled calibration is tested on" in capsys.readouterr().err
 
 
 def test_budget_plan_equals_whole_store_on_a_cluster(edge_set, tmp_path):
     """Pieces sized from a budget, on a LocalCluster of two processes."""
     tiled = tmp_path / "tiled.zarr"
     calibrate(edge_set["manifest"], tiled, refkit=edge_set["dir"] / "refkit",
-              scheduler="local:2", task_memory_="1GiB", tile=(64, 512))
+              scheduler="local:2", task_memory_="1GiB", tile=selfcheck.TILE)
     assert_same_store(tiled, edge_set["whole"])
 
 
@@ -133,7 +148,7 @@ def test_a_killed_worker_changes_nothing(edge_set, tmp_path, monkeypatch):
             out["summary"] = calibrate(edge_set["manifest"], tiled,
                                        refkit=edge_set["dir"] / "refkit",
                                        scheduler=cluster.address, plan=EDGE_PLAN,
-                                       tile=(64, 512))
+                                       tile=selfcheck.TILE)
         except BaseException as exc:  # noqa: BLE001 - reported below
             out["error"] = exc
 
@@ -177,7 +192,7 @@ def test_irs2_tiled_equals_whole(irs2_small, tmp_path):
     """IRS2 (NRS2, flipped): group blocks of 3 + 2 with the whole-ramp b_offset and bad
     reference flags handed to jwst, saturation carried between blocks."""
     d = irs2_small["dir"]
-    plan = PiecePlan(slab_rows=512, group_block=2, region_block=3, fit_rows=256,
+    plan = PiecePlan(slab_rows=512, group_block=2, fit_rows=256,
                      budget=int(3 * 2**30))
     assert plan.blocks(5, first_at_least=3) == [(0, 3), (3, 5)]
     calibrate(irs2_small["manifest"], tmp_path / "w.zarr", refkit=d / "refkit",

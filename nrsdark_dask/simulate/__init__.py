@@ -12,5 +12,7 @@ This package never imports the pipeline's own modules: the truth stays independe
 """
 
 from .dataset import SimConfig, parse_gratings, plan_exposures, read_truth, simulate_dataset
+from .exposure import add_charge
 
-__all__ = ["SimConfig", "parse_gratings", "plan_exposures", "read_truth", "simulate_dataset"]
+__all__ = ["SimConfig", "add_charge", "parse_gratings", "plan_exposures", "read_truth",
+           "simulate_dataset"]

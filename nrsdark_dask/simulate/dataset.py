@@ -61,6 +61,7 @@ class SimConfig:
     glow_rate: float = 0.006  # DN/s, MSA-glow stripe crest
     persistence_scale: float = 1.0  # x the report-like 0.05-0.5 DN/s persistence rates
     hot_growth: float = 0.0  # new hot pixels per month in the region (report §7.1: ~100 FULL)
+    snowball_scale: float = 1.0  # x the snowball rate (dense cases for snowball flagging)
     readpatt: str | None = None  # default: NRSRAPID / NRSIRS2RAPID
     refkit: bool = True
 
@@ -82,7 +83,8 @@ class SimConfig:
         c.ngroups = DEFAULT_GROUPS[fam] if c.ngroups is None else int(c.ngroups)
         if not 2 <= c.ngroups <= 1000:
             raise ValueError(f"ngroups must be between 2 and 1000, got {c.ngroups}")
-        for name in ("switch_dt", "glow_rate", "persistence_scale", "hot_growth"):
+        for name in ("switch_dt", "glow_rate", "persistence_scale", "hot_growth",
+                     "snowball_scale"):
             if not getattr(c, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(c, name)}")
         if not 1 <= c.nexp <= 10000:
@@ -146,7 +148,8 @@ def plan_exposures(cfg: SimConfig) -> list[ExposurePlan]:
             glow=bool(cfg.artifacts and gratings[i] == "PRISM"),
             persistence=bool(persist[i]), seed=cfg.seed,
             glow_rate=cfg.glow_rate if cfg.artifacts and gratings[i] == "PRISM" else 0.0,
-            persistence_scale=cfg.persistence_scale if persist[i] else 1.0))
+            persistence_scale=cfg.persistence_scale if persist[i] else 1.0,
+            snowball_scale=cfg.snowball_scale))
     return plans
 
 

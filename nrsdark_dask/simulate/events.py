@@ -29,8 +29,9 @@ class Hits:
 
 
 def cosmic_rays(rng, shape, exposure_time: float, group_times: np.ndarray,
-                active: np.ndarray) -> Hits:
-    """Cosmic rays at ``CR_RATE`` and snowballs at ``SNOWBALL_RATE`` (scaled by area).
+                active: np.ndarray, snowball_scale: float = 1.0) -> Hits:
+    """Cosmic rays at ``CR_RATE`` and snowballs at ``snowball_scale`` x ``SNOWBALL_RATE``
+    (scaled by area).
 
     A cosmic ray deposits a log-normal charge (median 500 DN) in 1-4 pixels; a snowball a
     saturating core of radius R/2 and a halo out to R (R = 4-12 px).  Arrival times are uniform
@@ -69,7 +70,7 @@ def cosmic_rays(rng, shape, exposure_time: float, group_times: np.ndarray,
         place("cr", cy[i], cx[i], t[i], off[:, 0], off[:, 1], total[i] * frac / frac.sum())
 
     full_area = (inst.FULL_SIZE * PIXEL_CM) ** 2
-    n_sb = rng.poisson(SNOWBALL_RATE * exposure_time * area / full_area)
+    n_sb = rng.poisson(snowball_scale * SNOWBALL_RATE * exposure_time * area / full_area)
     for _ in range(n_sb):
         r = rng.uniform(4, 12)
         c = int(np.ceil(r))

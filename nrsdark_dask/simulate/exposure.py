@@ -41,6 +41,7 @@ class ExposurePlan:
     seed: int = 0
     glow_rate: float = 0.0  # peak MSA-glow rate, DN/s (with glow)
     persistence_scale: float = 1.0  # multiplies the persistence rates (with persistence)
+    snowball_scale: float = 1.0  # multiplies the snowball rate
     # filled by the simulation
     n_cosmic_rays: int = 0
     n_snowballs: int = 0
@@ -143,7 +144,7 @@ class RampSimulator:
         self.shape = a["rate"].shape
         self.active = ~a["refpix"]
         self.hits = ev.cosmic_rays(self.rng, self.shape, self.t["duration"], self.t["times"],
-                                   self.active)
+                                   self.active, plan.snowball_scale)
         plan.events = self.hits.events
         plan.n_cosmic_rays = sum(e["kind"] == "cr" for e in self.hits.events)
         plan.n_snowballs = sum(e["kind"] == "snowball" for e in self.hits.events)
@@ -264,3 +265,26 @@ def write_uncal(path, truth: DetectorTruth, plan: ExposurePlan) -> ExposurePlan:
         stream.write((group.astype(np.int32) - 32768).astype(">i2"))
     stream.close()
     return plan
+
+
+def add_charge(uncal, snowballs=(), cosmic_rays=()) -> None:
+    """Add charge to a written uncal file in place, at chosen places (tests and the
+    self-check put events on piece edges and frame edges): snowballs ``(y, x, group, r)``
+    (a saturating core of radius r/2 and a halo out to r from ``group`` on, as
+    :func:`.events.cosmic_rays` draws them) and cosmic rays ``(y, x, group, dn)``, in
+    science-layout rows and columns of a TRAD file (clipped to the frame and to uint16)."""
+    with fits.open(uncal, mode="update") as h:
+        data = h["SCI"].data.astype(np.int64)  # (1, G, y, x), scaled to uint16 by astropy
+        ny, nx = data.shape[-2:]
+        for y, x, g, r in snowballs:
+            c = int(np.ceil(r))
+            dy, dx = np.mgrid[-c:c + 1, -c:c + 1]
+            d = np.hypot(dy, dx)
+            dn = np.where(d <= r / 2, 6.0e4, 400.0 * (1 - d / r) + 50.0)
+            yy, xx = y + dy, x + dx
+            inside = (d <= r) & (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+            after = data[0, g:]
+            after[:, yy[inside], xx[inside]] += dn[inside].astype(np.int64)
+        for y, x, g, dn in cosmic_rays:
+            data[0, g:, y, x] += dn
+        h["SCI"].data = np.clip(data, 0, 65535).astype(np.uint16)

@@ -12,7 +12,7 @@ Three modules, one job each:
 The names below are the package's public interface; import them from here.
 """
 
-from .reader import StoreBlock, open_dataset, read_block
+from .reader import StoreBlock, open_dataset, read_block, store_differences
 from .schema import (CODECS, DEFAULT_TILE, DQ_NAMES, EXPOSURE_COORDS, GROUP_CHUNK_BYTES, NO_JUMP,
                      READABLE_SCHEMAS, SCHEMA_VERSION, VARIABLES, StoreError, StoreLayout,
                      check_chunking, child, date_seconds, default_group_chunk, exposure_id,
@@ -26,5 +26,5 @@ __all__ = [
     "StoreBlock", "StoreError", "StoreLayout", "check_chunking", "child", "chunk_checksums",
     "create_staging", "date_seconds", "default_group_chunk", "disk_full", "exposure_id",
     "file_sha256", "location", "open_dataset", "read_block", "seal_staging",
-    "staged_checksums", "staging_path", "write_staging",
+    "staged_checksums", "staging_path", "store_differences", "write_staging",
 ]

@@ -67,6 +67,36 @@ def open_dataset(path, exclude=(), **kwargs) -> xr.Dataset:
     return ds
 
 
+def store_differences(a, b) -> list[str]:
+    """What differs between two stores (empty when they hold the same exposures with every
+    variable and coordinate bit for bit equal, NaN equal to NaN), compared one exposure at a
+    time: how calibrating one set two ways is checked (``nrsdark self-check``, the tests, the
+    benchmarks).  Memory: one exposure's largest variable, twice."""
+    da, db = open_dataset(a), open_dataset(b)
+    names_a, names_b = da.exposure.values.tolist(), db.exposure.values.tolist()
+    if names_a != names_b:
+        return [f"exposures differ: {names_a} against {names_b}"]
+    out = [f"variables differ: {sorted(set(da.data_vars) ^ set(db.data_vars))}"] \
+        if set(da.data_vars) != set(db.data_vars) else []
+    for var in sorted(set(da.data_vars) & set(db.data_vars)):
+        for e, name in enumerate(names_a):
+            x, y = da[var].isel(exposure=e).values, db[var].isel(exposure=e).values
+            if x.dtype != y.dtype or x.shape != y.shape:
+                out.append(f"{var} of {name}: {x.dtype}{x.shape} against {y.dtype}{y.shape}")
+            elif not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
+                same = x == y
+                if x.dtype.kind in "fc":
+                    same |= np.isnan(x) & np.isnan(y)
+                out.append(f"{var} of {name}: {int(same.size - same.sum())} values differ")
+    for c in sorted(set(da.coords) | set(db.coords)):
+        if c not in da.coords or c not in db.coords:
+            out.append(f"coordinate {c} in one store only")
+        elif not np.array_equal(da[c].values, db[c].values,
+                                equal_nan=da[c].dtype.kind in "fc"):
+            out.append(f"coordinate {c} differs")
+    return out
+
+
 @dataclass(frozen=True)
 class StoreBlock:
     """A picklable reference to one block of a store variable, read by the task that uses it

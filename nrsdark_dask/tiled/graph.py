@@ -8,10 +8,10 @@ Per exposure (``TOKEN`` names it; the dashboard groups tasks by the name before 
              │  IRS2: early-groups × B ─ refpix-flags ─ refpix-offset (a chain) ─  │
              │                             refpix-groups × B ─┤                    │
              └─ jump-slab × S ─┬─ cds-scatter ────────────────┼─ store-rows × T ── finish
-                               ├─ snowball-regions × R ─ snowballs ─┘                │
+                               ├─ snowballs ────────────────┘                          │
                                └─ store-ramp × T ────────────────────────────────────┘
 
-S row slabs, B group blocks, R region blocks, T tile rows (:mod:`~nrsdark_dask.tiled.plan`).  Stages meet in the
+S row slabs, B group blocks, T tile rows (:mod:`~nrsdark_dask.tiled.plan`).  Stages meet in the
 scratch cubes (:mod:`.scratch`); task results are small (flags per group, samples, chunk
 checksums; IRS2's running ``b_offset`` sum, 52 MB).
 
@@ -95,11 +95,7 @@ def exposure_graph(row: dict, store_path: str, layout, refs: dict | None, plan,
     for k, (y0, y1) in zip(jump, slabs):
         dsk[k] = (_after, pieces.jump_slab, refpix, prep, y0, y1, key("all-dnu"))
     dsk[key("cds-scatter")] = (stage.cds_scatter, jump)
-    regions = [key("snowball-regions", m)
-               for m in range(len(plan.region_blocks(layout.ngroups)))]
-    for k, (g0, g1) in zip(regions, plan.region_blocks(layout.ngroups)):
-        dsk[k] = (_after, pieces.snowball_regions, jump, prep, g0, g1)
-    dsk[key("snowballs")] = (pieces.snowballs, prep, regions)
+    dsk[key("snowballs")] = (_after, pieces.snowballs, jump, prep)
     rows = [key("store-rows", t) for t in range(len(tiles))]
     ramps = [key("store-ramp", t) for t in range(len(tiles))]
     for t, (y0, y1) in enumerate(tiles):
@@ -108,7 +104,8 @@ def exposure_graph(row: dict, store_path: str, layout, refs: dict | None, plan,
         dsk[rows[t]] = (_after, stage.store_rows, [key("snowballs")], prep, layout, y0, y1,
                         key("cds-scatter"), plan.fit_rows, neg_jump_sigma)
     final = key("finish")
-    dsk[final] = (stage.finish, prep, layout, bias, rows + ramps, key("cds-scatter"))
+    dsk[final] = (stage.finish, prep, layout, bias, rows + ramps, key("cds-scatter"),
+                  key("snowballs"))
     return dsk, final
 
 

@@ -31,15 +31,14 @@ worker, and jwst called anywhere else in the process behaves as stock.
    for any.
 
 4. **Snowball regions** (``stcal.jump.jump.find_ellipses``): not a whole-frame quantity but
-   the serial bottleneck: snowball flagging walks the groups in order, and for each it finds
-   the connected regions of the new saturation and of the jump flags (``skimage`` labels and
-   region moments), 90 % of its time with realistic cosmic rays.  ``find_ellipses`` is a pure
-   function of which pixels of its plane carry its flag, so pieces find the regions of every
-   plane it will be asked about (from the flags after two-point detection) for blocks of
-   groups in parallel, with stcal's own function; :func:`known_regions` then answers a call
-   from them when, and only when, the plane it is given has exactly those flags (compared bit
-   for bit: extending an earlier snowball's saturated core changes some groups' flags, and
-   those are found again by stcal).
+   most of detector1's avoidable work: snowball flagging measures every connected region of
+   every group's jump flags (skimage ``label`` and one ``regionprops`` per region, in
+   Python), and keeps only the few that hold a saturation centre or sit near the edge.
+   :func:`snowball_filter` answers each call from the same plane holding only the regions
+   that could change the result (:mod:`.regions`, with the proof that the answer is
+   stcal's), measured by stcal's own ``find_ellipses``.  It relies on the calls of a group
+   coming as stcal 1.20 makes them (two saturation planes, then the jump plane), and checks
+   each call against that: any other call fails the exposure (:class:`SnowballFilter`).
 
 The equality tests (``tests/test_tiled.py``) compare every array with stock ``run_detector1``;
 they are what notices a jwst or stcal release that moves these places.
@@ -91,12 +90,10 @@ def install() -> None:
         original_find = jump.find_ellipses
 
         def find_ellipses(dqplane, bitmask, min_area):
-            known = getattr(_local, "regions", None)
-            if known is not None:
-                found = known.lookup(dqplane, bitmask, min_area)
-                if found is not None:
-                    return found
-            return original_find(dqplane, bitmask, min_area)
+            regions = getattr(_local, "regions", None)
+            if regions is None:
+                return original_find(dqplane, bitmask, min_area)
+            return regions.find(dqplane, bitmask, min_area, original_find)
 
         irs2.subtract_reference = subtract_reference
         twopt.groups_all_set_dnu = groups_all_set_dnu
@@ -168,51 +165,127 @@ def dnu_groups(all_dnu: np.ndarray, dnu_flag: int) -> _Setting:
     return _Setting("dnu", stand_in[None, :, None, None])
 
 
-def region_key(plane: np.ndarray, bitmask: int, min_area: float) -> tuple:
-    """What ``find_ellipses(plane, bitmask, min_area)`` depends on: the pixels carrying
-    ``bitmask`` (packed bits, and their digest to look them up by)."""
-    import hashlib
-
-    bits = np.packbits(np.asarray(plane & bitmask) != 0)
-    return (int(bitmask), float(min_area), hashlib.sha1(bits).hexdigest(), plane.shape), bits
+class SnowballError(RuntimeError):
+    """Snowball flagging asked ``find_ellipses`` in a way the filter was not proved for."""
 
 
-class _KnownRegions:
-    def __init__(self, found: list):
-        self.table = {key: (bits, ellipses) for key, bits, ellipses in found}
-        self.used = self.asked = 0
+class SnowballFilter:
+    """One ``flag_large_events`` call on ``gdq`` (the 4-D group DQ it is given, which it
+    updates in place), answered as stock (module doc, item 4; :mod:`.regions`).
 
-    def lookup(self, plane, bitmask, min_area):
-        key, bits = region_key(plane, bitmask, min_area)
-        self.asked += 1
-        hit = self.table.get(key)
-        if hit is None or not np.array_equal(hit[0], bits):
-            return None
-        self.used += 1
-        return list(hit[1])
+    stcal 1.20 asks three planes per group g = 1, 2, ... of each integration, in this order:
+    the next group's new saturation (N), this group's (S), this group's jump flags (J).  At
+    the first call of a group the filter finds the regions of all three from ``gdq`` and has
+    stcal measure J's candidates; N and S are then answered against those jump ellipses, and
+    the J call gets them.  Each call is checked against that order: N and S must equal the
+    planes recomputed from ``gdq`` (stcal's N of the last group is stale and unused: it is
+    not checked), J must be ``gdq``'s own plane of group g with the flags it had at the
+    group's first call.  A call that does not match raises :class:`SnowballError`: the
+    exposure fails instead of getting a silently different GROUPDQ."""
+
+    def __init__(self, jump_data, gdq: np.ndarray):
+        from .regions import RegionCount
+
+        self.gdq = gdq
+        self.sat, self.jump = int(jump_data.fl_sat), int(jump_data.fl_jump)
+        self.min_sat_area, self.min_jump_area = jump_data.min_sat_area, jump_data.min_jump_area
+        self.edge_size = int(jump_data.edge_size)
+        self.extend_above = float(jump_data.min_sat_radius_extend)
+        self.calls = 0
+        self.count = RegionCount()
+        self._group: dict = {}  # what the group's first call found
+
+    def _new_sat(self, cube, g) -> np.ndarray:
+        """stcal's new saturation of group g: SATURATED now and not in g - 1 (as its
+        ``current_sat * not_prev_sat``: the flag's value or 0)."""
+        return np.bitwise_and(cube[g], self.sat) & ~np.bitwise_and(cube[g - 1], self.sat)
+
+    def find(self, plane, bitmask, min_area, find_ellipses):
+        nints, ngroups = self.gdq.shape[:2]
+        integration, k = divmod(self.calls, 3 * (ngroups - 1))
+        group, role = 1 + k // 3, k % 3
+        self.calls += 1
+        if integration >= nints:
+            raise SnowballError(f"call {self.calls} after the last group")
+        cube = self.gdq[integration]
+        if role == 0:
+            self._start(cube, group, find_ellipses)
+            if self._group["N"] is None:  # the last group: stcal's stale plane, unused
+                from .regions import find_regions
+
+                self._group["N regions"] = find_regions(np.bitwise_and(plane, bitmask))
+        here = self._group
+        if role < 2:
+            if bitmask != self.sat or min_area != self.min_sat_area:
+                raise SnowballError(f"call {self.calls} (group {group}) is not for saturation")
+            expected = here["N"] if role == 0 else here["S"]
+            if expected is not None and not _same(plane, expected):
+                raise SnowballError(f"group {group}: the {'next group' if role == 0 else 'group'}"
+                                    "'s new saturation is not what the group DQ gives")
+            sats = here["N regions"] if role == 0 else here["S regions"]
+            from .regions import saturation_candidates
+
+            keep = saturation_candidates(sats, here["J answer"],
+                                         self.extend_above if role == 1 else None)
+            return self._measure(sats, keep, bitmask, min_area, find_ellipses, "saturation")
+        own = cube[group]
+        if bitmask != self.jump or min_area != self.min_jump_area or plane.shape != own.shape \
+                or plane.__array_interface__["data"][0] != own.__array_interface__["data"][0] \
+                or not _same(np.bitwise_and(plane, bitmask), here["J"]):
+            raise SnowballError(f"call {self.calls} is not group {group}'s jump plane as it was")
+        return list(here["J answer"])
+
+    def _start(self, cube, g, find_ellipses):
+        """Group g's first call: the regions of N, S and J, and stcal's ellipses of J's
+        candidates (regions module doc, C)."""
+        from .regions import find_regions, jump_candidates
+
+        last = g == cube.shape[0] - 1
+        n_plane = None if last else self._new_sat(cube, g + 1)
+        s_plane = self._new_sat(cube, g)
+        j_plane = np.bitwise_and(cube[g], self.jump)
+        # N of the last group is stcal's stale plane: found when it is asked (and unused)
+        here = {"N": n_plane, "S": s_plane, "J": j_plane, "S regions": find_regions(s_plane),
+                "N regions": None if last else find_regions(n_plane)}
+        jumps = find_regions(j_plane)
+        sats = [here["S regions"]] + ([] if last else [here["N regions"]])
+        keep = jump_candidates(jumps, sats, self.min_jump_area, self.edge_size,
+                               j_plane.shape[0])
+        self._group = here
+        here["J answer"] = self._measure(jumps, keep, self.jump, self.min_jump_area,
+                                         find_ellipses, "jump")
+
+    def _measure(self, regions, keep, bitmask, min_area, find_ellipses, kind):
+        """stcal's ellipses of the regions ``keep``, in one plane or one plane each
+        (:func:`.regions.measuring_planes`); none kept: ``[]``, what stcal gives for an empty
+        plane."""
+        from .regions import measuring_planes
+
+        self.count.add(kind, regions.n, int(keep.sum()))
+        out = []
+        for mask in measuring_planes(regions, keep):
+            out += find_ellipses(regions.plane(mask) * np.uint8(bitmask), bitmask, min_area)
+        return out
 
 
-def find_regions(gdq: np.ndarray, jump_data, find_ellipses) -> list:
-    """``(key, bits, regions)`` of every plane snowball flagging asks about for the groups of
-    ``gdq`` (G, y, x) after its first (which is only the group before them): each group's new
-    saturation (``SATURATED`` now and not in the group before, computed as stcal does) and its
-    jump flags, with ``jump_data``'s flags and minimum areas.  ``find_ellipses``: stcal's."""
-    sat, jump = jump_data.fl_sat, jump_data.fl_jump
-    out = []
-    for i in range(1, len(gdq)):
-        new_sat = np.bitwise_and(gdq[i], sat) * np.logical_not(np.bitwise_and(gdq[i - 1], sat))
-        for plane, flag, area in ((new_sat, sat, jump_data.min_sat_area),
-                                  (gdq[i], jump, jump_data.min_jump_area)):
-            key, bits = region_key(plane, flag, area)
-            out.append((key, bits, find_ellipses(plane, flag, area)))
-    return out
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two planes equal byte for byte (compared as 8-byte words where they allow)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    a, b = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
+    if a.dtype.itemsize == 1 and a.size % 8 == 0:
+        a, b = a.view(np.uint64), b.view(np.uint64)
+    return bool(np.array_equal(a, b))
 
 
-def known_regions(found: list) -> _Setting:
-    """Within this block, stcal's ``find_ellipses`` answers from ``found``: ``(key, bits,
-    ellipses)`` triples (:func:`region_key` of a plane and what stcal found on it), for any
-    plane with exactly those flagged pixels."""
-    return _Setting("regions", _KnownRegions(found))
+def snowball_filter(jump_data, gdq: np.ndarray) -> _Setting:
+    """Within this block, stcal's ``flag_large_events(gdq, ...)`` measures only the regions
+    that can change its result (module doc, item 4).  Only with
+    ``jump_data.sat_required_snowball`` (otherwise every jump ellipse is a snowball).  The
+    value is the :class:`SnowballFilter`, with its counts."""
+    if not jump_data.sat_required_snowball:
+        raise ValueError("the snowball filter needs sat_required_snowball")
+    return _Setting("regions", SnowballFilter(jump_data, gdq))
 
 
 def whole_frame_jump_data(jump_data, gain_median: float):

@@ -27,7 +27,8 @@ piece                  holds                runs (jwst/stcal, unchanged)
                                             the whole frame's all-DO_NOT_USE group count and gain
                                             median (:mod:`.hooks`); snowballs are left out here
 ``snowballs``          all GROUPDQ (uint8)  stcal ``flag_large_events``: connected regions over
-                                            the whole frame
+                                            the whole frame; stcal measures only those that
+                                            can become snowballs (:mod:`.regions`)
 ``ramp_fit_rows``      one tile row,        ramp_fit (pixel-local, OLS_C) in sub-slabs; the
                        sub-slabs            ingest summaries; writes the row's store chunks
 ``bias_piece``         groups 1-2           the SPEC §3 bias inputs (``jwst_recipe.bias_groups``)
@@ -445,27 +446,12 @@ def _jump_settings(exp: Exposure):
     return step, jump_data
 
 
-def snowball_regions(exp: Exposure, g0: int, g1: int) -> list:
-    """The regions stcal's snowball flagging will ask ``find_ellipses`` for in groups [g0, g1)
-    (from group 2 on): the new saturation of each group (saturated now, not in the group
-    before) and its jump flags, found by stcal's own ``find_ellipses`` on the GROUPDQ after
-    two-point detection (:func:`hooks.known_regions`).  Returns ``[(key, bits, regions)]``.
-    Peak (measured): 0.43 GB + 1.1 bytes per pixel-group of the block (its GROUPDQ)."""
-    from stcal.jump.jump import find_ellipses
-
-    _quiet(exp)
-    step, jump_data = _jump_settings(exp)
-    if not step.expand_large_events:
-        return []
-    first = max(1, g0)
-    return hooks.find_regions(exp.cube("jump_gdq").read(slice(first - 1, g1)), jump_data,
-                              find_ellipses)
-
-
-def snowballs(exp: Exposure, regions: list = ()) -> int:
+def snowballs(exp: Exposure) -> dict:
     """jwst's snowball flagging (stcal ``flag_large_events`` with ``JumpStep``'s settings) on
-    the whole GROUPDQ after two-point detection, with the regions found in parallel
-    (:func:`snowball_regions`); writes the ``gdq`` cube.  Returns the number of snowballs.
+    the whole GROUPDQ after two-point detection, stcal measuring only the jump regions that
+    can change the result (:func:`hooks.snowball_filter`); writes the ``gdq`` cube.  Returns
+    ``{"snowballs", "regions", "measured"}``: the snowballs, the regions of the planes stcal
+    asked about and those it measured.
     Peak (measured): 0.31 GB + 1.2 bytes per pixel-group of the exposure (all of GROUPDQ:
     TRAD FULL 88 groups 0.82 GB; IRS2 200 groups ~1.3 GB, what sets the smallest budget)."""
     from stcal.jump.jump import flag_large_events
@@ -475,12 +461,19 @@ def snowballs(exp: Exposure, regions: list = ()) -> int:
     step, jump_data = _jump_settings(exp)
     if not step.expand_large_events:
         exp.cube("gdq").write(gdq)
-        return 0
-    with hooks.known_regions([r for block in regions for r in block]):
+        return {"snowballs": 0}
+    if jump_data.sat_required_snowball:
+        cube = gdq[None]
+        with hooks.snowball_filter(jump_data, cube) as seen:
+            out, total = flag_large_events(cube, jump_data.fl_jump, jump_data.fl_sat,
+                                           jump_data)
+        counts = {"regions": seen.count.regions, "measured": seen.count.kept}
+    else:  # every jump ellipse is a snowball: nothing to leave out
         out, total = flag_large_events(gdq[None], jump_data.fl_jump, jump_data.fl_sat,
                                        jump_data)
+        counts = {}
     exp.cube("gdq").write(out[0])
-    return int(total)
+    return {"snowballs": int(total), **counts}
 
 
 def ramp_fit(exp: Exposure, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,6 @@ COSTS = {
     "refpix_irs2": (0.78e9, 18.8),  # per raw pixel-group: jwst's FFT working arrays
     "offset": (0.63e9, 7.4),  # IRS2 b_offset link, per raw pixel-group
     "jump": (0.34e9, 21.5),  # linearity + two-point (float64 differences), slab + halo
-    "regions": (0.43e9, 1.1),  # snowball regions: the block's GROUPDQ
     "snowballs": (0.31e9, 1.2),  # the whole GROUPDQ and its jump bits
     "fit": (0.35e9, 12.2),  # ramp_fit's copies of ramp and GROUPDQ
     "bias_trad": (0.74e9, 0.0),  # two raw frames and refpix
@@ -64,7 +63,6 @@ class PiecePlan:
 
     slab_rows: int  # early (TRAD) and jump slabs
     group_block: int  # refpix blocks, IRS2 early blocks and offset links
-    region_block: int  # snowball-region pieces
     fit_rows: int  # ramp_fit sub-slabs within one tile row of the store
     budget: int
     peaks: dict = field(default_factory=dict)  # predicted peak bytes per kind of piece
@@ -86,9 +84,6 @@ class PiecePlan:
         while len(out) > 1 and out[0][1] < min(first_at_least, ngroups):
             out = [(0, out[1][1])] + out[2:]
         return out
-
-    def region_blocks(self, ngroups: int) -> list[tuple[int, int]]:
-        return _spans(ngroups, self.region_block, self.threads)
 
 
 def _spans(n: int, size: int, threads: int = 1) -> list[tuple[int, int]]:
@@ -149,10 +144,6 @@ def plan_pieces(layout, task_memory=None, threads: int = 1) -> PiecePlan:
         block = _fits("refpix_trad", budget, ny * nx) - 1
     block = min(block, max(math.ceil(g / threads), int(MIN_PIECE_BYTES // (4 * raw * nx))))
     block = max(min(3, g) if irs2 else 1, min(block, g))
-    # snowball regions cost time per region found, not per byte: one block per thread
-    regions = min(_fits("regions", budget, ny * nx),
-                  max(math.ceil(g / threads), int(MIN_PIECE_BYTES // (ny * nx))))
-    regions = max(1, min(regions, g))
     fit = max(1, min(_fits("fit", budget, g * nx), layout.tile_y))
     peaks = {
         "early": peak("early_irs2", raw * nx * block) if irs2 else
@@ -160,12 +151,11 @@ def plan_pieces(layout, task_memory=None, threads: int = 1) -> PiecePlan:
         "refpix": max(peak("refpix_irs2", raw * nx * block), peak("offset", raw * nx * block))
         if irs2 else peak("refpix_trad", ny * nx * (block + 1)),
         "jump": peak("jump", g * nx * (slab + 2)),
-        "regions": peak("regions", ny * nx * regions),
         "snowballs": peak("snowballs", g * ny * nx),
         "fit": peak("fit", g * nx * fit),
         "bias": peak("bias_irs2" if irs2 else "bias_trad", 0),
     }
-    return PiecePlan(slab_rows=slab, group_block=block, region_block=regions, fit_rows=fit,
+    return PiecePlan(slab_rows=slab, group_block=block, fit_rows=fit,
                      budget=budget, peaks=peaks, threads=threads)
 
 

@@ -165,10 +165,11 @@ def store_rows(exp: Exposure, layout: StoreLayout, y0: int, y1: int, diff_sigma:
 
 
 def finish(exp: Exposure, layout: StoreLayout, bias: np.ndarray | None, rows: list[dict],
-           diff_sigma: float) -> dict:
+           diff_sigma: float, snowballs: dict | None = None) -> dict:
     """Stage the exposure whole: the bias inputs written, the frame statistics, the chunk
     manifest of every variable; returns what ``calibrate`` commits (as
-    ``calibrate.calibrate_exposure`` does).  Memory: the group-1 frame and the bias inputs."""
+    ``calibrate.calibrate_exposure`` does), with what snowball flagging found and measured
+    (:func:`pieces.snowballs`).  Memory: the group-1 frame and the bias inputs."""
     import zarr
 
     path = Path(exp.staging)
@@ -187,7 +188,7 @@ def finish(exp: Exposure, layout: StoreLayout, bias: np.ndarray | None, rows: li
     coords = ingest.exposure_coords(exp.row, exp.provenance, diff_sigma, g1_mean, g1_std,
                                     bias_level)
     return {"status": "ok", "name": exp.name, "coords": coords, "provenance": exp.provenance,
-            "seconds": round(time.time() - exp.started, 1),
+            "seconds": round(time.time() - exp.started, 1), "snowballs": snowballs or {},
             "peak_rss_gb": max([_peak_rss_gb()] + [r.get("peak_rss_gb", 0) for r in rows])}
 
 
