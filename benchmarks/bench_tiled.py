@@ -4,6 +4,9 @@ the simulator's truth.
 
     python benchmarks/bench_tiled.py trad88      # one TRAD FULL 88-group exposure: --pieces whole
                                                  # (jwst's run) vs tiled on local:2 (~8 min)
+    python benchmarks/bench_tiled.py peers       # 2 TRAD FULL 88: stock one at a time, stock two
+                                                 # processes at once, --pieces whole local:2,
+                                                 # tiled local:2 (~20 min)
     python benchmarks/bench_tiled.py scaling     # tiled on local:1, local:2, local:4 (~10 min)
     python benchmarks/bench_tiled.py irs2        # IRS2 NRS2 FULL 200 groups x 2, uncal -> FITS,
                                                  # truth scores; stock wall fitted from 25 and
@@ -110,6 +113,95 @@ def case_trad88(args) -> int:
     write_result("calibrate-tiled", "trad88", "One TRAD FULL 88-group exposure: tiled on 2 "
                  "workers vs jwst's whole-exposure run", metrics,
                  {"whole": whole, "tiled": tiled})
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if equal else 1
+
+
+def stage_seconds(record_path: Path) -> dict:
+    """Task seconds per kind of piece (``calibrate --record-tasks``), summed over exposures:
+    where the workers' time goes."""
+    doc = json.loads(Path(record_path).read_text())
+    out: dict = {}
+    for exp in doc["exposures"]:
+        for name, task in exp["tasks"].items():
+            for r in exp["runs"].get(name, [])[-1:]:
+                out[task["kind"]] = out.get(task["kind"], 0.0) + r["stop"] - r["start"]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def stock_side_by_side(sim: Path, work: Path, label: str, n: int) -> dict:
+    """Stock jwst as a careful user runs it on this machine: ``n`` processes at once, each
+    ``calibrate --pieces whole --scheduler sync`` on its share of the manifest into its own
+    store, the whole process tree monitored."""
+    from nrsdark_dask.select import read_manifest, write_manifest
+
+    tab = read_manifest(sim / "manifest.ecsv")
+    cmds = []
+    for i in range(n):
+        part = work / f"part{i}"
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+        write_manifest(tab[i::n], part / "manifest.ecsv")
+        cmds.append(" ".join(str(c) for c in [
+            NRSDARK, "calibrate", part / "manifest.ecsv", "--store", part / "s.zarr",
+            "--refkit", sim / "refkit", "--pieces", "whole", "--scheduler", "sync"]))
+    r = check_ok(run_monitored(["sh", "-c", " & ".join(cmds) + " & wait"], label), label)
+    print(f"  {label}: {r['wall_s']:.0f} s, peak tree RSS {r['peak_rss'] / GiB:.2f} GiB",
+          flush=True)
+    return r
+
+
+def case_peers(args) -> int:
+    """The peers a careful user has (issue 28 part 3): N TRAD FULL 88 exposures calibrated by
+    stock jwst one at a time, by stock jwst N processes side by side (as many as memory allows:
+    two on this machine), by ``--pieces whole --scheduler local:2`` where it fits, and tiled
+    on local:2; wall, CPU and peak process-tree RSS of each, ratios, stores compared."""
+    n = args.nexp
+    sim = simulate(f"trad88x{n}", "--ngroups", 88, "--nexp", n, "--seed", 88)
+    work = TILED / "work" / "peers"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    serial = calibrate(sim, work / "serial.zarr", "tiled-peers-stock-serial", "--pieces",
+                       "whole", "--scheduler", "sync")
+    pair = stock_side_by_side(sim, work, "tiled-peers-stock-side-by-side", n)
+    whole2 = run_monitored([NRSDARK, "calibrate", sim / "manifest.ecsv", "--store",
+                            work / "whole2.zarr", "--refkit", sim / "refkit", "--pieces",
+                            "whole", "--scheduler", "local:2"], "tiled-peers-whole-local2")
+    tiled = calibrate(sim, work / "tiled.zarr", "tiled-peers-tiled-local2", "--scheduler",
+                      "local:2", "--record-tasks", work / "tasks.json")
+    stages = stage_seconds(work / "tasks.json")
+    equal = same_store(work / "serial.zarr", work / "tiled.zarr")
+    if whole2["rc"] == 0:
+        equal = equal and same_store(work / "serial.zarr", work / "whole2.zarr")
+    metrics = []
+    for label, r in (("stock, one at a time", serial), (f"stock, {n} processes at once", pair),
+                     ("--pieces whole, local:2", whole2), ("tiled, local:2", tiled)):
+        if r["rc"] != 0:
+            metrics.append(metric(f"{label}: refused or failed", r["rc"], "", fmt="{:.0f}",
+                                  note=Path(r["log"]).read_text().strip().splitlines()[-1]
+                                  [:200]))
+            continue
+        metrics += [metric(f"{label}: wall", r["wall_s"], "s", fmt="{:.0f}"),
+                    metric(f"{label}: CPU", r["cpu_s"], "s", fmt="{:.0f}"),
+                    metric(f"{label}: peak RSS of the process tree", r["peak_rss"] / GiB,
+                           "GiB", fmt="{:.2f}")]
+    metrics += [
+        metric("tiled / stock one at a time, wall", tiled["wall_s"] / serial["wall_s"], "",
+               fmt="{:.2f}"),
+        metric(f"tiled / stock {n} at once, wall", tiled["wall_s"] / pair["wall_s"], "", 0.8,
+               "<=", "{:.2f}"),
+        metric("tiled / stock one at a time, CPU", tiled["cpu_s"] / serial["cpu_s"], "",
+               fmt="{:.2f}"),
+        metric("stores bit-identical", equal, "", True, "=="),
+    ]
+    for kind, sec in stages.items():
+        metrics.append(metric(f"tiled task seconds: {kind}", sec, "s", fmt="{:.1f}"))
+    print_metrics(metrics)
+    write_result("calibrate-tiled", "peers", f"{n} TRAD FULL 88-group exposures: stock one at a "
+                 f"time, stock {n} at once, tiled (local:2)", metrics,
+                 {"serial": serial, "side_by_side": pair, "whole_local2": whole2,
+                  "tiled": tiled, "stage_seconds": stages})
+    shutil.copy(work / "tasks.json", TILED / f"tasks-trad88x{n}-local2.json")
     shutil.rmtree(work, ignore_errors=True)
     return 0 if equal else 1
 
@@ -319,12 +411,12 @@ def case_monitor(args) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("case", choices=["trad88", "scaling", "irs2", "monitor", "pieces"])
+    ap.add_argument("case", choices=["trad88", "peers", "scaling", "irs2", "monitor", "pieces"])
     ap.add_argument("--task-memory", help="--task-memory of the tiled runs")
     ap.add_argument("--nexp", type=int, help="exposures (irs2: 2, monitor: 25)")
     ap.add_argument("--subset", type=int, default=2, help="monitor: exposures run whole")
     args = ap.parse_args(argv)
-    args.nexp = args.nexp or {"irs2": 2, "monitor": 25}.get(args.case, 1)
+    args.nexp = args.nexp or {"irs2": 2, "monitor": 25, "peers": 2}.get(args.case, 1)
     try:
         return globals()[f"case_{args.case}"](args)
     except BenchError as exc:

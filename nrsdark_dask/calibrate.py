@@ -233,7 +233,8 @@ def _scratch_room(store_path, layout, plan, client, kind, n) -> int:
 def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = None,
               group: str | None = None, workdir=None, tile=None, codec: str | None = None,
               progress=None, verbose: bool = False, group_chunk: int | None = None,
-              config=None, pieces: str | None = None, task_memory_=None, plan=None) -> dict:
+              config=None, pieces: str | None = None, task_memory_=None, plan=None,
+              record_tasks=None) -> dict:
     """Calibrate the accepted inputs of one manifest group into ``store_path``.
 
     ``pieces`` (default ``config``'s ``[run] pieces``, else ``tiled``): ``tiled`` cuts each
@@ -242,7 +243,10 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     ``whole``, jwst's own whole-exposure run (one task per exposure, ~26 bytes per raw
     pixel-group: :func:`task_memory`).  Already-calibrated inputs are streamed from their files
     either way.  ``plan``: a :class:`tiled.plan.PiecePlan` to use instead of the budget's
-    (tests and benchmarks cut exposures finer than a budget would).
+    (tests and benchmarks cut exposures finer than a budget would).  ``record_tasks``: a JSON
+    file to write (atomically, at the end) with every exposure's task graph and each task's
+    start, stop and worker: what ``benchmarks/capacity.py`` replays for other cluster sizes
+    (tiled only).
 
     ``scheduler``: :mod:`nrsdark_dask.cluster` (default: ``config``'s ``[run] scheduler``,
     else ``local``).  ``tile``, ``codec``, ``group_chunk``: the chunking of a new store
@@ -346,10 +350,13 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                       skipped=len(summary["skipped"]), scheduler=scheduler,
                       pieces=summary["pieces"],
                       **({"task_memory": plan.budget, "in_flight": flying} if tiled else {}))
+            record = [] if record_tasks and tiled else None
+            started = time.time()
             if tiled:
                 results = run_exposures(todo, store_path, layout, refs, plan, scheduler, client,
                                         ingest["neg_jump_sigma"], quiet=not verbose,
-                                        progress=progress is not None, flying=flying)
+                                        progress=progress is not None, flying=flying,
+                                        record=record)
             else:
                 work = str(workdir or Path(store_path) / STAGING / "_work")
                 args = (str(store_path), layout, refs, work, verbose, ingest["neg_jump_sigma"])
@@ -373,4 +380,25 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                                   total=len(todo)))
             store.log(event="end", committed=len(summary["committed"]),
                       failed=len(summary["failed"]))
+    if record is not None:
+        _write_record(record_tasks, record, started, scheduler, client, layout, plan)
     return summary
+
+
+def _write_record(path, record: list, started: float, scheduler: str, client, layout,
+                  plan) -> None:
+    """The ``record_tasks`` file: the run (when, where, how cut) and each exposure's graph and
+    task runs (:func:`tiled.graph.run_exposures`)."""
+    import json
+    import os
+    from dataclasses import asdict
+
+    workers = dict(client.nthreads()) if client is not None else None
+    doc = {"started": started, "ended": time.time(), "scheduler": scheduler,
+           "workers": workers, "layout": asdict(layout),
+           "plan": {k: v for k, v in asdict(plan).items() if k != "peaks"},
+           "versions": software_versions(), "exposures": record}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, default=str))
+    os.replace(tmp, path)

@@ -156,7 +156,7 @@ def _calibrate(args) -> None:
                         config=args.config,
                         group=args.group, workdir=args.workdir, tile=args.tile, codec=args.codec,
                         group_chunk=args.group_chunk, pieces=args.pieces,
-                        task_memory_=args.task_memory,
+                        task_memory_=args.task_memory, record_tasks=args.record_tasks,
                         progress=progress, verbose=args.verbose)
     print(f"{args.store}: {len(summary['committed'])} committed, {len(summary['skipped'])} "
           f"already there, {len(summary['failed'])} failed")
@@ -504,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task-memory",
                    help="memory budget of one tiled task (default [run] task_memory, else "
                    "1.5GiB): sets the piece sizes")
+    s.add_argument("--record-tasks", metavar="FILE",
+                   help="tiled: write every exposure's task graph and each task's start, stop "
+                   "and worker to this JSON file (for capacity planning: docs, cluster)")
     s.add_argument("--workdir", help="scratch folder of --pieces whole (default: inside the "
                    "store's staging area)")
     s.add_argument("--tile", type=_tile,

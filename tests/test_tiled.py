@@ -14,7 +14,7 @@ from nrsdark_dask import cli, commands, selfcheck
 from nrsdark_dask import instrument as inst
 from nrsdark_dask.calibrate import calibrate
 from nrsdark_dask.select import select_inputs, write_manifest
-from nrsdark_dask.simulate import SimConfig, read_truth, simulate_dataset
+from nrsdark_dask.simulate import SimConfig, add_charge, read_truth, simulate_dataset
 from nrsdark_dask.store import RampStore, open_dataset, store_differences
 from nrsdark_dask.tiled import versions
 from nrsdark_dask.tiled.plan import PiecePlan
@@ -122,12 +122,39 @@ def test_untested_releases_fall_back_to_whole_or_refuse(edge_set, tmp_path, monk
     assert "calibrate: --pieces whole: tiled calibration is tested on" in capsys.readouterr().err
 
 
+def _check_record(path, n_exposures, workers):
+    """A --record-tasks file: every task of every exposure ran once (or more), after its
+    dependencies; on the workers there were."""
+    import json
+
+    doc = json.loads(path.read_text())
+    assert len(doc["exposures"]) == n_exposures
+    assert doc["layout"]["ngroups"] > 0 and doc["plan"]["slab_rows"] > 0
+    seen_workers = set()
+    for exp in doc["exposures"]:
+        tasks, runs = exp["tasks"], exp["runs"]
+        assert {"prepare", "jump-slab", "snowballs", "store-rows", "finish"} <= {
+            t["kind"] for t in tasks.values()}
+        for name, task in tasks.items():
+            assert runs[name], name
+            r = runs[name][-1]
+            assert r["start"] <= r["stop"]
+            seen_workers.add(r["worker"])
+            for dep in task["deps"]:
+                assert dep in tasks and runs[dep][-1]["stop"] <= r["start"] + 1e-3, (name, dep)
+    assert len(seen_workers) == workers
+    return doc
+
+
 def test_budget_plan_equals_whole_store_on_a_cluster(edge_set, tmp_path):
-    """Pieces sized from a budget, on a LocalCluster of two processes."""
+    """Pieces sized from a budget, on a LocalCluster of two processes; the tasks recorded."""
     tiled = tmp_path / "tiled.zarr"
     calibrate(edge_set["manifest"], tiled, refkit=edge_set["dir"] / "refkit",
-              scheduler="local:2", task_memory_="1GiB", tile=selfcheck.TILE)
+              scheduler="local:2", task_memory_="1GiB", tile=selfcheck.TILE,
+              record_tasks=tmp_path / "tasks.json")
     assert_same_store(tiled, edge_set["whole"])
+    doc = _check_record(tmp_path / "tasks.json", 2, 2)
+    assert len(doc["workers"]) == 2
 
 
 def test_a_killed_worker_changes_nothing(edge_set, tmp_path, monkeypatch):
@@ -198,8 +225,10 @@ def test_irs2_tiled_equals_whole(irs2_small, tmp_path):
     calibrate(irs2_small["manifest"], tmp_path / "w.zarr", refkit=d / "refkit",
               scheduler="threads:2", pieces="whole")
     calibrate(irs2_small["manifest"], tmp_path / "t.zarr", refkit=d / "refkit",
-              scheduler="threads:2", pieces="tiled", plan=plan)
+              scheduler="threads:2", pieces="tiled", plan=plan,
+              record_tasks=tmp_path / "tasks.json")
     assert_same_store(tmp_path / "t.zarr", tmp_path / "w.zarr")
+    _check_record(tmp_path / "tasks.json", 1, 2)  # the threads
 
 
 FULL_CASES = [("trad", "NRS1", 20), ("trad", "NRS1", 88), ("irs2", "NRS1", 25),
@@ -209,9 +238,16 @@ FULL_CASES = [("trad", "NRS1", 20), ("trad", "NRS1", 88), ("irs2", "NRS1", 25),
 @pytest.mark.slow
 @pytest.mark.parametrize("readout,detector,ngroups", FULL_CASES)
 def test_full_frames_tiled_equals_whole(readout, detector, ngroups, tmp_path):
+    """Full frames with 40x the natural snowball rate; TRAD also with snowballs placed on the
+    default plan's slab edges (every 256 rows here) and the frame's edges."""
     d = tmp_path / "data"
     simulate_dataset(d, SimConfig(readout=readout, detector=detector, ngroups=ngroups, nexp=1,
-                                  seed=7))
+                                  seed=7, snowball_scale=40.0))
+    if readout == "trad":
+        add_charge(next((d / "uncal").glob("*.fits")), cosmic_rays=[(255, 900, 3, 3000)],
+                   snowballs=[(256, 700, 2, 9.0), (1024, 1500, 5, 11.0), (3, 1000, 4, 8.0),
+                              (2044, 400, 6, 10.0), (900, 6, 3, 9.0), (1300, 2042, 7, 12.0)])
+    assert read_truth(d / "truth.fits")["exposures"]["n_snowballs"][0] >= 10
     manifest = _manifest(d, tmp_path / "m.ecsv")
     calibrate(manifest, tmp_path / "w.zarr", refkit=d / "refkit", scheduler="sync",
               pieces="whole")

@@ -316,3 +316,13 @@ def test_snowball_filter_equals_stock_on_random_cubes(seed, edge, area):
     (stock, n_stock), (ours, n), seen = _stock_and_filtered(gdq, _jump_data(edge, area))
     np.testing.assert_array_equal(ours, stock)
     assert n == n_stock
+
+
+def test_a_worker_with_other_releases_is_refused():
+    from nrsdark_dask.tiled import versions
+
+    versions.check_worker(versions.installed())  # the same: nothing to say
+    other = {**versions.installed(), "stcal": "1.99.0"}
+    with pytest.raises(ValueError, match=r"this worker has stcal 1\.\d+\.\d+ \(the driver has "
+                                         r"1\.99\.0\): tiled calibration needs the same"):
+        versions.check_worker(other)

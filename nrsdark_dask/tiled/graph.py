@@ -34,7 +34,7 @@ import numpy as np
 
 from ..cluster import MEMORY, parse_scheduler, worker_memory
 from ..store import disk_full
-from . import pieces, stage
+from . import pieces, stage, versions
 
 
 def _after(fn, _deps, *args):
@@ -56,7 +56,8 @@ def exposure_graph(row: dict, store_path: str, layout, refs: dict | None, plan,
     value is what :func:`stage.finish` returns."""
     tok = token(row["exposure"])
     prep = f"prepare-{tok}"
-    dsk: dict = {prep: (stage.prepare, row, str(store_path), layout, refs, quiet)}
+    dsk: dict = {prep: (stage.prepare, row, str(store_path), layout, refs, quiet,
+                        versions.installed())}
     slabs, tiles = plan.slabs(layout.ny), plan.tile_spans(layout.ny, layout.tile_y)
 
     def key(kind, i=None):
@@ -115,32 +116,57 @@ def _failed(row, exc, store_path) -> dict:
     return {"status": "failed", "name": row["exposure"], "reason": f"{type(exc).__name__}: {exc}"}
 
 
+def key_name(key) -> str:
+    """A task key as text (``jump-slab-<token>[3]``)."""
+    return key if isinstance(key, str) else f"{key[0]}[{key[1]}]"
+
+
+def task_kind(key) -> str:
+    """What a task does (``jump-slab``): its key without the exposure token and index."""
+    return (key if isinstance(key, str) else key[0]).rsplit("-", 1)[0]
+
+
 def run_exposures(rows: list[dict], store_path, layout, refs, plan, scheduler: str, client=None,
                   neg_jump_sigma: float = 3.0, quiet: bool = True, progress: bool = False,
-                  flying: int = 1):
+                  flying: int = 1, record: list | None = None):
     """Calibrate ``rows`` piecewise, ``flying`` exposures at a time (:func:`exposures_in_flight`);
     yield each exposure's result as it is staged whole (or failed: one exposure's failure, any
-    piece's, fails that exposure alone)."""
+    piece's, fails that exposure alone).  ``record``: a list that gets, per exposure, its
+    graph (each task's kind and dependencies) and, per task run, its start, stop and worker
+    (:func:`nrsdark_dask.calibrate.calibrate`'s ``record_tasks``)."""
+    from dask.core import get_dependencies
+
     kind, n = parse_scheduler(scheduler)
     graphs = [(row, *exposure_graph(row, store_path, layout, refs, plan, neg_jump_sigma, quiet))
               for row in rows]
+    runs = None
+    if record is not None:
+        runs = {}
+        for row, dsk, _ in graphs:
+            tasks = {key_name(k): {"kind": task_kind(k), "deps": sorted(
+                key_name(d) for d in get_dependencies(dsk, k))} for k in dsk}
+            record.append({"exposure": row["exposure"], "tasks": tasks,
+                           "runs": {name: [] for name in tasks}})
+            runs.update(record[-1]["runs"])
     if client is None:
-        yield from _run_local(graphs, kind, n, flying, store_path, progress)
+        yield from _run_local(graphs, kind, n, flying, store_path, progress, runs)
     else:
-        yield from _run_cluster(graphs, client, plan, flying, store_path, progress)
+        yield from _run_cluster(graphs, client, plan, flying, store_path, progress, runs)
 
 
-def _run_local(graphs, kind, n, flying, store_path, progress):
+def _run_local(graphs, kind, n, flying, store_path, progress, runs=None):
     """``sync``: one piece after the other.  ``threads:N``: one pool of N threads shared by a
     few exposures' graphs in flight (dask's threaded scheduler, one ``get`` per exposure)."""
     import dask
 
+    total = sum(len(dsk) for _, dsk, _ in graphs)
     if kind == "sync":
-        for row, dsk, final in graphs:
-            try:
-                yield dask.get(dsk, final)
-            except Exception as exc:  # noqa: BLE001 - fails this exposure only
-                yield _failed(row, exc, store_path)
+        with _PieceCount(total, progress, runs):
+            for row, dsk, final in graphs:
+                try:
+                    yield dask.get(dsk, final)
+                except Exception as exc:  # noqa: BLE001 - fails this exposure only
+                    yield _failed(row, exc, store_path)
         return
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -150,30 +176,41 @@ def _run_local(graphs, kind, n, flying, store_path, progress):
         except Exception as exc:  # noqa: BLE001 - fails this exposure only
             return _failed(row, exc, store_path)
 
-    total = sum(len(dsk) for _, dsk, _ in graphs)
     with ThreadPoolExecutor(n) as pool, \
-            ThreadPoolExecutor(flying) as drivers, _PieceCount(total, progress):
+            ThreadPoolExecutor(flying) as drivers, _PieceCount(total, progress, runs):
         yield from (f.result() for f in as_completed([drivers.submit(one, *g) for g in graphs]))
 
 
 class _PieceCount:
-    """Progress of the local schedulers: ``calibrate: done/total pieces`` every 10 s."""
+    """Progress of the local schedulers: ``calibrate: done/total pieces`` every 10 s; with
+    ``runs`` ({task name: list}), each task's start, stop and thread appended to its list."""
 
-    def __init__(self, total, on: bool, every_s: float = 10.0):
+    def __init__(self, total, on: bool, runs=None, every_s: float = 10.0):
+        import threading
+
         from dask.callbacks import Callback
 
         self.total, self.done, self.last = total, 0, time.time()
         me = self
+        started: dict = {}
 
         class _Count(Callback):
+            def _pretask(self, key, dsk, state):
+                if runs is not None:
+                    started[key] = time.time()
+
             def _posttask(self, key, result, dsk, state, worker_id):
                 me.done += 1
-                if time.time() - me.last >= every_s:
+                if runs is not None and key_name(key) in runs:
+                    runs[key_name(key)].append({"start": started.pop(key, None),
+                                                "stop": time.time(),
+                                                "worker": threading.get_ident()})
+                if on and time.time() - me.last >= every_s:
                     me.last = time.time()
                     print(f"calibrate: {me.done}/{me.total} pieces", file=sys.stderr,
                           flush=True)
 
-        self.callback = _Count() if on else None
+        self.callback = _Count() if on or runs is not None else None
 
     def __enter__(self):
         if self.callback:
@@ -210,7 +247,29 @@ def _warm_workers(client) -> None:
     threading.Thread(target=run, daemon=True, name="nrsdark-warm-up").start()
 
 
-def _run_cluster(graphs, client, plan, width, store_path, progress):
+def _run_cluster(graphs, client, plan, width, store_path, progress, runs=None):
+    from contextlib import nullcontext
+
+    from distributed import get_task_stream
+
+    with get_task_stream(client) if runs is not None else nullcontext() as stream:
+        yield from _cluster_loop(graphs, client, plan, width, store_path, progress)
+    if runs is not None:
+        import ast
+
+        for task in stream.data:
+            key = task["key"]
+            if isinstance(key, str) and key.startswith("("):  # a tuple key, as text
+                key = ast.literal_eval(key)
+            name = key_name(key)
+            if name in runs:
+                for s in task.get("startstops", ()):
+                    if s.get("action") == "compute":
+                        runs[name].append({"start": s["start"], "stop": s["stop"],
+                                           "worker": task.get("worker")})
+
+
+def _cluster_loop(graphs, client, plan, width, store_path, progress):
     from distributed import as_completed
 
     resources = {MEMORY: plan.budget} if worker_memory(client) else None

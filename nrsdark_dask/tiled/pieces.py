@@ -56,7 +56,7 @@ import numpy as np
 
 from .. import instrument as inst
 from .. import jwst_recipe as recipe
-from . import hooks
+from . import hooks, versions
 from .scratch import Cube
 
 DNU = int(inst.DQ["DO_NOT_USE"])
@@ -87,6 +87,7 @@ class Exposure:
     row: dict = field(default_factory=dict)  # the manifest row (coordinates at commit)
     provenance: dict = field(default_factory=dict)
     started: float = 0.0  # when prepare ran (the exposure's wall time at finish)
+    versions: dict = field(default_factory=dict)  # the driver's jwst and stcal
 
     def cube(self, name: str) -> Cube:
         shapes = {
@@ -153,8 +154,15 @@ def warm_up() -> None:
     _warm = True
 
 
+_checked: set = set()
+
+
 def _quiet(exp: Exposure) -> dict:
     warm_up()
+    key = tuple(sorted(exp.versions.items()))
+    if key not in _checked:  # once per process: this worker runs the driver's jwst and stcal
+        versions.check_worker(exp.versions)
+        _checked.add(key)
     if exp.quiet:
         for name in recipe.JWST_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -17,7 +17,7 @@ from .. import ingest
 from .. import jwst_recipe as recipe
 from ..kernels.clip import median_robust_sigma
 from ..store import StoreLayout, create_staging, seal_staging, staged_checksums, staging_path
-from . import pieces
+from . import pieces, versions
 from .pieces import Exposure
 
 WORK_SUFFIX = ".work"
@@ -48,7 +48,7 @@ def refusals(step_args: dict, family: str) -> list[str]:
 
 
 def prepare(row: dict, store_path: str, layout: StoreLayout, refs: dict | None,
-            quiet: bool = True) -> Exposure:
+            quiet: bool = True, driver_versions: dict | None = None) -> Exposure:
     """Everything the pieces of one exposure share, computed once: the input checked
     (:func:`ingest.check_input`), every reference file resolved (the kit's, else CRDS's, asked
     with the exposure's own metadata), the cleared mask, the steps' arguments, the gain
@@ -58,6 +58,7 @@ def prepare(row: dict, store_path: str, layout: StoreLayout, refs: dict | None,
     from jwst.saturation import SaturationStep
     from stdatamodels.jwst import datamodels as dm
 
+    versions.check_worker(driver_versions or {})
     ingest.check_input(row, layout)
     env = recipe.configure_crds()
     refs = dict(refs or {})
@@ -95,7 +96,7 @@ def prepare(row: dict, store_path: str, layout: StoreLayout, refs: dict | None,
                    ny_raw=layout.ny_raw, ystart=layout.ystart, step_args=args,
                    gain_median=gain_median, sat_halo=2 * grow, quiet=quiet,
                    row=dict(row), provenance=recipe.provenance(env, refs, mask),
-                   started=time.time())
+                   started=time.time(), versions=dict(driver_versions or {}))
     for cube in exp.cubes():
         cube.create()
     if not (Path(exp.staging) / "zarr.json").exists():

@@ -67,3 +67,15 @@ def tiled_refusal() -> str | None:
         return None
     return (f"tiled calibration is tested on {tested_text()}; installed: {', '.join(bad)} "
             f"(run `nrsdark self-check`; if it passes, {OVERRIDE}=1 allows tiled)")
+
+
+def check_worker(expected: dict) -> None:
+    """Refuse to run a piece in a process whose jwst or stcal is not the driver's
+    (``expected``, :func:`installed` where ``calibrate`` checked it): a worker of a remote
+    cluster may have other releases than the machine that decided to run tiled."""
+    have = installed()
+    if expected and have != expected:
+        diff = ", ".join(f"{p} {have[p]} (the driver has {expected.get(p)})" for p in have
+                         if have[p] != expected.get(p))
+        raise ValueError(f"this worker has {diff}: tiled calibration needs the same jwst and "
+                         "stcal on every worker")
