@@ -57,27 +57,49 @@ from .tiled.stage import refusals, work_path
 
 PIECES = ("tiled", "whole")
 
-# Peak RSS of one detector1 run, measured (benchmarks/results/detector1_memory.md):
-# ~0.6 GB + 26 bytes per raw pixel per group (6.5 float32 copies of the raw ramp; the peak is
-# in jump for TRAD, refpix for IRS2), never below ~1.8 GB.  Declared with a 20 % margin.
-MEMORY_BASE_BYTES = 0.6e9
-MEMORY_PER_RAW_PIXEL_GROUP = 26.0
+# A whole-exposure task peaks at jwst's whole-exposure run (jwst_recipe.MEMORY_MODEL, measured
+# with the staging included), never below ~1.8 GB; declared with a 5 % margin.
 MEMORY_FLOOR_BYTES = 1.8e9
-MEMORY_MARGIN = 1.2
+MEMORY_MARGIN = 1.05
 NEG_JUMP_SIGMA = DarkConfig().neg_jump_sigma  # the default; a store records the one it used
 
 
 def task_memory(layout: StoreLayout) -> int:
-    """Bytes of worker memory one exposure's calibration needs: 12.2 GB for TRAD FULL 88 groups
-    (measured peak 9.9 GB), 41.6 GB for IRS2 FULL 200 groups (extrapolated peak 33.5 GB).
+    """Bytes of worker memory one exposure's whole-exposure calibration needs (jwst's measured
+    peak, :data:`jwst_recipe.MEMORY_MODEL`, with a 5 % margin): 12.5 GB for TRAD FULL 88
+    groups, 35 GB for IRS2 FULL 200 groups.
     Already-calibrated inputs (no bias inputs) are streamed from memory-mapped files: measured
     0.52-0.61 GB for full frames of 20 and 88 groups (benchmarks/results/
     calibrate_calibrated.md), declared as the 1.8 GB floor."""
     if not layout.has_bias:
         return int(MEMORY_MARGIN * MEMORY_FLOOR_BYTES)
-    pixels = layout.ngroups * layout.ny_raw * layout.nx
-    peak = max(MEMORY_FLOOR_BYTES, MEMORY_BASE_BYTES + MEMORY_PER_RAW_PIXEL_GROUP * pixels)
-    return int(MEMORY_MARGIN * peak)
+    peak = recipe.detector1_memory(layout.family, layout.ngroups * layout.ny_raw * layout.nx)
+    return int(MEMORY_MARGIN * max(MEMORY_FLOOR_BYTES, peak))
+
+
+def whole_workers(scheduler: str, layout: StoreLayout) -> str:
+    """``--pieces whole`` on ``local:N``: as many workers as the machine's memory holds
+    exposures at once, saying so when that is fewer than N; an exposure too large for the whole
+    machine is refused (use tiled).  Each local worker gets 90 % of the memory over N, and
+    dask stops a worker at 95 % of that: one exposure needs :func:`task_memory` within it."""
+    from .cluster import total_memory
+
+    kind, n = parse_scheduler(scheduler)
+    if kind != "local":
+        return scheduler
+    need, have = task_memory(layout), int(0.95 * 0.9 * total_memory())
+    fit = have // need
+    if fit < 1:
+        raise ValueError(f"--pieces whole: one {layout.ngroups}-group {layout.subarray} "
+                         f"{layout.family} exposure needs ~{need / 1e9:.1f} GB, this machine "
+                         f"has {have / 1e9:.1f} GB for workers: use --pieces tiled")
+    n = n or 1
+    if fit < n:
+        print(f"calibrate: --pieces whole: one exposure needs ~{need / 1e9:.1f} GB, "
+              f"{have / 1e9:.1f} GB hold {fit}: local:{fit} instead of local:{n}",
+              file=sys.stderr)
+        return f"local:{fit}"
+    return scheduler
 
 
 _layout_of = ingest.layout_of
@@ -240,8 +262,9 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     ``pieces`` (default ``config``'s ``[run] pieces``, else ``tiled``): ``tiled`` cuts each
     uncal exposure's detector1 into pieces that each fit ``task_memory_`` (default
     ``[run] task_memory``, else 1.5 GiB; :mod:`nrsdark_dask.tiled`), bit-identical to
-    ``whole``, jwst's own whole-exposure run (one task per exposure, ~26 bytes per raw
-    pixel-group: :func:`task_memory`).  Already-calibrated inputs are streamed from their files
+    ``whole``, jwst's own whole-exposure run (one task per exposure, 25-32 bytes per raw
+    pixel-group: :func:`task_memory`; ``local:N`` shrinks to the workers whose memory holds
+    one exposure each, :func:`whole_workers`).  Already-calibrated inputs are streamed from their files
     either way.  ``plan``: a :class:`tiled.plan.PiecePlan` to use instead of the budget's
     (tests and benchmarks cut exposures finer than a budget would).  ``record_tasks``: a JSON
     file to write (atomically, at the end) with every exposure's task graph and each task's
@@ -319,6 +342,8 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                                   layout.family)):
         raise ValueError("tiled calibration cannot honour: " + "; ".join(bad)
                          + " (use --pieces whole)")
+    if not tiled and layout.has_bias:
+        scheduler = whole_workers(scheduler, layout)
     kind, n = parse_scheduler(scheduler)
     given = plan
     threads = n if kind in ("threads", "local") else 1  # a cluster's: once it answers

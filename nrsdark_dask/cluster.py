@@ -44,7 +44,8 @@ def dashboard_address() -> str:
     return os.environ.get(DASHBOARD_ENV) or "127.0.0.1:0"
 
 
-def _total_memory() -> int:
+def total_memory() -> int:
+    """This machine's memory in bytes."""
     try:
         import psutil
 
@@ -89,7 +90,7 @@ def dask_client(scheduler: str = "local", quiet: bool = False, timeout: float | 
         import dask
 
         n = arg
-        per_worker = int(0.9 * _total_memory() / n)
+        per_worker = int(0.9 * total_memory() / n)
         env = {} if malloc_trim else {
             "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
         scratch = tempfile.mkdtemp(prefix="nrsdark-dask-")
@@ -133,7 +134,7 @@ def map_unordered(fn, items: list, args: tuple, scheduler: str, client=None,
         from concurrent.futures import ThreadPoolExecutor, as_completed
 
         if task_bytes:
-            n = max(1, min(n, int(_total_memory() // task_bytes)))
+            n = max(1, min(n, int(total_memory() // task_bytes)))
         with ThreadPoolExecutor(n) as pool:
             for fut in as_completed([pool.submit(fn, item, *args) for item in items]):
                 yield fut.result()

@@ -32,10 +32,10 @@ With ``CRDS_SERVER_URL`` set, :func:`configure_crds` only sets the step-pars swi
 CRDS alone, so the same code uses CRDS for whatever ``refs`` does not give.  Call it before
 the first jwst step runs (it is idempotent; :func:`run_detector1` calls it).
 
-Cost per exposure (benchmarks/results/detector1_memory.md, one core): TRAD SUB2048 10 groups
-~3 s and 0.4 GB; TRAD FULL 88 groups ~165 s and 9.9 GB (peak in jump); IRS2 FULL 100 groups
-~530 s and 17 GB (peak in refpix), 200 groups ~33.5 GB extrapolated.  Peak memory is jwst's:
-~0.6 GB + 26 bytes per raw pixel per group (6.5 float32 copies of the raw ramp).
+Cost per exposure (one core): TRAD SUB2048 10 groups ~3 s and 0.4 GB; TRAD FULL 88 groups
+~190 s and 11.9 GB (peak in jump); IRS2 FULL 100 groups ~530 s and 17 GB (peak in refpix), 200
+groups ~34 GB extrapolated.  Peak memory is jwst's: :data:`MEMORY_MODEL` bytes per raw pixel
+per group (6-8 float32 copies of the raw ramp).
 """
 
 from __future__ import annotations
@@ -420,12 +420,26 @@ def run_science(uncal, refs: dict[str, str] | None = None, crds_path=None,
     return rate
 
 
-def science_memory(shape: tuple[int, ...]) -> int:
+MEMORY_MODEL = {"TRAD": (0.2e9, 31.8), "IRS2": (0.9e9, 25.0)}
+"""Peak RSS of one whole-exposure detector1 run, (fixed bytes, bytes per raw pixel-group) by
+readout family: measured on this project's simulated full-frame darks (jwst 3.0, stcal 1.20),
+the process's peak with staging into the store included (``calibrate --pieces whole
+--scheduler sync``): TRAD 44 groups 6.05 GB, 88 groups 11.91 GB (peak in jump: float64 first
+differences); IRS2 25 groups 4.99 GB, 50 groups 9.08 GB (peak in refpix)."""
+
+
+def detector1_memory(family: str, pixel_groups: int) -> int:
+    """Bytes one whole-exposure detector1 run of ``pixel_groups`` raw pixel-groups peaks at
+    (:data:`MEMORY_MODEL`, no margin)."""
+    fixed, per = MEMORY_MODEL[family]
+    return int(fixed + per * pixel_groups)
+
+
+def science_memory(shape: tuple[int, ...], family: str = "TRAD") -> int:
     """Bytes :func:`run_science` needs for a raw ramp of ``shape`` (nints, ngroups, ny, nx):
-    jwst's 0.6 GB + 26 bytes per raw pixel per group (measured, module docstring), plus the
-    DARK's cube (float32 SCI and ERR, uint32 DQ planes: 12 bytes per pixel per group)."""
-    pixel_groups = int(np.prod(shape))
-    return int(0.6e9 + 26 * pixel_groups + 12 * int(np.prod(shape[1:])))
+    jwst's whole-exposure peak (:func:`detector1_memory`), plus the DARK's cube (float32 SCI
+    and ERR, uint32 DQ planes: 12 bytes per pixel per group)."""
+    return detector1_memory(family, int(np.prod(shape))) + 12 * int(np.prod(shape[1:]))
 
 
 def check_references(env: dict, refs: dict, family: str | None = None) -> None:

@@ -23,9 +23,9 @@ refused.  The other types (saturation, linearity, gain, readnoise; refpix for IR
 Decisions (the issue was silent):
 
 * The science exposure runs whole, through jwst's own steps, as a science user's pipeline
-  runs it: peak memory is jwst's (:func:`~nrsdark_dask.jwst_recipe.science_memory`: ~0.6 GB +
-  26 bytes per pixel per group + the DARK cube; a TRAD full frame of 88 groups ~10.7 GB, an
-  IRS2 full frame of 200 groups ~34 GB).  It is checked against the memory available before
+  runs it: peak memory is jwst's (:func:`~nrsdark_dask.jwst_recipe.science_memory`: 25-32
+  bytes per raw pixel per group + the DARK cube; a TRAD full frame of 88 groups ~16 GB, an
+  IRS2 full frame of 200 groups ~37 GB).  It is checked against the memory available before
   any work and refused with both numbers when it does not fit.  The two runs are one after
   the other, so the peak is one run's.
 * The background (the report's "empty area of the science frame") is every active pixel
@@ -136,7 +136,8 @@ def check_science(science, new, old, outdir, refkit=None, background: str | None
     head = fits.getheader(science, 0)
     sci_head = fits.getheader(science, "SCI")
     shape = tuple(int(sci_head[f"NAXIS{i}"]) for i in range(sci_head["NAXIS"], 0, -1))
-    need, have = R.science_memory(shape), psutil.virtual_memory().available
+    family = "IRS2" if "IRS2" in str(head.get("READPATT", "")).upper() else "TRAD"
+    need, have = R.science_memory(shape, family), psutil.virtual_memory().available
     if need > have:
         raise RuntimeError(f"calibrating {science.name} whole needs ~{need / 2**30:.1f} GiB "
                            f"(jwst detector1, {' x '.join(map(str, shape))} raw); "
