@@ -405,8 +405,8 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                                   total=len(todo)))
             store.log(event="end", committed=len(summary["committed"]),
                       failed=len(summary["failed"]))
-    if record is not None:
-        _write_record(record_tasks, record, started, scheduler, client, layout, plan)
+        if record is not None:
+            _write_record(record_tasks, record, started, scheduler, client, layout, plan)
     return summary
 
 

@@ -141,8 +141,9 @@ def _check_record(path, n_exposures, workers):
             assert r["start"] <= r["stop"]
             seen_workers.add(r["worker"])
             for dep in task["deps"]:
-                assert dep in tasks and runs[dep][-1]["stop"] <= r["start"] + 1e-3, (name, dep)
-    assert len(seen_workers) == workers
+                # (a cluster's times are corrected for each worker's clock offset: ~ms)
+                assert dep in tasks and runs[dep][-1]["stop"] <= r["start"] + 0.05, (name, dep)
+    assert 1 <= len(seen_workers) <= workers
     return doc
 
 
@@ -154,7 +155,8 @@ def test_budget_plan_equals_whole_store_on_a_cluster(edge_set, tmp_path):
               record_tasks=tmp_path / "tasks.json")
     assert_same_store(tiled, edge_set["whole"])
     doc = _check_record(tmp_path / "tasks.json", 2, 2)
-    assert len(doc["workers"]) == 2
+    assert len(doc["workers"]) == 2 and all(w.startswith("tcp://127.0.0.1:") for w in {
+        r[-1]["worker"] for e in doc["exposures"] for r in e["runs"].values()})
 
 
 def test_a_killed_worker_changes_nothing(edge_set, tmp_path, monkeypatch):
