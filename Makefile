@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO := demo
 
-.PHONY: venv browser postgresql test test-all docs demo clean-demo bench bench-calibrate
+.PHONY: venv browser postgresql slurm test test-all docs demo clean-demo bench bench-calibrate
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,12 +31,19 @@ postgresql:
 	    && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    postgresql) >/dev/null 2>&1 || echo "postgresql not installed: its test will skip"; }
 
+# A one-node Slurm for the slow test of the cluster docs' recipe (Debian's `slurm-wlm` and
+# `munge`): installed with apt where we run as root and it is missing; elsewhere that test skips.
+slurm:
+	@command -v slurmctld >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    slurm-wlm munge) >/dev/null 2>&1 || echo "slurm not installed: its test will skip"; }
+
 # CI set: small simulated inputs; the `slow` marker (full frames) is skipped.
 test: venv browser postgresql
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15
 
 # Everything, including the slow full-frame cases.
-test-all: venv browser postgresql
+test-all: venv browser postgresql slurm
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=15 -m ''
 
 # The Sphinx site (docs/): warnings are errors, as in CI; open docs/_build/html/index.html

@@ -13,6 +13,8 @@ the simulator's truth.
     python benchmarks/bench_tiled.py monitor     # the report's TRAD monitor: nrsdark run on 25 TRAD
                                                  # FULL 88 (~60 GB disk, ~1 h); stock fitted from
                                                  # a subset run whole
+    python benchmarks/bench_tiled.py whole-memory  # --pieces whole's peak at two sizes of each
+                                                 # family: jwst_recipe.MEMORY_MODEL (~15 min)
     python benchmarks/bench_tiled.py pieces      # peak memory of each kind of piece at two sizes
                                                  # (the constants of nrsdark_dask.tiled.plan)
 
@@ -194,6 +196,38 @@ def case_peers(args) -> int:
     shutil.copy(work / "tasks.json", TILED / f"tasks-trad88x{n}-local2.json")
     shutil.rmtree(work, ignore_errors=True)
     return 0 if equal else 1
+
+
+def case_whole_memory(args) -> int:
+    """The memory model of ``--pieces whole`` (``jwst_recipe.MEMORY_MODEL``): the peak RSS of
+    ``calibrate --pieces whole --scheduler sync`` (jwst's detector1 and the staging, one
+    exposure) at two sizes of each readout family, fitted as fixed + bytes per raw
+    pixel-group."""
+    sizes = {"TRAD": (44, 88), "IRS2": (25, 50)}
+    runs, metrics = {}, []
+    for family, groups in sizes.items():
+        for g in groups:
+            name = f"{family.lower()}_{g}"
+            spec = ("--ngroups", g, "--nexp", 1, "--seed", 88 if family == "TRAD" else 200) \
+                if family == "TRAD" else ("--readout", "irs2", "--detector", "NRS2",
+                                          "--ngroups", g, "--nexp", 1, "--seed", 200)
+            sim = simulate(name if family == "IRS2" else f"trad{g}", *spec)
+            r = calibrate(sim, TILED / "work" / f"whole-{name}.zarr", f"tiled-whole-mem-{name}",
+                          "--pieces", "whole", "--scheduler", "sync")
+            shutil.rmtree(TILED / "work" / f"whole-{name}.zarr", ignore_errors=True)
+            raw = 3200 if family == "IRS2" else 2048
+            runs[name] = {**r, "pixel_groups": g * raw * 2048}
+            metrics.append(metric(f"{family} FULL {g} groups: peak RSS", r["max_rss_one"] / 1e9,
+                                  "GB", fmt="{:.2f}", note=f"wall {r['wall_s']:.0f} s"))
+        (a, b) = (runs[f"{family.lower()}_{g}"] for g in groups)
+        per = (b["max_rss_one"] - a["max_rss_one"]) / (b["pixel_groups"] - a["pixel_groups"])
+        fixed = a["max_rss_one"] - per * a["pixel_groups"]
+        metrics += [metric(f"{family}: fixed", fixed / 1e9, "GB", fmt="{:.2f}"),
+                    metric(f"{family}: per raw pixel-group", per, "B", fmt="{:.1f}")]
+    print_metrics(metrics)
+    write_result("calibrate-tiled", "whole-memory", "Peak memory of calibrate --pieces whole "
+                 "(jwst's detector1 + staging), one exposure, fitted", metrics, runs)
+    return 0
 
 
 def case_scaling(args) -> int:
@@ -401,14 +435,15 @@ def case_monitor(args) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("case", choices=["trad88", "peers", "scaling", "irs2", "monitor", "pieces"])
+    ap.add_argument("case", choices=["trad88", "peers", "scaling", "irs2", "monitor", "pieces",
+                                     "whole-memory"])
     ap.add_argument("--task-memory", help="--task-memory of the tiled runs")
     ap.add_argument("--nexp", type=int, help="exposures (irs2: 2, monitor: 25)")
     ap.add_argument("--subset", type=int, default=2, help="monitor: exposures run whole")
     args = ap.parse_args(argv)
     args.nexp = args.nexp or {"irs2": 2, "monitor": 25, "peers": 2}.get(args.case, 1)
     try:
-        return globals()[f"case_{args.case}"](args)
+        return globals()[f"case_{args.case.replace('-', '_')}"](args)
     except BenchError as exc:
         print(f"bench_tiled: {exc}", file=sys.stderr)
         return 2

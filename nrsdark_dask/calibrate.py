@@ -66,8 +66,8 @@ NEG_JUMP_SIGMA = DarkConfig().neg_jump_sigma  # the default; a store records the
 
 def task_memory(layout: StoreLayout) -> int:
     """Bytes of worker memory one exposure's whole-exposure calibration needs (jwst's measured
-    peak, :data:`jwst_recipe.MEMORY_MODEL`, with a 5 % margin): 12.5 GB for TRAD FULL 88
-    groups, 35 GB for IRS2 FULL 200 groups.
+    peak, :data:`jwst_recipe.MEMORY_MODEL`, with a 5 % margin): 8.6 GB for TRAD FULL 88
+    groups, 28 GB for IRS2 FULL 200 groups.
     Already-calibrated inputs (no bias inputs) are streamed from memory-mapped files: measured
     0.52-0.61 GB for full frames of 20 and 88 groups (benchmarks/results/
     calibrate_calibrated.md), declared as the 1.8 GB floor."""
@@ -262,7 +262,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     ``pieces`` (default ``config``'s ``[run] pieces``, else ``tiled``): ``tiled`` cuts each
     uncal exposure's detector1 into pieces that each fit ``task_memory_`` (default
     ``[run] task_memory``, else 1.5 GiB; :mod:`nrsdark_dask.tiled`), bit-identical to
-    ``whole``, jwst's own whole-exposure run (one task per exposure, 25-32 bytes per raw
+    ``whole``, jwst's own whole-exposure run (one task per exposure, 20-21 bytes per raw
     pixel-group: :func:`task_memory`; ``local:N`` shrinks to the workers whose memory holds
     one exposure each, :func:`whole_workers`).  Already-calibrated inputs are streamed from their files
     either way.  ``plan``: a :class:`tiled.plan.PiecePlan` to use instead of the budget's

@@ -499,8 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group", help="manifest group to calibrate (when there are several)")
     s.add_argument("--pieces", choices=["tiled", "whole"],
                    help="tiled (default): row slabs and group blocks as Dask tasks, each within "
-                   "--task-memory; whole: one jwst run per exposure (25-32 bytes per raw "
-                   "pixel-group: 12 GB for TRAD FULL 88 groups; local:N shrinks to the "
+                   "--task-memory; whole: one jwst run per exposure (20-21 bytes per raw "
+                   "pixel-group: 8.2 GB for TRAD FULL 88 groups; local:N shrinks to the "
                    "workers whose memory holds one each)")
     s.add_argument("--task-memory",
                    help="memory budget of one tiled task (default [run] task_memory, else "

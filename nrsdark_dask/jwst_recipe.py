@@ -33,9 +33,9 @@ CRDS alone, so the same code uses CRDS for whatever ``refs`` does not give.  Cal
 the first jwst step runs (it is idempotent; :func:`run_detector1` calls it).
 
 Cost per exposure (one core): TRAD SUB2048 10 groups ~3 s and 0.4 GB; TRAD FULL 88 groups
-~190 s and 11.9 GB (peak in jump); IRS2 FULL 100 groups ~530 s and 17 GB (peak in refpix), 200
-groups ~34 GB extrapolated.  Peak memory is jwst's: :data:`MEMORY_MODEL` bytes per raw pixel
-per group (6-8 float32 copies of the raw ramp).
+~155 s and 8.2 GB (peak in jump); IRS2 FULL 50 groups ~240 s and 7.4 GB (peak in refpix), 200
+groups ~27 GB extrapolated.  Peak memory is jwst's: :data:`MEMORY_MODEL`, 20-21 bytes per raw
+pixel per group (5 float32 copies of the raw ramp).
 """
 
 from __future__ import annotations
@@ -80,6 +80,32 @@ def step_classes(names) -> list[tuple[str, type]]:
         module, _, cls = STEP_CLASSES[name].rpartition(".")
         out.append((name, getattr(importlib.import_module(module), cls)))
     return out
+
+
+_PARENT = None
+
+
+def call_step(cls, model, **kwargs):
+    """Run jwst step ``cls`` on ``model`` as jwst's own ``Detector1Pipeline`` runs its steps:
+    configured as ``cls.call(model, **kwargs)`` configures it, but as a member of a pipeline,
+    which jwst lets change its input model in place instead of first copying it whole
+    (``JwstStep.prepare_output``: "all copies are skipped if this step has a parent"): a
+    step called alone copies the ramp it is given, a whole exposure's ramp at every step.
+    The caller must use ``model`` only through the result from then on (``ramp_fit`` changes
+    the GROUPDQ of its input: call it with ``cls.call`` where that GROUPDQ is kept).  With
+    ``configure_log=True`` (stpipe's own log handlers, ``--verbose``) it is ``cls.call``."""
+    global _PARENT
+    if kwargs.pop("configure_log", True):
+        return cls.call(model, **kwargs)
+    if _PARENT is None:
+        from jwst.stpipe import Pipeline
+
+        _PARENT = Pipeline()
+    config, config_file = cls.build_config(None, **kwargs)
+    config.pop("class", None)
+    step = cls.from_config_section(config, parent=_PARENT, name=config.get("name"),
+                                   config_file=config_file)
+    return step.run(model)
 
 
 def crds_reachable() -> bool:
@@ -339,9 +365,11 @@ def run_steps(model, names, args: dict, quiet: bool, after=None):
     log = {"configure_log": not quiet}
     *steps, (_, ramp_fit) = step_classes(names)
     for name, cls in steps:
-        model = cls.call(model, **args[name], **log)
+        model = call_step(cls, model, **args[name], **log)
         if after is not None:
             after(name, model)
+    # ramp_fit sets DO_NOT_USE in the GROUPDQ it is given: on a copy, as stock, so the ramp
+    # returned (what the store keeps) is the jump step's
     rate, rateints = ramp_fit.call(model, **args["ramp_fit"], **log)
     if rateints is not None:
         rateints.close()
@@ -420,12 +448,13 @@ def run_science(uncal, refs: dict[str, str] | None = None, crds_path=None,
     return rate
 
 
-MEMORY_MODEL = {"TRAD": (0.2e9, 31.8), "IRS2": (0.9e9, 25.0)}
+MEMORY_MODEL = {"TRAD": (0.41e9, 21.0), "IRS2": (0.80e9, 20.0)}
 """Peak RSS of one whole-exposure detector1 run, (fixed bytes, bytes per raw pixel-group) by
-readout family: measured on this project's simulated full-frame darks (jwst 3.0, stcal 1.20),
-the process's peak with staging into the store included (``calibrate --pieces whole
---scheduler sync``): TRAD 44 groups 6.05 GB, 88 groups 11.91 GB (peak in jump: float64 first
-differences); IRS2 25 groups 4.99 GB, 50 groups 9.08 GB (peak in refpix)."""
+readout family: measured on this project's simulated full-frame darks (jwst 3.0, stcal 1.20,
+steps run as jwst's pipeline runs them, :func:`call_step`), the process's peak with the
+staging into the store included (``benchmarks/bench_tiled.py whole-memory``): TRAD 44 groups
+4.28 GB, 88 groups 8.16 GB (peak in jump: float64 first differences); IRS2 25 groups 4.07 GB,
+50 groups 7.35 GB (peak in refpix)."""
 
 
 def detector1_memory(family: str, pixel_groups: int) -> int:
@@ -511,7 +540,7 @@ def bias_groups(model, refpix_args: dict, family: str) -> np.ndarray:
     if family == "IRS2":
         kwargs["preserve_irs2_refpix"] = True
         science = inst.irs2_normal_rows(model.meta.instrument.detector)
-    out = RefPixStep.call(two, **kwargs)
+    out = call_step(RefPixStep, two, **kwargs)
     after = out.data[0, :2].astype(np.float64)
     if family == "IRS2":
         per_out = inst.IRS2_RAW_SIZE // 5

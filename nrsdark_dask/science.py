@@ -23,9 +23,9 @@ refused.  The other types (saturation, linearity, gain, readnoise; refpix for IR
 Decisions (the issue was silent):
 
 * The science exposure runs whole, through jwst's own steps, as a science user's pipeline
-  runs it: peak memory is jwst's (:func:`~nrsdark_dask.jwst_recipe.science_memory`: 25-32
-  bytes per raw pixel per group + the DARK cube; a TRAD full frame of 88 groups ~16 GB, an
-  IRS2 full frame of 200 groups ~37 GB).  It is checked against the memory available before
+  runs it: peak memory is jwst's (:func:`~nrsdark_dask.jwst_recipe.science_memory`: 20-21
+  bytes per raw pixel per group + the DARK cube; a TRAD full frame of 88 groups ~12.6 GB, an
+  IRS2 full frame of 200 groups ~32 GB).  It is checked against the memory available before
   any work and refused with both numbers when it does not fit.  The two runs are one after
   the other, so the peak is one run's.
 * The background (the report's "empty area of the science frame") is every active pixel

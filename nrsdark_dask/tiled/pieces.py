@@ -231,7 +231,7 @@ def early_slab(exp: Exposure, y0: int, y1: int) -> np.ndarray:
     a, b = max(0, y0 - exp.sat_halo), min(exp.ny, y1 + exp.sat_halo)
     model = _model(exp, read_raw(exp.uncal, rows=slice(a, b)), row0=a)
     for name, cls in recipe.step_classes(EARLY_STEPS):
-        model = cls.call(model, **exp.step_args[name], **log)
+        model = recipe.call_step(cls, model, **exp.step_args[name], **log)
     keep = slice(y0 - a, y1 - a)
     exp.cube("early").write(model.data[0, :, keep], row0=y0)
     gdq = model.groupdq[0, :, keep]
@@ -254,7 +254,7 @@ def early_block(exp: Exposure, g0: int, g1: int) -> np.ndarray:
         args = dict(exp.step_args[name])
         if name == "saturation" and g0 > 0:
             args["use_readpatt"] = False
-        model = cls.call(model, **args, **log)
+        model = recipe.call_step(cls, model, **args, **log)
     exp.cube("early").write(model.data[0], plane0=g0)
     exp.cube("early_gdq").write(model.groupdq[0], plane0=g0)
     if g0 == 0:  # the same for every block (reference-file DQ only)
@@ -382,7 +382,8 @@ def refpix_block(exp: Exposure, g0: int, g1: int, pixeldq=None, ramp_sum=None,
         warm = 1 if g0 > 0 else 0
         data = exp.cube("early").read(slice(g0 - warm, g1))
         pdq = exp.cube("early_pdq").read()[0]
-        model = RefPixStep.call(_model(exp, data, pixeldq=pdq), **exp.step_args["refpix"], **log)
+        model = recipe.call_step(RefPixStep, _model(exp, data, pixeldq=pdq),
+                                 **exp.step_args["refpix"], **log)
         exp.cube("refpix").write(model.data[0, warm:], plane0=g0)
         model.close()
         return None
@@ -424,7 +425,7 @@ def jump_slab(exp: Exposure, y0: int, y1: int, all_dnu) -> np.ndarray:
     model = _model(exp, exp.cube("refpix").read(rows=slice(a, b)),
                    gdq_cube.read(rows=slice(a, b)), pdq_cube.read(rows=slice(a, b))[0], row0=a)
     (_, lin), = recipe.step_classes(("linearity",))
-    model = lin.call(model, **exp.step_args["linearity"], **log)
+    model = recipe.call_step(lin, model, **exp.step_args["linearity"], **log)
     step = JumpStep(**{**exp.step_args["jump"], "expand_large_events": False})
     jump_data = hooks.whole_frame_jump_data(step._setup_jump_data(model), exp.gain_median)
     with hooks.dnu_groups(all_dnu, DNU):
@@ -494,7 +495,7 @@ def ramp_fit(exp: Exposure, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
     model = _model(exp, exp.cube("ramp").read(rows=slice(y0, y1)),
                    exp.cube("gdq").read(rows=slice(y0, y1)),
                    exp.cube("jump_pdq").read(rows=slice(y0, y1))[0], row0=y0)
-    rate, rateints = RampFitStep.call(model, **exp.step_args["ramp_fit"], **log)
+    rate, rateints = recipe.call_step(RampFitStep, model, **exp.step_args["ramp_fit"], **log)
     out = (np.array(rate.data, np.float32), np.array(rate.err, np.float32))
     for m in (rate, rateints, model):
         if m is not None:
@@ -509,7 +510,7 @@ def bias_piece(exp: Exposure) -> np.ndarray:
     log = _quiet(exp)
     model = _model(exp, read_raw(exp.uncal, groups=slice(0, 2)), ngroups=2)
     for name, cls in recipe.step_classes(("group_scale", "dq_init")):
-        model = cls.call(model, **exp.step_args[name], **log)
+        model = recipe.call_step(cls, model, **exp.step_args[name], **log)
     out = recipe.bias_groups(model, {**exp.step_args["refpix"], **log}, exp.family)
     model.close()
     return out
