@@ -225,8 +225,8 @@ def early_slab(exp: Exposure, y0: int, y1: int) -> np.ndarray:
     """TRAD rows [y0, y1): group_scale .. superbias on the rows plus ``exp.sat_halo`` rows on
     each side; writes the kept rows to the ``early`` cubes.  Returns, per group, whether every
     kept pixel is DO_NOT_USE (the whole frame's count is the AND over slabs).
-    Peak (measured, :data:`.plan.COSTS`): 0.39 GB + 12.5 bytes per pixel-group held
-    (TRAD FULL 88 groups, 256 rows: 0.96 GB)."""
+    Peak (measured, :data:`.plan.COSTS`): 0.24 GB + 8.7 bytes per pixel-group held
+    (TRAD FULL 88 groups, 260 rows: 0.66 GB)."""
     log = _quiet(exp)
     a, b = max(0, y0 - exp.sat_halo), min(exp.ny, y1 + exp.sat_halo)
     model = _model(exp, read_raw(exp.uncal, rows=slice(a, b)), row0=a)
@@ -247,7 +247,7 @@ def early_block(exp: Exposure, g0: int, g1: int) -> np.ndarray:
     to the ``early`` cubes.  Saturation's group-2 check (``use_readpatt``) looks at groups 1-3,
     so it runs in the first block only (which holds them).  Returns the block's last group's
     SATURATED plane (uint8, raw layout): what saturation carries into later groups.
-    Peak (measured): 0.64 GB + 11.9 bytes per raw pixel-group (8 IRS2 groups: 1.26 GB)."""
+    Peak (measured): 0.48 GB + 7.2 bytes per raw pixel-group (8 IRS2 groups: 0.86 GB)."""
     log = _quiet(exp)
     model = _model(exp, read_raw(exp.uncal, groups=slice(g0, g1)), ngroups=g1 - g0)
     for name, cls in recipe.step_classes(EARLY_STEPS):
@@ -343,7 +343,7 @@ def refpix_offset(exp: Exposure, g0: int, g1: int, pixeldq, ramp_sum=None) -> np
     reference pixels replaced and clobbered by jwst) is added group after group to the sum so
     far (:func:`hooks.irs2_capture`); returns the new sum (float64 (2048, 3200), detector
     orientation).  Links run in group order, so the additions are stock's.
-    Peak (measured): 0.63 GB + 7.4 bytes per raw pixel-group of the block."""
+    Peak (measured): 0.49 GB + 7.6 bytes per raw pixel-group of the block."""
     from jwst.refpix import irs2_subtract_reference as irs2
 
     _quiet(exp)
@@ -367,9 +367,9 @@ def refpix_block(exp: Exposure, g0: int, g1: int, pixeldq=None, ramp_sum=None,
     ``correct_model`` with the whole-ramp ``b_offset`` (``ramp_sum`` from
     :func:`refpix_offset`); the stripped GROUPDQ/PIXELDQ go to the ``refpix_gdq``/``_pdq``
     cubes, and the result is, per group, whether every pixel is DO_NOT_USE.
-    Peak (measured): TRAD 0.51 GB + 9.8 bytes per pixel-group of the block and its warm-up
-    group; IRS2 0.78 GB + 18.8 bytes per raw pixel-group (jwst's FFT working arrays: 8 groups
-    1.76 GB)."""
+    Peak (measured): TRAD 0.36 GB + 5.0 bytes per pixel-group of the block and its warm-up
+    group; IRS2 0.65 GB + 19.2 bytes per raw pixel-group (jwst's FFT working arrays: 8 groups
+    1.66 GB)."""
     log = _quiet(exp)
     if exp.family == "TRAD":
         from jwst.refpix import RefPixStep
@@ -414,8 +414,8 @@ def jump_slab(exp: Exposure, y0: int, y1: int, all_dnu) -> np.ndarray:
     calibrated ramp and its DQ to the ``ramp``, ``jump_gdq`` and ``jump_pdq`` cubes; returns
     the rows' sample for the CDS scatter (every 7th row and column, as
     ``kernels.difference_scatter`` takes it).
-    Peak (measured): 0.34 GB + 21.5 bytes per pixel-group of the slab and halo (float64 first
-    differences, jwst's copies; TRAD FULL 88 groups, 256 rows: 1.31 GB)."""
+    Peak (measured): 0.21 GB + 21-24 bytes per pixel-group of the slab and halo (float64
+    first differences; TRAD FULL 88 groups, 256 rows: 1.2 GB)."""
     from jwst.jump import JumpStep
     from stcal.jump.jump import detect_jumps_data
 
@@ -462,7 +462,7 @@ def snowballs(exp: Exposure) -> dict:
     ``{"snowballs", "regions", "measured"}``: the snowballs, the regions of the planes stcal
     asked about and those it measured.
     Peak (measured): 0.31 GB + 1.2 bytes per pixel-group of the exposure (all of GROUPDQ:
-    TRAD FULL 88 groups 0.82 GB; IRS2 200 groups ~1.3 GB, what sets the smallest budget)."""
+    TRAD FULL 88 groups 0.73 GB; IRS2 200 groups ~1.3 GB, what sets the smallest budget)."""
     from stcal.jump.jump import flag_large_events
 
     _quiet(exp)
@@ -487,8 +487,8 @@ def snowballs(exp: Exposure) -> dict:
 
 def ramp_fit(exp: Exposure, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
     """``RampFitStep`` on rows [y0, y1) of the ``ramp``/``gdq`` cubes: (rate, err) rows.
-    Peak (measured): 0.35 GB + 12.2 bytes per pixel-group (jwst's copies of ramp and
-    GROUPDQ)."""
+    Peak (measured): 0.21 GB + 7.3 bytes per pixel-group (ramp_fit's copy of ramp and
+    GROUPDQ and its working arrays)."""
     from jwst.ramp_fitting import RampFitStep
 
     log = _quiet(exp)
@@ -506,7 +506,7 @@ def ramp_fit(exp: Exposure, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
 def bias_piece(exp: Exposure) -> np.ndarray:
     """The SPEC §3 bias inputs (``jwst_recipe.bias_groups``) from raw groups 1-2 after
     group_scale and dq_init, as the whole-exposure recipe computes them.
-    Peak (measured): TRAD FULL 0.74 GB, IRS2 1.20 GB (its refpix reference table)."""
+    Peak (measured): TRAD FULL 0.55 GB, IRS2 0.99 GB (its refpix reference table)."""
     log = _quiet(exp)
     model = _model(exp, read_raw(exp.uncal, groups=slice(0, 2)), ngroups=2)
     for name, cls in recipe.step_classes(("group_scale", "dq_init")):

@@ -2,10 +2,11 @@
 
 A piece of each kind peaks at a fixed part (the worker: Python, numpy, jwst; the reference
 files and whole-frame arrays that kind reads) plus a part proportional to the pixel-groups it
-holds (its data, jwst's per-step copies and its temporaries).  Both were measured, one piece
-in a fresh process, at two sizes each, on full frames (TRAD 88 groups, IRS2 25 groups; jwst
-3.0, stcal 1.20; ``benchmarks/bench_tiled.py --pieces``): :data:`COSTS`, with 0.1 GB and 15 %
-added.  :func:`plan_pieces` makes pieces as large as the budget allows (fewer pieces: less of
+holds (its data, jwst's working arrays and its temporaries; the steps run as pipeline
+members, without jwst's defensive copy of the input: :func:`nrsdark_dask.jwst_recipe.call_step`).
+Both were measured, one piece in a fresh process (its VmHWM), at two sizes each, on full frames
+(TRAD 88 groups, IRS2 25 groups, the larger jump slope of the two; jwst 3.0, stcal 1.20;
+``benchmarks/bench_tiled.py pieces``): :data:`COSTS`, with 0.1 GB and 15 % added.  :func:`plan_pieces` makes pieces as large as the budget allows (fewer pieces: less of
 jwst's fixed cost per step call), no larger than needed to give every worker thread a piece,
 and cuts the frame or the ramp evenly.
 """
@@ -26,16 +27,16 @@ MARGIN_SLOPE = 1.15
 
 # kind: (fixed bytes, bytes per pixel-group held), measured peaks (see the module doc)
 COSTS = {
-    "early_trad": (0.39e9, 12.5),  # group_scale .. superbias on a row slab (+ halo)
-    "early_irs2": (0.64e9, 11.9),  # ... on a group block of the 3200-row raw frame
-    "refpix_trad": (0.51e9, 9.8),  # per pixel-group of the block (+ its warm-up group)
-    "refpix_irs2": (0.78e9, 18.8),  # per raw pixel-group: jwst's FFT working arrays
-    "offset": (0.63e9, 7.4),  # IRS2 b_offset link, per raw pixel-group
-    "jump": (0.34e9, 21.5),  # linearity + two-point (float64 differences), slab + halo
+    "early_trad": (0.24e9, 8.7),  # group_scale .. superbias on a row slab (+ halo)
+    "early_irs2": (0.48e9, 7.2),  # ... on a group block of the 3200-row raw frame
+    "refpix_trad": (0.36e9, 5.0),  # per pixel-group of the block (+ its warm-up group)
+    "refpix_irs2": (0.65e9, 19.2),  # per raw pixel-group: jwst's FFT working arrays
+    "offset": (0.49e9, 7.6),  # IRS2 b_offset link, per raw pixel-group
+    "jump": (0.21e9, 23.8),  # linearity + two-point (float64 differences), slab + halo
     "snowballs": (0.31e9, 1.2),  # the whole GROUPDQ and its jump bits
-    "fit": (0.35e9, 12.2),  # ramp_fit's copies of ramp and GROUPDQ
-    "bias_trad": (0.74e9, 0.0),  # two raw frames and refpix
-    "bias_irs2": (1.20e9, 0.0),  # two raw IRS2 frames and IRS2 refpix (its reference table)
+    "fit": (0.21e9, 7.3),  # ramp_fit's copies of ramp and GROUPDQ
+    "bias_trad": (0.55e9, 0.0),  # two raw frames and refpix
+    "bias_irs2": (0.99e9, 0.0),  # two raw IRS2 frames and IRS2 refpix (its reference table)
 }
 MIN_ROWS = 8
 MIN_PIECE_BYTES = 64e6
