@@ -97,6 +97,7 @@ def case_trad88(args) -> int:
     whole = calibrate(sim, work / "whole.zarr", "tiled-trad88-whole", "--pieces", "whole",
                       "--scheduler", "sync")
     tiled = calibrate(sim, work / "tiled.zarr", "tiled-trad88-local2", "--scheduler", "local:2",
+                      "--record-tasks", TILED / "tasks-trad88-local2.json",
                       *(["--task-memory", args.task_memory] if args.task_memory else []))
     equal = same_store(work / "whole.zarr", work / "tiled.zarr")
     ratio = tiled["wall_s"] / whole["wall_s"]
@@ -105,7 +106,7 @@ def case_trad88(args) -> int:
         metric("whole, peak RSS of the process tree", whole["peak_rss"] / GiB, "GiB",
                fmt="{:.2f}"),
         metric("tiled local:2, wall", tiled["wall_s"], "s", fmt="{:.0f}"),
-        metric("tiled / whole, wall", ratio, "", 0.55, "<=", "{:.2f}"),
+        metric("tiled / whole, wall", ratio, "", 0.42, "<=", "{:.2f}"),
         metric("tiled local:2, peak RSS of the process tree", tiled["peak_rss"] / GiB, "GiB",
                4.0, "<=", "{:.2f}"),
         metric("stores bit-identical", equal, "", True, "=="),
@@ -235,7 +236,8 @@ def case_scaling(args) -> int:
     runs = {}
     for n in (1, 2, 4):
         runs[n] = calibrate(sim, TILED / "work" / f"s{n}.zarr", f"tiled-scaling-local{n}",
-                            "--scheduler", f"local:{n}")
+                            "--scheduler", f"local:{n}", "--record-tasks",
+                            TILED / f"tasks-trad88-local{n}.json")  # capacity.py --check
     shutil.rmtree(TILED / "work", ignore_errors=True)
     metrics = []
     for n, r in runs.items():
@@ -313,7 +315,8 @@ def case_irs2(args) -> int:
     sim = simulate("irs2_200", "--readout", "irs2", "--detector", "NRS2", "--ngroups", 200,
                    "--nexp", n, "--seed", 200)
     store = TILED / "work" / "irs2_200.zarr"
-    tiled = calibrate(sim, store, "tiled-irs2-200-local2", "--scheduler", "local:2")
+    tiled = calibrate(sim, store, "tiled-irs2-200-local2", "--scheduler", "local:2",
+                      "--record-tasks", TILED / f"tasks-irs2-200x{n}-local2.json")
     outdir = TILED / "work" / "irs2_200_reffiles"
     shutil.rmtree(outdir, ignore_errors=True)
     build = run_monitored([NRSDARK, "build", "--store", store, "--outdir", outdir,
@@ -327,7 +330,7 @@ def case_irs2(args) -> int:
                fmt="{:.0f}"),
         metric("stock peak RSS, 200 groups (fit)", (ra + 200 * rb) / GiB, "GiB", fmt="{:.1f}"),
         metric(f"tiled local:2, {n} exposures, wall", tiled["wall_s"], "s", fmt="{:.0f}"),
-        metric("tiled wall per exposure / stock", per_exp / stock_200, "", 0.55, "<=",
+        metric("tiled wall per exposure / stock", per_exp / stock_200, "", 0.5, "<=",
                "{:.2f}"),
         metric("tiled peak RSS of the process tree", tiled["peak_rss"] / GiB, "GiB", 6.0, "<=",
                "{:.2f}"),
@@ -385,9 +388,21 @@ def case_pieces(args) -> int:
 
 
 def case_monitor(args) -> int:
-    """The report's TRAD monitor end to end: nrsdark run on N TRAD FULL 88-group exposures;
-    stock (one jwst run per exposure, serially) fitted from a subset run whole."""
+    """The report's TRAD monitor end to end: nrsdark run on N TRAD FULL 88-group exposures
+    (fewer when the disk cannot hold them); stock one at a time and two side by side fitted
+    from a subset (``--subset``, even) run whole, plus the tiled run's build."""
     n = args.nexp
+    # disk: the inputs (0.74 GB each), the store (1.9 GB each), two exposures' scratch in
+    # flight (7.6 GB each) and the build's DARK (3 GB); fewer exposures when it does not fit
+    TILED.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(TILED).free / 1e9 + (
+        sum(f.stat().st_size for f in (TILED / f"monitor{n}").rglob("*") if f.is_file()) / 1e9
+        if (TILED / f"monitor{n}").exists() else 0.0)
+    fits = int((free - 2 * 7.6 - 3 - 5) // (0.74 + 1.9))
+    if fits < n:
+        print(f"monitor: {n} exposures need ~{n * 2.64 + 23:.0f} GB, {free:.0f} GB free: "
+              f"running {fits}", flush=True)
+        n = args.nexp = fits
     sim = simulate(f"monitor{n}", "--ngroups", 88, "--nexp", n, "--seed", 2025)
     work = TILED / "work" / "monitor"
     shutil.rmtree(work, ignore_errors=True)
@@ -413,23 +428,33 @@ def case_monitor(args) -> int:
     shutil.copytree(sim / "refkit", sub / "refkit", dirs_exist_ok=True)
     stock = calibrate(sub, work / "stock.zarr", "tiled-monitor-stock", "--pieces", "whole",
                       "--scheduler", "sync")
+    shutil.rmtree(work / "stock.zarr", ignore_errors=True)
+    pair = stock_side_by_side(sub, work / "pair", "tiled-monitor-stock-side-by-side", 2)
+    shutil.rmtree(work / "pair", ignore_errors=True)
     build = run_monitored([NRSDARK, "build", "--store", work / "monitor.zarr", "--outdir",
                            work / "build", "--scheduler", "local:2"], "tiled-monitor-build")
     stock_serial = stock["wall_s"] / args.subset * n + build["wall_s"]
+    stock_pairs = pair["wall_s"] / args.subset * n + build["wall_s"]
     metrics = [
         metric(f"nrsdark run, {n} x TRAD FULL 88 (tiled, local:2), wall", tiled["wall_s"], "s",
                fmt="{:.0f}"),
         metric("exposures committed", committed, "", n, "=="),
         metric(f"stock serial calibration ({args.subset} run whole, scaled) + build",
                stock_serial, "s", fmt="{:.0f}"),
-        metric("run / stock serial", tiled["wall_s"] / stock_serial, "", 0.5, "<=", "{:.2f}"),
+        metric("run / stock serial", tiled["wall_s"] / stock_serial, "", 0.45, "<=", "{:.2f}"),
+        metric(f"stock two at once ({args.subset} side by side, scaled) + build", stock_pairs,
+               "s", fmt="{:.0f}"),
+        metric("run / stock two at once", tiled["wall_s"] / stock_pairs, "", 0.85, "<=",
+               "{:.2f}"),
         metric("run peak RSS of the process tree", tiled["peak_rss"] / GiB, "GiB",
                fmt="{:.2f}"),
     ]
     print_metrics(metrics)
     write_result("calibrate-tiled", "monitor", f"The report's TRAD monitor: {n} x TRAD FULL 88 "
-                 "groups, nrsdark run", metrics, {"run": tiled, "stock": stock, "build": build})
+                 "groups, nrsdark run", metrics, {"run": tiled, "stock": stock, "pair": pair,
+                                                  "build": build})
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(sim, ignore_errors=True)  # the inputs: ~0.74 GB an exposure
     return 0
 
 
