@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
 import io
 import json
 import warnings
@@ -42,6 +41,7 @@ from . import instrument as inst
 from . import kernels as K
 from . import products as P
 from .config import Config
+from .paths import atomic_write
 from .instrument import DQ
 from .kernels import artifacts as art
 
@@ -387,53 +387,27 @@ def figures(files: dict, s: dict, cfg: Config | None = None,
 
 
 # ---- report ----------------------------------------------------------------------------------
-# a report page's render check: "rendered N of M" images once loaded (the browser tests read it)
-RENDER_CHECK = """<script>
-window.addEventListener('load', function () {
-  var imgs = document.images, ok = 0;
-  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
-  document.getElementById('render-check').textContent = 'rendered ' + ok + ' of ' + imgs.length;
-});
-</script>"""
+def data_uris(figs: dict[str, bytes]) -> list[tuple[str, str]]:
+    """``(name, data:image/png;base64,...)`` of each figure: pages embed their images."""
+    return [(n, "data:image/png;base64," + base64.b64encode(b).decode()) for n, b in figs.items()]
 
 
 def write_report(folder, s: dict, figs: dict[str, bytes]) -> tuple[Path, Path]:
-    """``report.html`` (self-contained) and ``report.json`` in ``folder``."""
+    """``report.html`` (self-contained; :mod:`nrsdark_dask.pages`: every value escaped, only
+    its render check runs) and ``report.json`` in ``folder``, each written atomically."""
+    from . import pages
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     numbers = {k: v for k, v in s.items() if not k.startswith("_")}
     numbers["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     numbers["software"] = f"nrsdark_dask {__version__}"
-    js = folder / "report.json"
-    js.write_text(json.dumps(numbers, indent=2, default=float))
-    verdict = "DELIVERABLE" if s["deliverable"] else "NOT DELIVERABLE"
-    color = "#1a7f37" if s["deliverable"] else "#b42318"
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(format_value(v))}</td>"
-                   "</tr>"
-                   for k, v in numbers.items() if k != "warnings")
-    warn = "".join(f"<li>{html.escape(w)}</li>" for w in s["warnings"]) or "<li>none</li>"
-    imgs = "".join(
-        f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
-        f"<figcaption>{n.replace('_', ' ')}</figcaption></figure>" for n, b in figs.items())
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>nrsdark QA: {html.escape(s['detector'])} {html.escape(s['readpatt'])} {html.escape(s['subarray'])}</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
-.verdict{{font-size:1.6em;font-weight:bold;color:{color}}}
-td{{padding:2px 10px;border-bottom:1px solid #ddd;font-size:0.9em}}
-img{{max-width:100%}} figure{{margin:1.5em 0}}</style>{RENDER_CHECK}</head><body>
-<h1>Dark reference file QA</h1>
-<p class="verdict">{verdict}: SNR {s['snr']:.2f} (required {s['snr_required']:g})</p>
-<p>{html.escape(Path(s['dark_file']).name)}; {s['n_inputs']} inputs; {html.escape(s['pedigree'])}</p>
-<h2>Warnings</h2><ul>{warn}</ul>
-<h2>Numbers</h2><table>{rows}</table>
-<h2>Figures</h2>{imgs}
-<p id="render-check">not checked</p>
-</body></html>
-"""
-    out = folder / "report.html"
-    out.write_text(page)
-    return out, js
+    js = atomic_write(folder / "report.json", json.dumps(numbers, indent=2, default=float))
+    page = pages.render("report.html", scripts=[pages.IMAGES_CHECK], s=s,
+                        dark_name=Path(s["dark_file"]).name, figures=data_uris(figs),
+                        rows=[(k, format_value(v)) for k, v in numbers.items()
+                              if k != "warnings"])
+    return pages.write_page(folder, "report.html", page), js
 
 
 def format_value(v) -> str:

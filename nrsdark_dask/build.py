@@ -264,9 +264,17 @@ def build(store, outdir, mask_in=None, scheduler: str | None = None, config=None
             from astropy.table import Table
 
             table = Table.read(cull, format="ascii.ecsv")
-        with results.ResultsDB(url) as rdb:
-            res["reffile_ids"] = rdb.record_build(
-                res, store, inputs, table, started, time.perf_counter() - t0,
-                {**results.software_versions(), "store": versions})
-            res["db"] = rdb.safe_url
+        software = {**results.software_versions(), "store": versions}
+        wall = time.perf_counter() - t0
+        try:
+            with results.ResultsDB(url) as rdb:
+                res["reffile_ids"] = rdb.record_build(res, store, inputs, table, started,
+                                                      wall, software)
+                res["db"] = rdb.safe_url
+        except results.ResultsError as exc:  # the files stay; recorded later
+            pending = results.write_pending(outdir, url, res, store, inputs, cull, started,
+                                            wall, software)
+            raise results.RecordFailed(f"{exc}; the files are kept, and `nrsdark record "
+                                       f"{outdir}` records them later", res["files"],
+                                       pending) from None
     return res

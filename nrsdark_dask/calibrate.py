@@ -46,6 +46,7 @@ from . import jwst_recipe as recipe
 from .cluster import check_task_fits, dask_client, map_unordered, parse_scheduler
 from .config import Config, DarkConfig, ingest_settings, parse_bytes, store_ingest
 from .kernels import difference_scatter
+from .paths import human_bytes
 from .reduce import check_groups
 from .select import read_manifest
 from .store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, exposure_id,
@@ -234,6 +235,18 @@ def _store_options(store: RampStore, tile, codec, group_chunk) -> None:
                          "new store)")
 
 
+def _check_existing(store, layout, ingest: dict):
+    """The layout of an existing ``store``, refusing inputs or settings it does not hold."""
+    bad = store.layout().mismatches(layout)
+    if bad:
+        raise StoreError(f"inputs disagree with the store {store.path}: {'; '.join(bad)}")
+    used = store_ingest(store.provenance())
+    if used != ingest:
+        raise StoreError(f"{store.path} was calibrated with {used}, the configuration asks "
+                         f"{ingest}: a store holds one setting (use a new store)")
+    return store.layout()
+
+
 def _scratch_room(store_path, layout, plan, client, kind, n) -> int:
     """How many exposures a tiled run keeps in flight (:func:`tiled.graph.exposures_in_flight`:
     threads and the disk's room for their scratch cubes); refuses a disk without room for one
@@ -243,8 +256,8 @@ def _scratch_room(store_path, layout, plan, client, kind, n) -> int:
         where = where.parent
     free, need = shutil.disk_usage(where).free, scratch_bytes(layout)
     if free < need:
-        raise StoreError(f"tiled calibration needs ~{need / 1e9:.2f} GB of scratch on the "
-                         f"store's disk for each exposure in flight; {free / 1e9:.2f} GB free "
+        raise StoreError(f"tiled calibration needs ~{human_bytes(need)} of scratch on the "
+                         f"store's disk for each exposure in flight; {human_bytes(free)} free "
                          f"in {where}: free some, or use --pieces whole")
     if kind == "sync":
         return 1
@@ -319,14 +332,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
         raise StoreError("inputs disagree with each other:\n  " + "\n  ".join(refused))
     ingest = ingest_settings(cfg)
     if store.exists():
-        bad = store.layout().mismatches(layout)
-        if bad:
-            raise StoreError(f"inputs disagree with the store {store_path}: {'; '.join(bad)}")
-        layout = store.layout()
-        used = store_ingest(store.provenance())
-        if used != ingest:
-            raise StoreError(f"{store_path} was calibrated with {used}, the configuration asks "
-                             f"{ingest}: a store holds one setting (use a new store)")
+        layout = _check_existing(store, layout, ingest)
     refs = recipe.refkit_files(refkit) if refkit else None
     if refs and layout.has_bias:
         recipe.check_reference_kit(refs, layout)
@@ -360,13 +366,19 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
             flying = _scratch_room(store_path, layout, plan, client, kind, n)
         if not store.exists():
             Path(store_path).parent.mkdir(parents=True, exist_ok=True)
-            store = RampStore.create(store_path, layout, provenance={
-                "manifest": str(Path(manifest_path).resolve()), "group": group,
-                "steps": list(recipe.DETECTOR1_STEPS),
-                "step_parameters": recipe.STEP_PARAMETERS,
-                "refkit": str(Path(refkit).resolve()) if refkit else "CRDS",
-                "versions": software_versions(), "ingest": ingest,
-            })
+            try:
+                store = RampStore.create(store_path, layout, provenance={
+                    "manifest": str(Path(manifest_path).resolve()), "group": group,
+                    "steps": list(recipe.DETECTOR1_STEPS),
+                    "step_parameters": recipe.STEP_PARAMETERS,
+                    "refkit": str(Path(refkit).resolve()) if refkit else "CRDS",
+                    "versions": software_versions(), "ingest": ingest,
+                })
+            except FileExistsError:  # two calibrates at once: the other one created it
+                store = RampStore(store_path)
+                if not store.exists():
+                    raise
+                layout = _check_existing(store, layout, ingest)
         with store.writer():
             there = store.committed_hashes()
             todo = [r for r in rows if r.get("sha256") not in there]

@@ -263,6 +263,13 @@ def _trends(args) -> None:
         print(f"  {page}")
 
 
+def _record(args) -> None:
+    from .results import record_pending
+
+    ids = record_pending(args.outdir, args.db)
+    print(f"recorded {', '.join(f'{k.upper()} (id {v})' for k, v in ids.items())}")
+
+
 def _check_science(args) -> None:
     from .science import check_science
 
@@ -587,6 +594,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="folder of the site (index.html, a "
                    "page per detector x readout x subarray)")
     s.set_defaults(func=_trends)
+
+    s = sub.add_parser("record", help="record a build whose recording failed (exit 3)",
+                       description="A build whose files were written but could not be "
+                       "recorded in the results database (exit 3) leaves OUTDIR/"
+                       "record-pending.json; this records those files, their inputs and "
+                       "statistics, then removes it.")
+    s.add_argument("outdir", help="the build's output folder")
+    s.add_argument("--db", help="results database (default: the one the build was given, "
+                   "when its URL holds no password)")
+    s.set_defaults(func=_record)
 
     s = sub.add_parser("analyze", help="QA report and delivery verdict of a build's files",
                        description="Statistics of SPEC §8, the SNR verdict, figures, one "

@@ -59,6 +59,7 @@ hand-made exclusion list as before.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import warnings
 from pathlib import Path
 
@@ -72,7 +73,7 @@ from . import instrument as inst
 from .config import Config, CullConfig
 from .instrument import DQ
 from .kernels import artifacts as art
-from .paths import check_name, inside
+from .paths import atomic_write, check_name, inside, write_table
 from .store import StoreLayout, open_dataset
 
 KINDS = ("mode_switch", "glow", "persistence")
@@ -401,15 +402,6 @@ def region_curve(ds, i: int, region, reference, margin: int = 8):
     return StoreLayout(**ds.attrs["layout"]).group_times(), excess
 
 
-def write_table(tab: Table, path) -> Path:
-    """Write the cull table (ECSV), atomically (a ``.part`` renamed when whole)."""
-    path = Path(path)
-    part = path.with_name(path.name + ".part")
-    tab.write(part, format="ascii.ecsv", overwrite=True)
-    part.replace(path)
-    return path
-
-
 def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> list[Path]:
     """One PNG per (culled) exposure with the evidence a person can check by eye: the rate
     residual (for glow, smoothed at a sixth of the stripes' period so that they show; the
@@ -501,8 +493,10 @@ def pictures(tab: Table, previews: dict, folder, only_culled: bool = True) -> li
                      f"; {scores})", fontsize=9)
         fig.tight_layout()
         name = inside(folder / f"{check_name(row['exposure']).replace('@', '_')}.png", folder)
-        fig.savefig(name, dpi=80)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
         plt.close(fig)
+        atomic_write(name, buf.getvalue(), "wb")
         out.append(name)
     return out
 

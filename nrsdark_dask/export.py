@@ -30,6 +30,7 @@ from stdatamodels.jwst import datamodels as dm
 
 from . import __version__
 from . import instrument as inst
+from .paths import human_bytes
 from .products import REFERENCE_FILES, ReferenceFile, dq_def_names, file_products, reference_file
 from .reduce import Products
 
@@ -82,6 +83,14 @@ def _meta(model, p: Products, ref: ReferenceFile, author: str, history: list[str
             m.instrument.p_grating = "|".join(gratings) + "|"
 
 
+def ascii_card(text) -> str:
+    """``text`` as a FITS card may hold it (printable ASCII): any other character as its
+    Python escape (``jw\\xe9_nrs1`` for ``jwé_nrs1``), so a non-ASCII input name or author
+    still names itself in HISTORY and never stops a build."""
+    return "".join(c if 32 <= ord(c) < 127 else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
+
+
 def _region_meta(model, lay, dates, reftype: str, descrip: str, author: str,
                  history: list[str]):
     """Keywords every file of ours carries: PEDIGREE and USEAFTER from the inputs' ``dates``
@@ -93,8 +102,8 @@ def _region_meta(model, lay, dates, reftype: str, descrip: str, author: str,
     mid = Time((first.mjd + last.mjd) / 2, format="mjd")
     m = model.meta
     m.reftype = reftype
-    m.description = descrip
-    m.author = author
+    m.description = ascii_card(descrip)
+    m.author = ascii_card(author)
     m.pedigree = f"INFLIGHT {first.isot[:10]} {last.isot[:10]}"
     m.useafter = mid.isot[:10] + "T00:00:00"
     m.telescope = "JWST"
@@ -107,7 +116,7 @@ def _region_meta(model, lay, dates, reftype: str, descrip: str, author: str,
     m.exposure.readpatt = "ANY"
     m.exposure.p_readpatt = "|".join(sorted(inst.family_patterns(lay.family))) + "|"
     for line in history:
-        model.add_history_entry(line)
+        model.add_history_entry(ascii_card(line))
 
 
 def write_mask(dq: np.ndarray, outdir, layout, dates, label: str, descrip: str,
@@ -259,8 +268,8 @@ def _presize(path: Path, primary: fits.Header, images: list[tuple[fits.Header, t
                 raise
             free = shutil.disk_usage(path.parent).free
             raise OSError(errno.ENOSPC, f"not enough disk space for {path.name} in "
-                          f"{path.parent}: it needs {f.tell() / 1e9:.2f} GB, "
-                          f"{free / 1e9:.2f} GB are free") from None
+                          f"{path.parent}: it needs {human_bytes(f.tell())}, "
+                          f"{human_bytes(free)} are free") from None
     if tables:  # DQ_DEF: astropy appends after the (still empty) data areas
         with fits.open(path, mode="append") as hdul:
             for t in tables:

@@ -49,6 +49,7 @@ from astropy.table import Table
 from . import instrument as inst
 from .config import Config, settings_history
 from .instrument import DQ
+from .paths import atomic_write, write_table
 from .reduce import check_store, flag_from_images, output_mask, rate_images
 from .select import cull_note, read_culled
 from .store import open_dataset
@@ -195,8 +196,8 @@ def hot_masks(store, outdir, per: str | int | None = None, config=None, cull=Non
                                 "is the baseline); months from the first bin's middle date; "
                                 "new_vs_mask -1 = no comparison mask")
     outdir = Path(outdir)
-    tab.write(outdir / "hot_growth.ecsv", format="ascii.ecsv", overwrite=True)
-    (outdir / "hot_growth.png").write_bytes(growth_figure(tab))
+    write_table(tab, outdir / "hot_growth.ecsv")
+    atomic_write(outdir / "hot_growth.png", growth_figure(tab), "wb")
     return tab
 
 

@@ -122,7 +122,7 @@ def _periods(group: str, store: Path, folder: Path, cfg: Config, url: str, sched
     required = cfg.delivery.required(every_ds.attrs["layout"]["family"])
     with results.ResultsDB(url) as rdb:
         w, files = rdb.t["monitor_windows"], rdb.t["reffiles"]
-        with rdb.engine.connect() as conn:
+        with rdb.connect() as conn:
             done = [dict(r._mapping) for r in conn.execute(
                 sa.select(w).where(w.c.input_group == group).order_by(w.c.id))]
             previous = conn.execute(sa.select(files.c.path).where(
@@ -157,7 +157,7 @@ def _periods(group: str, store: Path, folder: Path, cfg: Config, url: str, sched
                         exclude=[e for e in every if e not in keep], db=url,
                         notes=[f"Monitor period {label} of {group}: {n} inputs"])
             analyze(target, compare=[previous] if previous else None, config=cfg, db=url)
-            with rdb.engine.begin() as conn:
+            with rdb.begin() as conn:
                 conn.execute(w.insert().values(
                     input_group=group, label=label, first_exposure=rest[0],
                     last_exposure=rest[n - 1], n_inputs=n, snr=snr,
@@ -171,7 +171,7 @@ def _periods(group: str, store: Path, folder: Path, cfg: Config, url: str, sched
             if len(ids) >= 2 else 0.0
         needed = math.ceil((required / per_file) ** 2) if per_file > 0 else 0
         more = max(needed - held, 1) if held or not built else 0
-        with rdb.engine.begin() as conn:
+        with rdb.begin() as conn:
             g = rdb.t["monitor_groups"]
             conn.execute(g.delete().where(g.c.input_group == group))
             conn.execute(g.insert().values(

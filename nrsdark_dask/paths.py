@@ -44,3 +44,40 @@ def inside(path, root) -> Path:
     if real == base or base not in real.parents:
         raise ValueError(f"refusing to write {path}: it is not inside {root}")
     return Path(path)
+
+
+def atomic_write(path, data, mode: str = "w") -> Path:
+    """Write ``data`` (str, or bytes with ``mode="wb"``) to ``path`` atomically: into a
+    hidden temporary file in the same folder, flushed to disk (fsync), then renamed over
+    ``path``.  A reader sees the previous version or the new one, never a part; on any error
+    (a full disk, a signal) the temporary file is removed, the previous version stays, and an
+    ``OSError`` names ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}; "
+                          "its previous version is unchanged") from exc
+        raise
+    return path
+
+
+def human_bytes(n: float) -> str:
+    """A size for a message: MB below 1 GB, GB above (``0.01 GB`` would hide 5.6 MB)."""
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def write_table(table, path) -> Path:
+    """An astropy table as ECSV at ``path``, atomically (:func:`atomic_write`)."""
+    import io
+
+    text = io.StringIO()
+    table.write(text, format="ascii.ecsv")
+    return atomic_write(path, text.getvalue())

@@ -33,6 +33,7 @@ import numpy as np
 from astropy.table import Table
 
 from .config import Config
+from .paths import write_table
 from .plan import whole_files
 from .reduce import rate_snr
 from .select import read_culled
@@ -135,5 +136,5 @@ def periods(store, outdir, config=None, cull=None, mask_in=None, scheduler=None,
                     snr_required=required,
                     description="nrsdark periods: new_hot -1 = no comparison mask given; the "
                                 "master is for comparison only")
-    tab.write(outdir / "periods.ecsv", format="ascii.ecsv", overwrite=True)
+    write_table(tab, outdir / "periods.ecsv")
     return tab

@@ -15,6 +15,14 @@ the previous file, and the run that made it (software versions, wall time, peak 
   this release is refused with the two versions named.
 * **Transactional**: each record (a build, an analysis) is one transaction; a run killed
   half-way leaves no partial row.
+* **Faults in one line, with time limits**: SQLite waits at most ``TIMEOUT_S`` for a lock;
+  PostgreSQL gets ``connect_timeout``, ``lock_timeout`` (``TIMEOUT_S``) and
+  ``statement_timeout`` (``STATEMENT_TIMEOUT_S``).  Any database error (refused connection,
+  wrong password, a file that is not a database, a lock held too long, a read-only folder)
+  is a :class:`ResultsError` naming the database (password hidden) and what to do.  A build
+  whose files are written but cannot be recorded keeps them, lists them and exits 3; it
+  leaves ``record-pending.json`` in its outdir, and ``nrsdark record OUTDIR`` records them
+  later (:func:`record_pending`).
 
 SQLAlchemy Core only (tables, no ORM): the rows are plain records, read back with
 :func:`read_table` as lists of dicts, or by any SQL client.
@@ -22,19 +30,78 @@ SQLAlchemy Core only (tables, no ORM): the rows are plain records, read back wit
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import re
 import resource
 import socket
 from pathlib import Path
 
 SCHEMA_VERSION = 3
 DEFAULT_NAME = "nrsdark_results.sqlite"
+TIMEOUT_S = 10  # connecting, and waiting for another writer's lock
+STATEMENT_TIMEOUT_S = 600  # PostgreSQL: one statement (a build's record is a few thousand rows)
+PENDING = "record-pending.json"
 
 
 class ResultsError(RuntimeError):
     pass
+
+
+class RecordFailed(ResultsError):
+    """A build's files are written but recording them failed (``files``: ``{reftype:
+    path}``; ``pending``: the file ``nrsdark record`` reads to record them later)."""
+
+    def __init__(self, message: str, files: dict, pending: Path):
+        super().__init__(message)
+        self.files, self.pending = files, pending
+
+
+def hide_password(url: str) -> str:
+    """``url`` without its password (for messages, even when SQLAlchemy cannot parse it)."""
+    try:
+        import sqlalchemy as sa
+
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - any unparsable URL: mask by pattern
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+
+
+HINTS = (  # (pattern in the driver's message, what to do)
+    (r"database is locked|lock timeout|could not obtain lock",
+     f"another process held a lock for over {TIMEOUT_S} s; try again when it is done"),
+    (r"not a database|malformed|file is encrypted",
+     "the file is not an nrsdark results database (SQLite): give another --db"),
+    (r"readonly|read-only|unable to open database|permission denied",
+     "cannot write there: give --db a file in a writable folder"),
+    (r"password authentication failed|authentication failed|no password supplied",
+     "check the user name and password"),
+    (r"connection refused|could not connect|timeout expired|could not translate host|"
+     r"connection to server", "is the database server running and reachable from here?"),
+    (r"statement timeout", f"a statement ran over {STATEMENT_TIMEOUT_S} s"),
+)
+
+
+def database_error(exc: BaseException, url: str) -> ResultsError:
+    """One line for any database fault: the database (password hidden), the driver's first
+    line and a hint (``HINTS``)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split()) or type(orig).__name__
+    hint = next((h for pat, h in HINTS if re.search(pat, text, re.I)), "")
+    return ResultsError(f"results database {hide_password(url)}: {text[:300]}"
+                        + (f" ({hint})" if hint else ""))
+
+
+def _connect_args(url: str) -> dict:
+    if url.startswith("sqlite"):
+        return {"timeout": TIMEOUT_S}
+    if url.startswith("postgresql"):
+        return {"connect_timeout": TIMEOUT_S,
+                "options": f"-c lock_timeout={TIMEOUT_S * 1000} "
+                           f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000}"}
+    return {}
 
 
 def default_url(store) -> str | None:
@@ -170,10 +237,36 @@ class ResultsDB:
 
         self.url = url
         resolve(url)  # refuses an SQLite file in a folder that does not exist
-        self.engine = sa.create_engine(url, future=True)
+        try:
+            self.engine = sa.create_engine(url, future=True, connect_args=_connect_args(url))
+        except (sa.exc.SQLAlchemyError, ImportError) as exc:
+            raise database_error(exc, url) from None
         self.metadata, self.t = _tables()
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             self._open(conn, sa)
+
+    @contextlib.contextmanager
+    def begin(self):
+        """A transaction (``engine.begin()``) whose database errors are one-line
+        :class:`ResultsError` exceptions."""
+        import sqlalchemy as sa
+
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise database_error(exc, self.url) from None
+
+    @contextlib.contextmanager
+    def connect(self):
+        """A connection for reading, errors as in :meth:`begin`."""
+        import sqlalchemy as sa
+
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise database_error(exc, self.url) from None
 
     def _open(self, conn, sa) -> None:
         meta = self.t["nrsdark_meta"]
@@ -223,7 +316,7 @@ class ResultsDB:
 
         started = started or now()
         ids = {}
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             run = self._run(conn, "build", started, wall_s, software or {})
             for reftype, path in res["files"].items():
                 h = fits.getheader(path, 0)
@@ -273,7 +366,7 @@ class ResultsDB:
         from astropy.io import fits
 
         started = started or now()
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             run = self._run(conn, "analyze", started, wall_s, software or {})
             dark = numbers["dark_file"]
             rid = self._reffile(conn, run, dark, "DARK", fits.getheader(dark, 0))
@@ -302,7 +395,7 @@ class ResultsDB:
         from astropy.io import fits
 
         started = started or now()
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             run = self._run(conn, "check-science", started, wall_s, software or {})
             ids = {}
             for s in ("new", "old"):
@@ -328,7 +421,7 @@ class ResultsDB:
         q = sa.select(t)
         if "id" in t.c:
             q = q.order_by(t.c.id)
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
 
@@ -380,3 +473,47 @@ def software_versions() -> dict:
             pass
     out["python"] = ".".join(map(str, os.sys.version_info[:3]))
     return out
+
+
+def write_pending(outdir, url: str, res: dict, store, inputs: list[dict], cull,
+                  started, wall_s: float, software: dict) -> Path:
+    """What :meth:`ResultsDB.record_build` needs, kept in ``outdir/record-pending.json``
+    (atomically) when recording failed: :func:`record_pending` records it later."""
+    from .paths import atomic_write
+
+    doc = {"db": hide_password(url), "files": res["files"], "stats": res.get("stats", {}),
+           "store": str(store), "inputs": [{**r, "date": r["date"].isoformat()
+                                            if r.get("date") else None} for r in inputs],
+           "cull": str(Path(cull).resolve()) if cull else None,
+           "started": started.isoformat(), "wall_s": wall_s, "software": software}
+    return atomic_write(Path(outdir) / PENDING, json.dumps(doc, indent=1, default=str))
+
+
+def record_pending(outdir, db) -> dict:
+    """Record the build whose recording failed (``outdir/record-pending.json``, see
+    :func:`write_pending`) into ``db`` (default: the database the build was given, when it
+    holds no password), then remove the pending file.  Returns ``{reftype: reffile id}``.
+    A file changed since the build is refused (its SHA-256 is what the row keeps)."""
+    path = Path(outdir) / PENDING
+    if not path.is_file():
+        raise FileNotFoundError(f"{outdir} holds no {PENDING}: nothing waits to be recorded")
+    doc = json.loads(path.read_text())
+    url = resolve(db or doc["db"])
+    if url is None or "***" in url:
+        raise ResultsError(f"give --db: the build's database ({doc['db']}) needs its password")
+    missing = [p for p in doc["files"].values() if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]} of the pending build no longer exists")
+    table = None
+    if doc["cull"]:
+        from astropy.table import Table
+
+        table = Table.read(doc["cull"], format="ascii.ecsv")
+    inputs = [{**r, "date": dt.datetime.fromisoformat(r["date"]) if r["date"] else None}
+              for r in doc["inputs"]]
+    with ResultsDB(url) as rdb:
+        ids = rdb.record_build({"files": doc["files"], "stats": doc["stats"]}, doc["store"],
+                               inputs, table, dt.datetime.fromisoformat(doc["started"]),
+                               doc["wall_s"], doc["software"])
+    path.unlink()
+    return ids

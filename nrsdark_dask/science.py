@@ -39,9 +39,7 @@ Decisions (the issue was silent):
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import json
 import time
 from pathlib import Path
@@ -51,6 +49,7 @@ from astropy.io import fits
 
 from . import __version__
 from . import instrument as inst
+from .paths import atomic_write
 from .config import Config
 from .instrument import DQ
 
@@ -111,6 +110,36 @@ def _dark_images(path: str, geo: inst.Subarray, cfg: Config) -> tuple[np.ndarray
     return unc, (hot if hot is not None else np.zeros(shape, bool))
 
 
+def refuse_mismatches(science: Path, head, geo: inst.Subarray, common: dict, sets: dict) -> None:
+    """Before any work: the science file's header must agree with its data
+    (:func:`select.header_problems`), and every reference file of each set (and of the kit)
+    must be one jwst would select for it: its detector, readout pattern, and a region that
+    holds the science subarray (:func:`jwst_recipe.reference_mismatches`).  A ValueError
+    names each difference; a set of another detector would otherwise calibrate without a
+    word and give a full report of wrong numbers."""
+    from types import SimpleNamespace
+
+    from . import jwst_recipe as R
+    from .select import header_problems
+
+    missing = [k for k in ("DETECTOR", "READPATT", "SUBARRAY", "NGROUPS") if k not in head]
+    if missing:
+        raise ValueError(f"{science.name} lacks keyword(s) {', '.join(missing)}")
+    problems = [f"{science.name}: {p}" for p in header_problems(science, head, "uncal")]
+    if problems:
+        raise ValueError("the science exposure's header disagrees with it: "
+                         + "; ".join(problems))
+    want = SimpleNamespace(detector=str(head["DETECTOR"]).upper(),
+                           readpatt=str(head["READPATT"]).upper(), subarray=geo.name,
+                           xstart=geo.xstart, ystart=geo.ystart, nx=geo.xsize, ny=geo.ysize)
+    problems = [f"{name} set: {m}" for name, s in (("kit", common), *sets.items())
+                for reftype, path in sorted(s.items())
+                for m in R.reference_mismatches(path, reftype, want)]
+    if problems:
+        raise ValueError(f"the reference files do not fit {science.name} ({want.detector} "
+                         f"{want.readpatt} {want.subarray}):\n  " + "\n  ".join(problems))
+
+
 def check_science(science, new, old, outdir, refkit=None, background: str | None = None,
                   config=None, db=None, quiet: bool = True, progress=None) -> dict:
     """Calibrate ``science`` with the ``new`` and the ``old`` reference set and compare the
@@ -149,6 +178,7 @@ def check_science(science, new, old, outdir, refkit=None, background: str | None
     for name, s in sets.items():
         if "dark" not in s:
             raise ValueError(f"the {name} reference set has no DARK")
+    refuse_mismatches(science, head, geo, common, sets)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rates, files = {}, {}
@@ -257,39 +287,26 @@ def figures(rates: dict, r: dict, geo: inst.Subarray, active: np.ndarray) -> dic
 
 
 def write_page(folder: Path, numbers: dict, figs: dict[str, bytes]) -> tuple[Path, Path]:
-    """``check_science.html`` (self-contained) and ``check_science.json`` in ``folder``."""
-    from .analyze import RENDER_CHECK, format_value
+    """``check_science.html`` (self-contained; :mod:`nrsdark_dask.pages`) and
+    ``check_science.json`` in ``folder``, each written atomically."""
+    from . import pages
+    from .analyze import data_uris, format_value
 
     numbers = {**numbers, "created": dt.datetime.now(dt.timezone.utc).isoformat(
         timespec="seconds"), "software": f"nrsdark_dask {__version__}"}
-    js = folder / "check_science.json"
-    js.write_text(json.dumps(numbers, indent=2, default=float))
+    js = atomic_write(folder / "check_science.json",
+                      json.dumps(numbers, indent=2, default=float))
     flat = {k: v for k, v in numbers.items() if not isinstance(v, dict)}
     for s in ("new", "old"):
         flat.update({f"{s} {k}": Path(v).name for k, v in numbers[s].items()})
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(format_value(v))}</td></tr>"
-                   for k, v in flat.items())
-    imgs = "".join(
-        f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
-        f"<figcaption>{n.replace('_', ' ')}</figcaption></figure>" for n, b in figs.items())
     summary = (f"difference new - old: median {numbers['diff_median']:+.5f} DN/s, scatter "
                f"{numbers['diff_sigma']:.5f} DN/s = {numbers['diff_sigma_over_background']:.3f}"
                f" of the science noise ({numbers['background_sigma']:.4f} DN/s) and "
                f"{numbers['diff_sigma_over_expected']:.2f} of sqrt(UNC_new^2 + UNC_old^2)")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>nrsdark check-science: {html.escape(Path(numbers['science']).name)}</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
-td{{padding:2px 10px;border-bottom:1px solid #ddd;font-size:0.9em}}
-img{{max-width:100%}} figure{{margin:1.5em 0}}</style>{RENDER_CHECK}</head><body>
-<h1>Science check (report §8)</h1>
-<p>{html.escape(Path(numbers['science']).name)} calibrated through detector1 with
-{html.escape(Path(numbers['new']['dark']).name)} (new) and
-{html.escape(Path(numbers['old']['dark']).name)} (old).</p>
-<p><b>{html.escape(summary)}</b></p>
-<h2>Numbers</h2><table>{rows}</table>
-<h2>Figures</h2>{imgs}
-<p id="render-check"></p></body></html>"""
-    out = folder / "check_science.html"
-    out.write_text(page)
-    return out, js
+    page = pages.render("check_science.html", scripts=[pages.IMAGES_CHECK],
+                        science=Path(numbers["science"]).name,
+                        new=Path(numbers["new"]["dark"]).name,
+                        old=Path(numbers["old"]["dark"]).name, summary=summary,
+                        rows=[(k, format_value(v)) for k, v in flat.items()],
+                        figures=data_uris(figs))
+    return pages.write_page(folder, "check_science.html", page), js

@@ -35,6 +35,7 @@ T-filtered (observed with telemetry and dT within the threshold) as % of request
 from __future__ import annotations
 
 import datetime as dt
+import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -47,7 +48,7 @@ from astropy.time import Time
 from . import __version__
 from . import instrument as inst
 from .config import SelectConfig
-from .paths import check_name
+from .paths import check_name, write_table
 from .store import file_sha256
 
 UNCAL_SUFFIX = "_uncal.fits"
@@ -156,6 +157,12 @@ def _header_row(path: Path) -> tuple[dict, list[str]]:
     row.update(name=path.name, file=str(path.resolve()), asic_nsamples=0)
     row["kind"] = "uncal" if path.name.endswith(UNCAL_SUFFIX) else "ramp"
     try:
+        row["file"].encode("utf-8")
+    except UnicodeEncodeError:  # bytes the filesystem allows; no manifest or FITS card can
+        row.update(name=os.fsencode(path.name).decode("utf-8", "replace"),
+                   file=os.fsencode(row["file"]).decode("utf-8", "replace"))
+        return row, [f"file name {os.fsencode(path.name)!r} is not UTF-8: rename it"]
+    try:
         h = fits.getheader(path, 0)
         short = truncation(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a reason, not a crash
@@ -170,12 +177,12 @@ def _header_row(path: Path) -> tuple[dict, list[str]]:
     missing = [k for k in needed if k not in h]
     if missing:
         return row, [f"missing keyword(s) {', '.join(missing)}"]
+    problems = header_problems(path, h, row["kind"])
+    if problems:  # no group: nothing downstream trusts a header that disagrees with its data
+        return row, problems
     row.update(detector=h["DETECTOR"], readpatt=h["READPATT"], subarray=h["SUBARRAY"],
                grating=h["GRATING"], ngroups=int(h["NGROUPS"]))
-    try:
-        row["family"] = inst.get_read_pattern(h["READPATT"]).family
-    except ValueError as exc:
-        reasons.append(str(exc))
+    row["family"] = inst.get_read_pattern(h["READPATT"]).family
     start, end = Time(h["EXPSTART"], format="mjd"), Time(h["EXPEND"], format="mjd")
     row.update(date=start.isot, date_end=end.isot)
     if row["kind"] == "ramp":
@@ -190,6 +197,52 @@ def _header_row(path: Path) -> tuple[dict, list[str]]:
     if row["family"]:
         row["group"] = group_key(row, h)
     return row, reasons
+
+
+def header_problems(path: Path, h, kind: str) -> list[str]:
+    """Where an input's primary header disagrees with its data or with the known values,
+    checked before anything trusts it: DETECTOR (NRS1, NRS2), READPATT and SUBARRAY (the
+    known names, SUBSIZE1/2 their sizes), NGROUPS and NINTS against the SCI cube's axes and
+    the frame shape against the subarray (3200 raw rows for an IRS2 full frame).  Values are
+    quoted with ``repr``: a header is data, shown as text."""
+    out = []
+    if str(h["DETECTOR"]).upper() not in inst.DETECTORS:
+        out.append(f"unknown DETECTOR {h['DETECTOR']!r} (known: {', '.join(inst.DETECTORS)})")
+    try:
+        family = inst.get_read_pattern(str(h["READPATT"])).family
+    except ValueError:
+        out.append(f"unknown READPATT {h['READPATT']!r}")
+        family = None
+    try:
+        sub = inst.get_subarray(str(h["SUBARRAY"]))
+    except ValueError:
+        out.append(f"unknown SUBARRAY {h['SUBARRAY']!r} (known: {', '.join(inst.SUBARRAYS)})")
+        sub = None
+    if sub is not None:
+        for key, want in (("SUBSIZE1", sub.xsize), ("SUBSIZE2", sub.ysize)):
+            if key in h and h[key] != want:
+                out.append(f"{key}={h[key]!r} but SUBARRAY {sub.name} is {want} pixels")
+    try:
+        ngroups, nints = int(h["NGROUPS"]), int(h.get("NINTS", 1))
+    except (TypeError, ValueError):
+        return out + [f"NGROUPS {h['NGROUPS']!r} or NINTS {h.get('NINTS')!r} is not a count"]
+    try:
+        sci = fits.getheader(path, "SCI")
+    except KeyError:
+        return out + ["no SCI extension"]
+    axes = [sci.get(f"NAXIS{k}", 0) for k in range(sci.get("NAXIS", 0), 0, -1)]
+    if len(axes) != 4:
+        return out + [f"SCI has {len(axes)} axes, not 4 (integrations, groups, rows, columns)"]
+    if axes[1] != ngroups:
+        out.append(f"NGROUPS={ngroups} but the SCI cube holds {axes[1]} groups")
+    if axes[0] != nints:
+        out.append(f"NINTS={nints} but the SCI cube holds {axes[0]} integrations")
+    if sub is not None and family is not None:
+        rows = 3200 if family == "IRS2" and kind == "uncal" and sub.name == "FULL" else sub.ysize
+        if tuple(axes[2:]) != (rows, sub.xsize):
+            out.append(f"SCI frames are {axes[2]} x {axes[3]} but {sub.name} "
+                       f"{'raw ' if rows != sub.ysize else ''}frames are {rows} x {sub.xsize}")
+    return out
 
 
 def group_key(row: dict, header) -> str:
@@ -345,10 +398,7 @@ def yield_table(manifest: Table, requested: int | None = None,
 
 def write_manifest(manifest: Table, path) -> None:
     """Write atomically (temporary name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    manifest.write(tmp, format="ascii.ecsv", overwrite=True)
-    tmp.replace(path)
+    write_table(manifest, path)
 
 
 def read_manifest(path) -> Table:

@@ -22,12 +22,13 @@ about the size of BokehJS itself (~1 MB).
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 from pathlib import Path
 
 import numpy as np
+from markupsafe import Markup
 
+from .pages import PLOTS_CHECK, render, safe_name, write_page
 from .results import ResultsDB, resolve
 
 SERIES = ("n_hot", "n_new_hot", "snr", "snr_required", "median_rate", "negative_rate_fraction",
@@ -117,8 +118,18 @@ def hot_growth(points: list) -> tuple[float, float] | None:
     return float(coef[0]), float(np.sqrt(cov[0, 0]))
 
 
-def page_name(key) -> str:
-    return "_".join(k.lower().replace("|", "-").replace(" ", "") for k in key) + ".html"
+def page_names(keys) -> dict:
+    """``{key: file name}`` of the pages: each (detector, readout, subarray) key, values from
+    headers and databases, mapped by :func:`pages.safe_name` to a plain name inside the site
+    (``nrs1_nrsrapid_full.html``; any other character replaced and a hash added), unique."""
+    names: dict = {}
+    for key in sorted(keys):
+        name = safe_name("_".join(str(k).lower().replace("|", "-").replace(" ", "")
+                                  for k in key))
+        if name == "index" or name in names.values():  # the index's own name, a clash
+            name = safe_name("\x00".join(key) + "|" + name)
+        names[key] = name + ".html"
+    return names
 
 
 def trends(db, site) -> dict:
@@ -137,20 +148,11 @@ def trends(db, site) -> dict:
         raise TrendsError(f"{where} holds no analysed DARK yet (nrsdark analyze --db ...)")
     site = Path(site)
     site.mkdir(parents=True, exist_ok=True)
-    written = []
-    for key, points in sorted(pages.items()):
-        path = site / page_name(key)
-        _write(path, _page(key, points, where))
-        written.append(path)
-    index = site / "index.html"
-    _write(index, _index(pages, where))
+    names = page_names(pages)
+    written = [write_page(site, names[key], _page(key, points, where))
+               for key, points in sorted(pages.items())]
+    index = write_page(site, "index.html", _index(pages, names, where))
     return {"index": index, "pages": written, "points": sum(map(len, pages.values()))}
-
-
-def _write(path: Path, text: str) -> None:
-    part = path.with_name(path.name + ".part")
-    part.write_text(text, encoding="utf-8")
-    part.replace(path)
 
 
 # ---- pages ------------------------------------------------------------------------------------
@@ -246,6 +248,7 @@ COLUMNS = (("date", "date"), ("file", "file"), ("n_inputs", "inputs"), ("observe
 
 
 def _cell(p, key) -> str:
+    """A table cell's text (escaped by the template)."""
     v = p.get(key)
     if key == "date":
         return p["date"].strftime("%Y-%m-%d")
@@ -253,77 +256,27 @@ def _cell(p, key) -> str:
         return ""
     if isinstance(v, float):
         return f"{v:.6g}"
-    return html.escape(str(v))
+    return str(v)
 
 
 def _page(key, points, where) -> str:
     from bokeh.embed import components
     from bokeh.resources import Resources
 
-    figs = _figures(points)
-    script, divs = components(figs)
-    title = " ".join(key)
-    rows = "".join(
-        "<tr" + ("" if p["deliverable"] else ' class="bad"') + ">"
-        + "".join(f'<td data-key="{k}">{_cell(p, k)}</td>' for k, _ in COLUMNS) + "</tr>"
-        for p in points)
-    head = "".join(f"<th>{h}</th>" for _, h in COLUMNS)
-    data = json.dumps([{k: _cell(p, k) for k, _ in COLUMNS} for p in points])
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>nrsdark trends: {html.escape(title)}</title>
-{Resources(mode="inline", components=["bokeh"]).render()}
-<style>{STYLE}</style></head><body>
-<p><a href="index.html">all pages</a></p>
-<h1>{html.escape(title)}</h1>
-<p>{len(points)} DARK file(s) from {html.escape(where)}; each point is one file at the median
-date of its inputs (hover: file and date). Red rows: not deliverable.</p>
-{''.join(f'<div class="plot">{d}</div>' for d in divs)}
-<h2>The numbers</h2>
-<table id="numbers"><tr>{head}</tr>{rows}</table>
-<p id="render-check">rendering</p>
-<script type="application/json" id="points">{html.escape(data, quote=False)}</script>
-{script}
-<script>
-// the browser test reads this line: how many plots have drawn a canvas, and when
-function check() {{
-  const roots = document.querySelectorAll('.plot > div');
-  let drawn = 0;
-  roots.forEach(el => {{
-    const seen = [el];
-    let found = false;
-    while (seen.length && !found) {{
-      const n = seen.pop();
-      if (n.tagName === 'CANVAS' && n.width > 0 && n.height > 0) found = true;
-      if (n.shadowRoot) seen.push(...n.shadowRoot.children);
-      seen.push(...n.children);
-    }}
-    if (found) drawn++;
-  }});
-  document.getElementById('render-check').textContent =
-    `rendered ${{drawn}} of ${{roots.length}} in ${{Math.round(performance.now())}} ms`;
-  if (drawn < roots.length) setTimeout(check, 100);
-}}
-window.addEventListener('load', () => setTimeout(check, 100));
-</script>
-</body></html>
-"""
+    script, divs = components(_figures(points), wrap_script=False)
+    return render("trend_page.html", head_scripts=Resources(mode="inline",
+                                                           components=["bokeh"]).js_raw,
+                  scripts=[script, PLOTS_CHECK], title=" ".join(key), where=where,
+                  points=points, style=STYLE, columns=COLUMNS, divs=[Markup(d) for d in divs],
+                  rows=[({k: _cell(p, k) for k, _ in COLUMNS}, p["deliverable"])
+                        for p in points])
 
 
-def _index(pages, where) -> str:
-    rows = []
-    for key, points in sorted(pages.items()):
-        last = points[-1]
-        rows.append(f'<tr><td><a href="{page_name(key)}">{html.escape(" ".join(key))}</a></td>'
-                    f"<td>{len(points)}</td><td>{_cell(points[0], 'date')}</td>"
-                    f"<td>{_cell(last, 'date')}</td><td>{_cell(last, 'n_hot')}</td>"
-                    f"<td>{_cell(last, 'snr')}</td>"
-                    f"<td>{'yes' if last['deliverable'] else 'no'}</td></tr>")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>nrsdark trends</title>
-<style>{STYLE}</style></head><body>
-<h1>nrsdark trends</h1>
-<p>From {html.escape(where)}, written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.</p>
-<table><tr><th>detector readout subarray</th><th>files</th><th>first</th><th>last</th>
-<th>HOT (last)</th><th>SNR (last)</th><th>deliverable (last)</th></tr>{''.join(rows)}</table>
-</body></html>
-"""
+def _index(pages, names, where) -> str:
+    rows = [{"href": names[key], "title": " ".join(key), "files": len(points),
+             "first": _cell(points[0], "date"), "last": _cell(points[-1], "date"),
+             "hot": _cell(points[-1], "n_hot"), "snr": _cell(points[-1], "snr"),
+             "deliverable": "yes" if points[-1]["deliverable"] else "no"}
+            for key, points in sorted(pages.items())]
+    return render("trend_index.html", where=where, rows=rows, style=STYLE,
+                  written=f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}")

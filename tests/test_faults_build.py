@@ -114,7 +114,7 @@ def test_an_unwritable_or_full_outdir_is_found_before_computing(cal_store, tmp_p
     assert computes == []
     full = small_mount(size="1m")
     code, _, err = _run(capsys, "build", "--store", store, "--outdir", full)
-    assert code == 2 and "not enough disk space for nrsdark_" in err and "GB are free" in err
+    assert code == 2 and "not enough disk space for nrsdark_" in err and "MB are free" in err
     assert computes == [] and list(full.iterdir()) == []
 
 

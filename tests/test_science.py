@@ -161,6 +161,41 @@ def test_bad_sets_and_boxes_are_refused_before_any_work(sci, two_sets, tmp_path,
     assert not (tmp_path / "cs").exists()
 
 
+@pytest.mark.parametrize("fault, expected", [
+    ("dark_detector", "new set: {dark}: DETECTOR NRS2, the data are NRS1"),
+    ("bias_region", "old set: {bias}: covers x 1-2048, y 946-977 (SUB2048), not the data's"),
+    ("science_ngroups", "NGROUPS=20 but the SCI cube holds 60 groups"),
+    ("science_detector", "unknown DETECTOR 'NRS3'"),
+])
+def test_mismatched_sets_are_refused_before_any_work(sci, two_sets, tmp_path, capsys, fault,
+                                                     expected):
+    """A set of another detector or region, or a science header that disagrees with its data,
+    is named and refused before detector1 runs (before: NRS1 files on an NRS2 exposure gave a
+    full report of wrong numbers, exit 0)."""
+    science = tmp_path / Path(sci["held_out"]).name
+    shutil.copy(sci["held_out"], science)
+    sets = {}
+    for name in ("new", "old"):
+        sets[name] = tmp_path / name
+        shutil.copytree(two_sets[name], sets[name])
+    dark = next(sets["new"].glob("*dark*.fits")).name
+    bias = next(sets["old"].glob("*superbias*.fits")).name
+    cards = {"dark_detector": (sets["new"] / dark, {"DETECTOR": "NRS2"}),
+             "bias_region": (sets["old"] / bias, {"SUBARRAY": "SUB2048", "SUBSTRT2": 946,
+                                                  "SUBSIZE2": 32}),
+             "science_ngroups": (science, {"NGROUPS": 20}),
+             "science_detector": (science, {"DETECTOR": "NRS3"})}
+    path, values = cards[fault]
+    with fits.open(path, mode="update") as h:
+        h[0].header.update(values)
+    code = cli.main(["check-science", str(science), "--new", str(sets["new"]), "--old",
+                     str(sets["old"]), "--refkit", str(two_sets["kit"]), "-o",
+                     str(tmp_path / "cs")])
+    err = capsys.readouterr().err
+    assert code == 2 and expected.format(dark=dark, bias=bias) in err, err
+    assert not (tmp_path / "cs").exists()
+
+
 def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -266,8 +266,11 @@ class RampStore:
         try:
             cls._create(path, layout, provenance)
             os.rename(path, final)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(path, ignore_errors=True)
+            if isinstance(exc, OSError) and final.exists():  # another process won the race
+                raise FileExistsError(f"{final} already exists (another process created it "
+                                      "meanwhile)") from None
             raise
         return cls(final)
 
