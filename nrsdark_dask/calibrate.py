@@ -43,7 +43,8 @@ from pathlib import Path
 
 from . import ingest
 from . import jwst_recipe as recipe
-from .cluster import check_task_fits, dask_client, map_unordered, parse_scheduler
+from .cluster import (check_task_fits, dask_client, map_unordered, parse_scheduler,
+                      stop_local_workers)
 from .config import Config, DarkConfig, ingest_settings, parse_bytes, store_ingest
 from .kernels import difference_scatter
 from .paths import human_bytes
@@ -362,8 +363,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
             plan = plan_pieces(layout, budget, threads=sum(client.nthreads().values()))
         check_task_fits(client, plan.budget if tiled else task_memory(layout),
                         "one piece" if tiled else "one exposure")  # before a store exists
-        if tiled:
-            flying = _scratch_room(store_path, layout, plan, client, kind, n)
+        flying = _scratch_room(store_path, layout, plan, client, kind, n) if tiled else None
         if not store.exists():
             Path(store_path).parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -389,37 +389,49 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                       **({"task_memory": plan.budget, "in_flight": flying} if tiled else {}))
             record = [] if record_tasks and tiled else None
             started = time.time()
-            if tiled:
-                results = run_exposures(todo, store_path, layout, refs, plan, scheduler, client,
-                                        ingest["neg_jump_sigma"], quiet=not verbose,
-                                        progress=progress is not None, flying=flying,
-                                        record=record)
-            else:
-                work = str(workdir or Path(store_path) / STAGING / "_work")
-                args = (str(store_path), layout, refs, work, verbose, ingest["neg_jump_sigma"])
-                results = map_unordered(calibrate_exposure, todo, args, scheduler, client,
-                                        task_bytes=task_memory(layout),
-                                        key=lambda r: f"calibrate-{r['exposure']}")
-            for result in results:
-                if result["status"] == "ok":
-                    index = store.commit(result["name"], result["coords"])
-                    store.log(event="committed", name=result["name"], index=index,
-                              seconds=result["seconds"], peak_rss_gb=result["peak_rss_gb"],
-                              **{k: result[k] for k in ("snowballs",) if k in result})
-                    summary["committed"].append(result["name"])
-                else:
-                    store.log(event="failed", name=result["name"], reason=result["reason"])
-                    summary["failed"].append((result["name"], result["reason"]))
-                    shutil.rmtree(staging_path(store_path, result["name"]), ignore_errors=True)
-                shutil.rmtree(work_path(store_path, result["name"]), ignore_errors=True)
-                if progress:
-                    progress(dict(result, done=len(summary["committed"]) + len(summary["failed"]),
-                                  total=len(todo)))
+            try:
+                _calibrate_into(store, store_path, todo, summary, layout, refs, plan, scheduler,
+                                client, ingest, tiled, verbose, progress, flying, record,
+                                workdir)
+            except BaseException:  # Ctrl-C, SIGTERM: no worker writes after the clean-up
+                stop_local_workers(client)
+                raise
             store.log(event="end", committed=len(summary["committed"]),
                       failed=len(summary["failed"]))
         if record is not None:
             _write_record(record_tasks, record, started, scheduler, client, layout, plan)
     return summary
+
+
+def _calibrate_into(store, store_path, todo, summary, layout, refs, plan, scheduler, client,
+                    ingest, tiled, verbose, progress, flying, record, workdir) -> None:
+    """Calibrate ``todo`` into ``store`` (held by this process), committing each exposure as
+    it lands; ``summary`` gets each outcome."""
+    if tiled:
+        results = run_exposures(todo, store_path, layout, refs, plan, scheduler, client,
+                                ingest["neg_jump_sigma"], quiet=not verbose,
+                                progress=progress is not None, flying=flying, record=record)
+    else:
+        work = str(workdir or Path(store_path) / STAGING / "_work")
+        args = (str(store_path), layout, refs, work, verbose, ingest["neg_jump_sigma"])
+        results = map_unordered(calibrate_exposure, todo, args, scheduler, client,
+                                task_bytes=task_memory(layout),
+                                key=lambda r: f"calibrate-{r['exposure']}")
+    for result in results:
+        if result["status"] == "ok":
+            index = store.commit(result["name"], result["coords"])
+            store.log(event="committed", name=result["name"], index=index,
+                      seconds=result["seconds"], peak_rss_gb=result["peak_rss_gb"],
+                      **{k: result[k] for k in ("snowballs",) if k in result})
+            summary["committed"].append(result["name"])
+        else:
+            store.log(event="failed", name=result["name"], reason=result["reason"])
+            summary["failed"].append((result["name"], result["reason"]))
+            shutil.rmtree(staging_path(store_path, result["name"]), ignore_errors=True)
+        shutil.rmtree(work_path(store_path, result["name"]), ignore_errors=True)
+        if progress:
+            progress(dict(result, done=len(summary["committed"]) + len(summary["failed"]),
+                          total=len(todo)))
 
 
 def _write_record(path, record: list, started: float, scheduler: str, client, layout,

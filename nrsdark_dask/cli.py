@@ -20,6 +20,7 @@ the clean-up is ignored (a batch system follows with SIGKILL when it will not wa
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -32,7 +33,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM received: unwinds like Ctrl-C (module docstring)."""
 
 
+_MAIN_PID = os.getpid()
+
+
 def _on_sigterm(signum, frame):
+    if os.getpid() != _MAIN_PID:  # a forked child (a process pool's worker): die as usual
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean-up finish
     raise Terminated()
 
@@ -40,6 +48,8 @@ def _on_sigterm(signum, frame):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:

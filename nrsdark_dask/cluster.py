@@ -54,6 +54,17 @@ def total_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def stop_local_workers(client) -> None:
+    """Stop a ``local[:N]`` cluster's worker processes now (an interrupted run: before its
+    staging is removed, so no piece still running writes after the clean-up).  Workers of a
+    cluster we did not start are left alone; their running pieces' leftovers are removed by
+    the store's next writer."""
+    cluster = getattr(client, "cluster", None)
+    if cluster is not None:
+        client.close()
+        cluster.close()
+
+
 @contextmanager
 def dask_client(scheduler: str = "local", quiet: bool = False, timeout: float | None = None,
                 malloc_trim: bool = True):

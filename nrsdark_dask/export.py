@@ -83,6 +83,15 @@ def _meta(model, p: Products, ref: ReferenceFile, author: str, history: list[str
             m.instrument.p_grating = "|".join(gratings) + "|"
 
 
+def file_tag(layout) -> str:
+    """``<detector>_<readpatt>_<subarray>`` of the files' names, lower case, from the store's
+    layout (values that came from headers): mapped by :func:`pages.safe_name`, so a store
+    whose metadata was edited can never name a file outside the outdir."""
+    from .pages import safe_name
+
+    return safe_name(f"{layout.detector}_{layout.readpatt}_{layout.subarray}".lower())
+
+
 def ascii_card(text) -> str:
     """``text`` as a FITS card may hold it (printable ASCII): any other character as its
     Python escape (``jw\\xe9_nrs1`` for ``jwé_nrs1``), so a non-ASCII input name or author
@@ -125,7 +134,7 @@ def write_mask(dq: np.ndarray, outdir, layout, dates, label: str, descrip: str,
     ``nrsdark_<det>_<readpatt>_<subarray>_mask_<label>.fits`` in ``outdir``, written as a
     ``.part``, validated, then given its name (never replacing a file: ``_2``, ``_3``...)."""
     outdir = check_writable(outdir)
-    tag = f"{layout.detector.lower()}_{layout.readpatt.lower()}_{layout.subarray.lower()}"
+    tag = file_tag(layout)
     part = outdir / f"nrsdark_{tag}_mask_{label}.fits.{socket.gethostname()}-{os.getpid()}.part"
     try:
         ref = reference_file("mask")
@@ -356,8 +365,7 @@ def pending_files(p: Products, outdir, *, author: str = "nrsdark_dask",
     ``notes``: extra HISTORY lines."""
     outdir = check_writable(outdir)
     lay = p.layout
-    pending = PendingFiles(outdir, f"{lay.detector.lower()}_{lay.readpatt.lower()}_"
-                                   f"{lay.subarray.lower()}", _stamp())
+    pending = PendingFiles(outdir, file_tag(lay), _stamp())
     owner = f"{socket.gethostname()}-{os.getpid()}"
     history = _history(p, versions or {}, notes)
     try:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -202,9 +203,11 @@ def _header_row(path: Path) -> tuple[dict, list[str]]:
 def header_problems(path: Path, h, kind: str) -> list[str]:
     """Where an input's primary header disagrees with its data or with the known values,
     checked before anything trusts it: DETECTOR (NRS1, NRS2), READPATT and SUBARRAY (the
-    known names, SUBSIZE1/2 their sizes), NGROUPS and NINTS against the SCI cube's axes and
-    the frame shape against the subarray (3200 raw rows for an IRS2 full frame).  Values are
-    quoted with ``repr``: a header is data, shown as text."""
+    known names, SUBSIZE1/2 their sizes; a subarray this release does not list needs a plain
+    upper-case name and its SUBSTRT/SUBSIZE keywords, which the data must then match),
+    NGROUPS and NINTS against the SCI cube's axes and the frame shape against the subarray
+    (3200 raw rows for an IRS2 full frame).  Values are quoted with ``repr``: a header is
+    data, shown as text."""
     out = []
     if str(h["DETECTOR"]).upper() not in inst.DETECTORS:
         out.append(f"unknown DETECTOR {h['DETECTOR']!r} (known: {', '.join(inst.DETECTORS)})")
@@ -213,11 +216,19 @@ def header_problems(path: Path, h, kind: str) -> list[str]:
     except ValueError:
         out.append(f"unknown READPATT {h['READPATT']!r}")
         family = None
+    name, sub = str(h["SUBARRAY"]), None
     try:
-        sub = inst.get_subarray(str(h["SUBARRAY"]))
+        sub = inst.get_subarray(name)
     except ValueError:
-        out.append(f"unknown SUBARRAY {h['SUBARRAY']!r} (known: {', '.join(inst.SUBARRAYS)})")
-        sub = None
+        try:  # one this release does not list: a plain name, and its own keywords
+            if re.fullmatch(r"[A-Z0-9]{1,16}", name):
+                sub = inst.Subarray(name, *(int(h[k]) for k in ("SUBSTRT1", "SUBSTRT2",
+                                                                  "SUBSIZE1", "SUBSIZE2")))
+        except (KeyError, TypeError, ValueError):
+            pass
+        if sub is None:
+            out.append(f"unknown SUBARRAY {h['SUBARRAY']!r} (known: {', '.join(inst.SUBARRAYS)};"
+                       " another needs a plain upper-case name and SUBSTRT1/2, SUBSIZE1/2)")
     if sub is not None:
         for key, want in (("SUBSIZE1", sub.xsize), ("SUBSIZE2", sub.ysize)):
             if key in h and h[key] != want:

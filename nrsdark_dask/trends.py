@@ -75,15 +75,23 @@ def collect(rdb: ResultsDB) -> dict:
                  "used": sum(bool(r["used"]) for r in ins) or whole.get("n_inputs"),
                  "amp_median_rate": amps.get("median_rate", {}),
                  "amp_bias_level": amps.get("bias_level", {})}
-        rep = json.loads(a["report"] or "{}")  # the DARK's READPATT is ANY: the analysis knows
-        key = (rep.get("detector") or f["detector"] or "?",
-               rep.get("readpatt") or f["readpatt"] or "?",
-               rep.get("subarray") or f["subarray"] or "?")
+        rep = _json_object(a["report"])  # the DARK's READPATT is ANY: the analysis knows
+        key = tuple(str(rep.get(k) or f[k] or "?") for k in ("detector", "readpatt",
+                                                              "subarray"))
         pages.setdefault(key, []).append(point)
     for points in pages.values():
         points.sort(key=lambda p: p["date"])
         _new_hot_per_month(points)
     return pages
+
+
+def _json_object(text) -> dict:
+    """A database's JSON column as a dict ({} when it is not one: rows are untrusted)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _aware(d):
@@ -127,7 +135,7 @@ def page_names(keys) -> dict:
         name = safe_name("_".join(str(k).lower().replace("|", "-").replace(" ", "")
                                   for k in key))
         if name == "index" or name in names.values():  # the index's own name, a clash
-            name = safe_name("\x00".join(key) + "|" + name)
+            name = safe_name("\x00".join(map(str, key)) + "|" + name)
         names[key] = name + ".html"
     return names
 

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,44 @@ def test_flag_rule_warnings_follow_the_measured_reliability():
     assert rules(12) == (set(), [])
     found, w = rules(12, deliverable=False)
     assert found == set() and len(w) == 1 and "about 75 inputs" in w[0]
+
+
+def test_hostile_header_values_are_text_in_the_report(built, tmp_path):
+    """Header values a file's author chose (markup, handlers, a script end tag, a path) reach
+    the QA report only as text: checked in the markup for fuzzed values, and in headless
+    Chromium for the known attacks (no handler runs)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from nrsdark_dask.analyze import analyze, write_report
+    from test_trends import HOSTILE, check_page_markup
+
+    base = json.loads(Path(analyze(built["dir"], report_dir=tmp_path / "qa0")["json"]).read_text())
+    text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40)
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(text, text, text, text, st.lists(text, max_size=3))
+    def run(det, patt, sub, pedigree, warns):
+        s = {**base, "detector": det, "readpatt": patt, "subarray": sub, "pedigree": pedigree,
+             "warnings": warns, "dark_file": f"/x/{det}.fits"}
+        page, _ = write_report(tmp_path / "fuzz", s, {})
+        check_page_markup(page, f"nrsdark QA: {det} {patt} {sub}")
+
+    run()
+    out = tmp_path / "hostile"
+    shutil.copytree(built["dir"], out)
+    with fits.open(next(out.glob("*dark*.fits")), mode="update") as h:
+        h[0].header.update(SUBARRAY=HOSTILE[2][:68], PEDIGREE=HOSTILE[1][:68],
+                           DESCRIP=HOSTILE[3][:68])
+    if _chromium() is None:
+        return
+    s = analyze(out, report_dir=tmp_path / "qa")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--no-first-run", "--virtual-time-budget=5000",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([_chromium(), *flags, "--dump-dom", f"file://{s['html']}"],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert "<title>nrsdark QA" in dom and "xss-ran" not in dom.split("</title>")[0]
+    assert not re.search(r"<[^>]+\son\w+=", dom, re.I)
+    found = re.search(r'id="render-check">rendered (\d+) of (\d+)<', dom)
+    assert found and int(found[1]) == int(found[2]) > 0

@@ -70,6 +70,21 @@ def test_headers_that_disagree_with_their_data_are_refused_by_select(
         assert tab[tab["name"] == src[1].name][0]["accepted"]
 
 
+def test_a_subarray_this_release_does_not_list_is_taken_from_its_keywords(sim_cal, tmp_path):
+    """A plain name with SUBSTRT/SUBSIZE that match the data is accepted (real NIRSpec has
+    subarrays the simulator does not); the same name with sizes the data do not have is not."""
+    src = _uncal(sim_cal)[:2]
+    for f in src:
+        shutil.copy(f, tmp_path)
+    _edit(tmp_path / src[0].name, SUBARRAY="SUBS200B1")
+    _edit(tmp_path / src[1].name, SUBARRAY="SUBS200B1", SUBSIZE2=32)
+    tab = select_inputs([tmp_path], telemetry=sim_cal["dir"] / "telemetry.ecsv")
+    ok, bad = (tab[tab["name"] == f.name][0] for f in src)
+    assert ok["accepted"] and ok["group"].startswith("NRS1_TRAD_SUBS200B1_")
+    assert not bad["accepted"] and "SCI frames are 64 x 2048 but SUBS200B1 frames are 32 x " \
+        "2048" in bad["reason"]
+
+
 def test_file_names_the_filesystem_allows(sim_cal, tmp_path, capsys):
     """A name that is not UTF-8 is refused by select, named with repr, and the others go on
     (before: the whole folder refused with a codec error, a 0-byte temp file left).  A
@@ -140,6 +155,25 @@ def test_sigterm_cleans_up_like_ctrl_c(cal_store, cal_manifest, sim_cal, tmp_pat
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143 and "nrsdark calibrate: terminated (SIGTERM)" in err, err
     assert _leftovers(store) == []
+
+
+def test_sigterm_stops_a_tiled_run_and_its_workers(cal_manifest, sim_cal, tmp_path):
+    """Tiled on a LocalCluster: TERM while pieces run writes nothing after the clean-up (the
+    workers are stopped first), leaves no scratch cube and no worker process."""
+    import psutil
+
+    store = tmp_path / "s.zarr"
+    p = subprocess.Popen([*NRSDARK, "calibrate", str(cal_manifest), "--store", str(store),
+                          "--refkit", str(sim_cal["dir"] / "refkit"), "--scheduler", "local:2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: any(store.glob("_staging/*.work/*"))), p.communicate()
+    children = psutil.Process(p.pid).children(recursive=True)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=180)
+    assert p.returncode == 143 and "nrsdark calibrate: terminated (SIGTERM)" in err, err
+    time.sleep(2)  # anything still running would write now
+    assert not (store / "_staging").exists() and _leftovers(store) == []
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_two_processes_creating_one_store(cal_manifest, sim_cal, tmp_path, monkeypatch):
@@ -269,3 +303,23 @@ def test_cli_restores_the_previous_sigterm_handler(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     cli.main(["trends", "--db", str(tmp_path / "none.sqlite"), "-o", str(tmp_path / "s")])
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_read_only_folder_for_the_database_is_one_line(cal_store, tmp_path, capsys):
+    """The default database's folder cannot be written (a read-only mount: root ignores file
+    modes): one line saying so, exit 2."""
+    out = tmp_path / "out"
+    assert cli.main(["build", "--store", str(cal_store["path"]), "--outdir", str(out), "--db",
+                     "none", "--scheduler", "sync"]) in (0, 1)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {r.stderr.strip() or r.returncode}")
+    try:
+        capsys.readouterr()
+        assert cli.main(["analyze", str(out), "--db", str(ro / "r.sqlite")]) == 2
+        assert "give --db a file in a writable folder" in _one_line(capsys.readouterr().err)
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)

@@ -217,3 +217,26 @@ def test_the_same_records_on_a_postgresql_server(built, postgres):
             built["root"] / "out"))), wall_s=walls[1])
         _check_recorded(rdb, built)
         assert "127.0.0.1" in rdb.safe_url
+
+
+def test_a_table_lock_held_on_the_server_is_one_line_not_a_hang(built, postgres):
+    """Another session holds an exclusive lock on ``reffiles`` (before: ``build`` waited
+    forever, silently): the record gives up after ``lock_timeout`` with one line naming the
+    database and the cause, and nothing is half-recorded."""
+    import time
+
+    import psycopg
+
+    R.ResultsDB(postgres).close()  # the tables exist
+    holder = psycopg.connect(postgres.replace("+psycopg", ""))
+    try:
+        holder.execute("LOCK TABLE reffiles IN ACCESS EXCLUSIVE MODE")
+        t0 = time.time()
+        with R.ResultsDB(postgres) as rdb, pytest.raises(R.ResultsError) as err:
+            rdb.record_build(built["res"], built["store"], [])
+        assert time.time() - t0 < R.TIMEOUT_S + 20
+        text = str(err.value)
+        assert "\n" not in text and "lock" in text and "127.0.0.1" in text, text
+    finally:
+        holder.rollback()
+        holder.close()
