@@ -6,12 +6,12 @@ Two ways to run jwst (``--pieces``), with the same recipe and bit-identical stor
 * ``tiled`` (default): each exposure's detector1 cut into Dask tasks (:mod:`nrsdark_dask.tiled`:
   row slabs, group blocks, one tile row of the store each) that each fit a per-task memory
   budget (``--task-memory``, default 1.5 GiB); a few exposures in flight keep every worker
-  busy.  TRAD FULL 88 groups: 2.8 GiB for the whole process tree on 2 workers, against
-  9.4 GiB for jwst's own run (``benchmarks/results/calibrate-tiled-trad88.json``).
+  busy.  TRAD FULL 88 groups: 3.2 GiB for the whole process tree on 2 workers, against
+  7.7 GiB for jwst's own run (``benchmarks/results/calibrate-tiled-trad88.json``).
 * ``whole``: jwst's own whole-exposure run, one task per exposure (:func:`calibrate_exposure`);
   a task needs jwst's peak for one exposure, estimated by :func:`task_memory` from the
-  measured cost (``benchmarks/results/detector1_memory.md``: TRAD FULL 88 groups 9.9 GB, IRS2
-  FULL 100 groups 17 GB, 200 groups ~33.5 GB extrapolated).
+  measured cost (``jwst_recipe.MEMORY_MODEL``, ``bench_tiled.py whole-memory``: TRAD FULL 88
+  groups 8.2 GB, IRS2 FULL 200 groups ~27 GB extrapolated).
 
 Already-calibrated inputs (jwst ``*_jump``/``*_rate`` files) are read, not calibrated, and
 stream from memory-mapped files either way.

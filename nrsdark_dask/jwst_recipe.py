@@ -18,8 +18,8 @@ Reference files, per type, come from (first match wins):
 
 For TRAD data the IRS2 ``refpix`` and ``sirskernel`` types are ``N/A``.
 
-Offline environment (measured facts: ``shared/docs/JWST_OFFLINE.md``)
----------------------------------------------------------------------
+Offline environment (measured facts: ``docs/jwst-offline.md``)
+--------------------------------------------------------------
 :func:`configure_crds` makes jwst run with no network:
 
 * ``CRDS_PATH`` -> a local cache (default ``~/.cache/nrsdark_dask/crds``) holding a minimal

@@ -45,8 +45,13 @@ def slurm(tmp_path_factory):
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     sock = root / "munge" / "munge.socket"
+    for parent in sock.parents:  # munged wants every folder above its socket executable by all
+        if str(parent) in ("/", "/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)
     conf = root / "slurm.conf"
     host = socket.gethostname().split(".")[0]
+    real_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.9)
     conf.write_text(f"""ClusterName=nrsdark
 SlurmctldHost={host}(127.0.0.1)
 SlurmUser=root
@@ -68,7 +73,7 @@ SlurmctldPidFile={root}/slurmctld.pid
 SlurmdPidFile={root}/slurmd.pid
 SlurmctldLogFile={root}/slurmctld.log
 SlurmdLogFile={root}/slurmd.log
-NodeName={host} NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs=2 RealMemory={real_mb} State=UNKNOWN
 PartitionName=normal Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
     env = dict(os.environ, SLURM_CONF=str(conf))
