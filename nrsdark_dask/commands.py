@@ -200,7 +200,8 @@ def _build(args) -> None:
 
 
 def _cull(args) -> None:
-    from .cull import cull, pictures, write_table
+    from .cull import cull, pictures
+    from .paths import write_table
 
     store = Path(args.store)
     output = Path(args.output or store.with_name(store.name.removesuffix(".zarr")

@@ -73,7 +73,7 @@ from . import instrument as inst
 from .config import Config, CullConfig
 from .instrument import DQ
 from .kernels import artifacts as art
-from .paths import atomic_write, check_name, inside, write_table
+from .paths import atomic_write, check_name, inside
 from .store import StoreLayout, open_dataset
 
 KINDS = ("mode_switch", "glow", "persistence")

@@ -101,7 +101,8 @@ def _periods(group: str, store: Path, folder: Path, cfg: Config, url: str, sched
     from . import results
     from .analyze import analyze
     from .build import build
-    from .cull import cull, write_table
+    from .cull import cull
+    from .paths import write_table
     from .periods import window_snr
     from .store import open_dataset
 

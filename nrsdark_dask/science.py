@@ -49,9 +49,9 @@ from astropy.io import fits
 
 from . import __version__
 from . import instrument as inst
-from .paths import atomic_write
 from .config import Config
 from .instrument import DQ
+from .paths import atomic_write
 
 SET_TYPES = ("superbias", "dark", "mask")  # the types a reference set brings
 

@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import socket
+import subprocess
 
 import pytest
 
@@ -324,3 +325,26 @@ def synthetic_store(path, h: dict, n_exp: int, seed: int = 0, hot=()):
                                 "jwst_version": "synthetic", "crds_context": "",
                                 "references": "{}"})
     return path
+
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """``mount(size, readonly)``: a real tmpfs of ``size`` in tmp_path (root only; skipped
+    where mounting is not allowed), unmounted after the test."""
+    mounted = []
+
+    def mount(size="1m", readonly=False):
+        mnt = tmp_path / f"mnt{len(mounted)}"
+        mnt.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
+        mounted.append(mnt)
+        if readonly:
+            subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -80,27 +80,6 @@ def test_a_failing_build_leaves_no_part_files(cal_store, tmp_path, monkeypatch):
     assert list((tmp_path / "out").iterdir()) == []
 
 
-@pytest.fixture
-def small_mount(tmp_path):
-    mounted = []
-
-    def mount(size="1m", readonly=False):
-        mnt = tmp_path / f"mnt{len(mounted)}"
-        mnt.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
-                           capture_output=True, text=True)
-        if r.returncode:
-            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
-        mounted.append(mnt)
-        if readonly:
-            subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        return mnt
-
-    yield mount
-    for mnt in mounted:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_an_unwritable_or_full_outdir_is_found_before_computing(cal_store, tmp_path, capsys,
                                                                 computes, small_mount):
     store = cal_store["path"]

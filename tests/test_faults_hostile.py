@@ -21,7 +21,7 @@ from astropy.io import fits
 
 from nrsdark_dask import cli
 from nrsdark_dask import results as R
-from nrsdark_dask.select import read_manifest, select_inputs, write_manifest
+from nrsdark_dask.select import read_manifest, select_inputs
 from nrsdark_dask.store import RampStore, open_dataset
 
 NRSDARK = [sys.executable, "-m", "nrsdark_dask.cli"]
@@ -203,38 +203,33 @@ def test_two_processes_creating_one_store(cal_manifest, sim_cal, tmp_path, monke
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_an_analysis_on_a_full_disk_keeps_the_previous_report(cal_store, tmp_path, capsys):
-    """The report is replaced whole or not at all; the error names the file."""
-
+def _built(cal_store, tmp_path) -> Path:
     out = tmp_path / "out"
     assert cli.main(["build", "--store", str(cal_store["path"]), "--outdir", str(out), "--db",
                      "none", "--scheduler", "sync"]) in (0, 1)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
-    try:
-        assert cli.main(["analyze", str(out), "--report", str(mnt)]) in (0, 1)
-        good = (mnt / "report.html").read_bytes()
-        assert good.rstrip().endswith(b"</html>")
-        filler = mnt / "filler"
-        with open(filler, "wb") as f:  # fill the disk but for a few kB
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
-        capsys.readouterr()
-        assert cli.main(["analyze", str(out), "--report", str(mnt)]) == 2
-        err = capsys.readouterr().err
-        assert "could not write" in err and str(mnt) in err and "unchanged" in err
-        assert (mnt / "report.html").read_bytes() == good
-        assert [p.name for p in mnt.iterdir() if p.name.startswith(".")] == []
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    return out
+
+
+def test_an_analysis_on_a_full_disk_keeps_the_previous_report(cal_store, tmp_path, capsys,
+                                                              small_mount):
+    """The report is replaced whole or not at all; the error names the file."""
+    out, mnt = _built(cal_store, tmp_path), small_mount(size="2m")
+    assert cli.main(["analyze", str(out), "--report", str(mnt)]) in (0, 1)
+    good = (mnt / "report.html").read_bytes()
+    assert good.rstrip().endswith(b"</html>")
+    with open(mnt / "filler", "wb") as f:  # fill the disk but for a few kB
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    capsys.readouterr()
+    assert cli.main(["analyze", str(out), "--report", str(mnt)]) == 2
+    err = capsys.readouterr().err
+    assert "could not write" in err and str(mnt) in err and "unchanged" in err
+    assert (mnt / "report.html").read_bytes() == good
+    assert [p.name for p in mnt.iterdir() if p.name.startswith(".")] == []
 
 
 # ---- results databases that fail ------------------------------------------------------------
@@ -247,13 +242,11 @@ def _one_line(err: str) -> str:
 def test_database_faults_are_one_line(cal_store, tmp_path, capsys):
     """Refused connection (password masked), a file of random bytes, a lock held past the
     time limit: one line naming the database and what to do, exit 2."""
-    out = tmp_path / "out"
-    assert cli.main(["build", "--store", str(cal_store["path"]), "--outdir", str(out), "--db",
-                     "none", "--scheduler", "sync"]) in (0, 1)
+    out = _built(cal_store, tmp_path)
     capsys.readouterr()
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(np.random.default_rng(0).bytes(8192))
-    for db, words in ((f"postgresql+psycopg://nrs:s3cret@127.0.0.1:9/db", "server running"),
+    for db, words in (("postgresql+psycopg://nrs:s3cret@127.0.0.1:9/db", "server running"),
                       (str(junk), "not an nrsdark results database")):
         assert cli.main(["analyze", str(out), "--db", db]) == 2
         line = _one_line(capsys.readouterr().err)
@@ -305,21 +298,11 @@ def test_cli_restores_the_previous_sigterm_handler(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_a_read_only_folder_for_the_database_is_one_line(cal_store, tmp_path, capsys):
+def test_a_read_only_folder_for_the_database_is_one_line(cal_store, tmp_path, capsys,
+                                                         small_mount):
     """The default database's folder cannot be written (a read-only mount: root ignores file
     modes): one line saying so, exit 2."""
-    out = tmp_path / "out"
-    assert cli.main(["build", "--store", str(cal_store["path"]), "--outdir", str(out), "--db",
-                     "none", "--scheduler", "sync"]) in (0, 1)
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {r.stderr.strip() or r.returncode}")
-    try:
-        capsys.readouterr()
-        assert cli.main(["analyze", str(out), "--db", str(ro / "r.sqlite")]) == 2
-        assert "give --db a file in a writable folder" in _one_line(capsys.readouterr().err)
-    finally:
-        subprocess.run(["umount", "-l", str(ro)], check=False)
+    out, ro = _built(cal_store, tmp_path), small_mount(readonly=True)
+    capsys.readouterr()
+    assert cli.main(["analyze", str(out), "--db", str(ro / "r.sqlite")]) == 2
+    assert "give --db a file in a writable folder" in _one_line(capsys.readouterr().err)

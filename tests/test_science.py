@@ -221,3 +221,29 @@ def test_the_command_prints_and_its_page_renders(sci, two_sets, tmp_path, capsys
     subprocess.run([_chromium(), *flags, "--window-size=1100,3400", f"--screenshot={shot}",
                     f"file://{page}"], capture_output=True, timeout=120)
     assert shot.stat().st_size > 50_000
+
+
+def test_the_page_shows_hostile_values_as_text(tmp_path):
+    """File names and header values on the check-science page are text whatever they hold
+    (the page's markup checked for fuzzed values: no handler, only its own hashed script)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from nrsdark_dask.science import write_page
+    from test_trends import check_page_markup
+
+    name = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/"),
+                   min_size=1, max_size=40).filter(lambda t: t not in (".", ".."))
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(name, name, name, name)
+    def run(science, dark, detector, subarray):
+        numbers = {"science": f"/d/{science}", "detector": detector, "subarray": subarray,
+                   "new": {"dark": f"/n/{dark}"}, "old": {"dark": f"/o/{dark}"},
+                   **{k: 0.5 for k in ("diff_median", "diff_sigma", "background_sigma",
+                                       "diff_sigma_over_background",
+                                       "diff_sigma_over_expected")}}
+        page, _ = write_page(tmp_path, numbers, {})
+        check_page_markup(page, f"nrsdark check-science: {science}")
+
+    run()

@@ -7,10 +7,9 @@ CI: a TRAD subarray (ALLSLITS) and a 5-group IRS2 full frame.  Slow: the issue's
 (TRAD 20 and 88 groups, IRS2 25 groups on NRS1 and NRS2)."""
 
 
-import numpy as np
 import pytest
 
-from nrsdark_dask import cli, commands, selfcheck
+from nrsdark_dask import cli, selfcheck
 from nrsdark_dask import instrument as inst
 from nrsdark_dask.calibrate import calibrate
 from nrsdark_dask.select import select_inputs, write_manifest
