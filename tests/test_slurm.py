@@ -118,6 +118,7 @@ def test_the_docs_slurm_recipe_calibrates_and_builds(slurm, sim_cal, cal_manifes
 
     for k, v in slurm["env"].items():
         monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)  # the jobs' slurm-<id>.out files land where sbatch runs
     scope: dict = {}
     exec(compile(_docs_block(), str(DOCS), "exec"), scope)  # the docs' own commands
     cluster = scope["cluster"]
