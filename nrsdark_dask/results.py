@@ -480,8 +480,10 @@ def write_pending(outdir, url: str, res: dict, store, inputs: list[dict], cull,
     """What :meth:`ResultsDB.record_build` needs, kept in ``outdir/record-pending.json``
     (atomically) when recording failed: :func:`record_pending` records it later."""
     from .paths import atomic_write
+    from .store import file_sha256
 
     doc = {"db": hide_password(url), "files": res["files"], "stats": res.get("stats", {}),
+           "sha256": {k: file_sha256(v) for k, v in res["files"].items()},
            "store": str(store), "inputs": [{**r, "date": r["date"].isoformat()
                                             if r.get("date") else None} for r in inputs],
            "cull": str(Path(cull).resolve()) if cull else None,
@@ -501,9 +503,13 @@ def record_pending(outdir, db) -> dict:
     url = resolve(db or doc["db"])
     if url is None or "***" in url:
         raise ResultsError(f"give --db: the build's database ({doc['db']}) needs its password")
-    missing = [p for p in doc["files"].values() if not Path(p).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{missing[0]} of the pending build no longer exists")
+    from .store import file_sha256
+
+    for reftype, f in doc["files"].items():
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"{f} of the pending build no longer exists")
+        if file_sha256(f) != doc["sha256"][reftype]:
+            raise ResultsError(f"{f} changed since its build wrote it: not recorded")
     table = None
     if doc["cull"]:
         from astropy.table import Table

@@ -279,6 +279,12 @@ def test_a_build_that_cannot_record_keeps_its_files_and_records_them_later(cal_s
     assert len(files) >= 2 and all(str(f) in std.out for f in files)
     assert "nrsdark record" in _one_line(std.err) and (out / R.PENDING).is_file()
     good = tmp_path / "good.sqlite"
+    shutil.copy(files[0], tmp_path / "kept.fits")
+    with fits.open(files[0], mode="update") as h:  # changed since the build: refused
+        h[0].header["AUTHOR"] = "someone else"
+    assert cli.main(["record", str(out), "--db", str(good)]) == 2
+    assert "changed since its build wrote it" in _one_line(capsys.readouterr().err)
+    shutil.copy(tmp_path / "kept.fits", files[0])
     assert cli.main(["record", str(out), "--db", str(good)]) == 0
     assert "DARK (id " in capsys.readouterr().out and not (out / R.PENDING).exists()
     with R.ResultsDB(R.resolve(good)) as rdb:
