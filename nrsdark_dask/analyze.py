@@ -1,9 +1,9 @@
-"""``nrsdark analyze``: the delivery decision from the reference files (SPEC §8, report §4.2).
+"""``nrsdark analyze``: the delivery decision from the reference files (report §4.2).
 
 Reads the newest SUPERBIAS, DARK and MASK of a build folder (FITS only: a set delivered by
 someone else is analyzed the same way) and gives
 
-* the statistics of SPEC §8, each computed as the build computes it (so ``analyze`` of a
+* the statistics of report §4.2, each computed as the build computes it (so ``analyze`` of a
   build's files repeats the build's printed numbers; tested): 3-sigma clipped bias level,
   mean and median DRK, SNR = 3-sigma clipped median of DRK / UNC over the active pixels with
   UNC > 0, counts of HOT (the ``hot`` row on DRK and UNC: by default significantly above

@@ -1,5 +1,5 @@
 """``nrsdark calibrate``: every accepted manifest row through jwst detector1 into the
-calibrated-ramp store, committed exposure by exposure (SPEC §4-§5).
+calibrated-ramp store, committed exposure by exposure (report §4.1.2; the store: `docs/store.md`).
 
 Two ways to run jwst (``--pieces``), with the same recipe and bit-identical stores:
 

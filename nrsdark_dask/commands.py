@@ -472,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "dense cases for snowball flagging")
     s.set_defaults(func=_simulate)
 
-    s = sub.add_parser("select", help="pre-filter inputs into a manifest (SPEC §2)",
+    s = sub.add_parser("select", help="pre-filter inputs into a manifest (report §3)",
                        description="One manifest row per input with accept/reject and a reason; "
                        "prints the yield table (report §9 Table 5).")
     s.add_argument("inputs", nargs="+", help="uncal/ramp/jump FITS files or folders")
@@ -607,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_record)
 
     s = sub.add_parser("analyze", help="QA report and delivery verdict of a build's files",
-                       description="Statistics of SPEC §8, the SNR verdict, figures, one "
+                       description="Statistics of report §4.2, the SNR verdict, figures, one "
                        "self-contained HTML report and a JSON of every number (default in "
                        "OUTDIR/qa).  Exit status: 0 deliverable, 1 not deliverable, 2 error.")
     s.add_argument("outdir", help="folder of reference files (the newest of each type) or files")

@@ -1,4 +1,4 @@
-"""Every threshold of the report in one place (SPEC.md), loadable from TOML.
+"""Every threshold of the report in one place, loadable from TOML.
 
 ``Config()`` gives the report's values; ``Config.from_toml(path)`` overrides any of them::
 
@@ -103,7 +103,7 @@ POSITIVE = {"above": 0.0}
 
 @dataclass(frozen=True)
 class SelectConfig:
-    """Pre-filter (SPEC §2, report §3)."""
+    """Pre-filter (report §3)."""
 
     SECTION: typing.ClassVar[str] = "select"
     dt_full_frame: float = _num(0.02, min=0.0)  # K, reject ASIC Tmax - Tmin above (full frame)
@@ -118,7 +118,7 @@ class SelectConfig:
 
 @dataclass(frozen=True)
 class BiasConfig:
-    """Superbias (SPEC §3, report §4.1.1)."""
+    """Superbias (report §4.1.1)."""
 
     SECTION: typing.ClassVar[str] = "bias"
     unreliable_sigma: float = _num(5.0, **POSITIVE)
@@ -128,7 +128,7 @@ class BiasConfig:
 
 @dataclass(frozen=True)
 class DarkConfig:
-    """Average dark and flags (SPEC §6-§7, report §4.1.3-4)."""
+    """Average dark and flags (report §4.1.3-4)."""
 
     SECTION: typing.ClassVar[str] = "dark"
     # the flags' settings are "<flag>_<keyword>" (products.FLAGS); the old names still read
@@ -169,7 +169,7 @@ class DarkConfig:
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    """Delivery criterion (SPEC §8, report §4.2)."""
+    """Delivery criterion (report §4.2)."""
 
     SECTION: typing.ClassVar[str] = "delivery"
     snr_trad: float = _num(2.5, **POSITIVE)

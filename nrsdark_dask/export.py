@@ -1,4 +1,4 @@
-"""CRDS-format reference files (SPEC §9): SUPERBIAS, DARK, MASK, written tile by tile.
+"""CRDS-format reference files: SUPERBIAS, DARK, MASK, written tile by tile.
 
 Headers come from stdatamodels (a model with the right ``meta`` and tiny arrays is saved once
 to learn the keywords its schema writes); the data are then streamed: each FITS file is
@@ -65,7 +65,7 @@ def _dq_def():
 
 
 def _meta(model, p: Products, ref: ReferenceFile, author: str, history: list[str]):
-    """The file's header keywords (SPEC §9), through the model's schema: :func:`_region_meta`
+    """The file's header keywords (CRDS format), through the model's schema: :func:`_region_meta`
     and, for subarray darks and biases, the disperser group (P_GRATIN, report Table 5).  A
     DARK is written one frame per plane (NFRAMES = 1, GROUPGAP = 0, NGROUPS = its planes):
     stcal's dark_sub averages its frames for any science readout (stcal#120)."""
@@ -356,7 +356,7 @@ def pending_files(p: Products, outdir, *, author: str = "nrsdark_dask",
                   versions: dict | None = None, notes=()):
     """SUPERBIAS (if the store has bias inputs), DARK and MASK pre-sized in ``outdir`` as
     ``<name>.<host>-<pid>.part`` files, each holding the products the product table places in
-    it, in table order, with their headers (SPEC §9) and DQ_DEF: yields a
+    it, in table order, with their headers (CRDS format) and DQ_DEF: yields a
     :class:`PendingFiles` whose ``targets`` the caller fills (``nrsdark_dask.build``
     computes) and then publishes.  Names are
     ``nrsdark_<det>_<readpatt>_<subarray>_<reftype>_<UTC stamp>[_k].fits``; an existing file

@@ -1,5 +1,5 @@
 """``nrsdark masks``: hot-pixel masks per month (or per N inputs), decoupled from the period
-darks, and the growth of new hot pixels (report §7.1's open problem; SPEC §10).
+darks, and the growth of new hot pixels (report §7.1's open problem).
 
 The HOT flag needs far fewer inputs than a dark of deliverable SNR: a pixel is hot when its
 mean rate exceeds ``[dark] hot_rate`` (1 DN/s), and one exposure's rate is already good to a

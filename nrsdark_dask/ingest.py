@@ -1,5 +1,5 @@
 """What the store keeps of one calibrated exposure besides jwst's arrays: the per-pixel
-summaries made at ingest and the exposure's frame statistics (SPEC §5, ``store.schema``).
+summaries made at ingest and the exposure's frame statistics (``store.schema``, ``docs/store.md``).
 
 One implementation for both ways of calibrating (``calibrate --pieces whole``: the exposure in
 memory, or memory-mapped for already-calibrated inputs; ``--pieces tiled``: one tile row at a
@@ -50,7 +50,7 @@ def group1_statistics(group1: np.ndarray, layout) -> tuple[float, float]:
 
 def bias_level(bias_groups: np.ndarray, layout) -> float:
     """Median of the superbias combination ``(1 + a) g1 - a g2`` over the science pixels (the
-    exposure's bias level; SPEC §3)."""
+    exposure's bias level; report §4.1.1)."""
     b = bias_groups
     science = np.isfinite(b[0]) & np.isfinite(b[1]) & layout.raw_science_rows()[:, None]
     a = inst.bias_weight(inst.get_read_pattern(layout.readpatt), layout.tframe)

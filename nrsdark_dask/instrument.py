@@ -24,7 +24,7 @@ Sources
 * [JWST-IRS2] ``jwst/refpix/irs2_subtract_reference.py`` (``make_irs2_mask``; 14.5889 s IRS2
   frame time; 712 pixel times per IRS2 row).
 * Frame time, SIDECAR ASIC timing with 10 us per pixel: ``tframe = (n_fast/n_out + 12) *
-  (n_slow + 1) * 10 us``, which gives the 10.737 s full frame of SPEC.md and JDox
+  (n_slow + 1) * 10 us``, which gives JDox's 10.737 s full frame
   (0.90156 s for SUB2048, 5.49132 s for ALLSLITS).
 """
 
@@ -71,7 +71,7 @@ IRS2_REFERENCE = 4
 IRS2_ROW_TIME = 712
 """IRS2: pixel times per detector row, overheads included [JWST-IRS2]."""
 IRS2_FRAME_TIME = 14.5889
-"""IRS2 full-frame frame time in s [JWST-IRS2]; SPEC.md quotes 14.589 s."""
+"""IRS2 full-frame frame time in s [JWST-IRS2]."""
 IRS2_RAW_SIZE = 3200
 """IRS2 raw DMS y size: 5 outputs x 640 samples (reference output first for NRS1)."""
 

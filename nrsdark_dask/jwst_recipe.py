@@ -1,7 +1,7 @@
 """Running jwst ``calwebb_detector1`` on NIRSpec darks: offline from local reference files, or
 with CRDS when a server is reachable.
 
-The recipe (SPEC §4, report §4.1.2)
+The recipe (report §4.1.2)
 -----------------------------------
 Steps, in order: ``group_scale, dq_init, saturation, superbias, refpix, linearity, jump (with
 snowball flagging: expand_large_events=True), ramp_fit``.  They are called one by one (not
@@ -378,13 +378,13 @@ def run_steps(model, names, args: dict, quiet: bool, after=None):
 
 def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
                   crds_path=None, with_bias: bool = False, quiet: bool = False) -> Detector1Result:
-    """Calibrate one uncal exposure with the SPEC §4 recipe; everything stays in memory.
+    """Calibrate one uncal exposure with the report's §4.1.2 recipe; everything stays in memory.
 
     ``refs``: ``{reftype: path}`` overrides (offline needs mask, saturation, superbias,
     linearity, gain, readnoise, and refpix for IRS2).  ``workdir`` holds the cleared mask
     (default: a temporary folder, removed on return).  ``with_bias``: also compute the bias
-    inputs of SPEC §3 (:func:`bias_groups`) into ``result.bias_groups``.  ``quiet``: jwst logs
-    warnings only (stpipe's own INFO handlers are not installed: ``configure_log=False``).
+    inputs of report §4.1.1 (:func:`bias_groups`) into ``result.bias_groups``.  ``quiet``: jwst
+    logs warnings only (stpipe's own INFO handlers are not installed: ``configure_log=False``).
     """
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="nrsdark_") as tmp:
@@ -403,7 +403,7 @@ def run_detector1(uncal, refs: dict[str, str] | None = None, workdir=None,
     args = step_arguments(refs, family, mask)
     bias = None
 
-    def after(name, m):  # the SPEC §3 bias inputs, right after dq_init
+    def after(name, m):  # the report's §4.1.1 bias inputs, right after dq_init
         nonlocal bias
         if name == "dq_init" and with_bias:
             bias = bias_groups(m, {**args["refpix"], "configure_log": not quiet}, family)
@@ -515,7 +515,7 @@ def provenance(env: dict, refs: dict, mask: str) -> dict:
 
 
 def bias_groups(model, refpix_args: dict, family: str) -> np.ndarray:
-    """SPEC §3 / report §4.1.1 bias inputs of one exposure: its uncalibrated groups 1 and 2,
+    """Report §4.1.1 bias inputs of one exposure: its uncalibrated groups 1 and 2,
     reference-pixel corrected by jwst ``refpix``, with the mean level that the correction took
     out of group 1 added back to both (so ``2 g1 - g2`` keeps the bias level).
 

@@ -1,4 +1,4 @@
-"""``nrsdark periods``: the report's temporal darks T0, T1, ... (report §5, SPEC §10).
+"""``nrsdark periods``: the report's temporal darks T0, T1, ... (report §5).
 
 From the dates of a store's (not culled) exposures, the shortest windows whose inputs reach
 the delivery SNR:

@@ -1,4 +1,4 @@
-"""``nrsdark plan``: how many dark files to request (report §9.3-9.4, SPEC §10).
+"""``nrsdark plan``: how many dark files to request (report §9.3-9.4).
 
 The SNR of a dark grows as the square root of its number of inputs (report Table 4), so a
 target SNR ``Y`` from files of per-file SNR ``X`` needs ``N = (Y / X)^2`` clean files per

@@ -33,7 +33,7 @@ Whole-frame statistics (clipped frame rate, UNC and bias-ERR statistics, bias le
 rate) are one task each on the gathered image: 16-32 MB for a full frame (IRS2 raw: 26 MB),
 whatever the number of inputs.  Measured peaks of whole builds: ``benchmarks/results``.
 
-Decisions (the report is silent or ambiguous; SPEC.md asks to document them):
+Decisions (where the report is silent or ambiguous, written down here):
 
 * the average ramp uses groups before the first JUMP_DET of each input, without DO_NOT_USE or
   SATURATED (jwst marks saturated groups SATURATED only); on reference pixels JUMP_DET does
@@ -783,7 +783,7 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
 
 
 def delivery(mean_rate, unc, active, layout: StoreLayout, cfg: Config) -> dict:
-    """The delivery criterion (report §4.2, SPEC §8): SNR = the 3-sigma clipped median over
+    """The delivery criterion (report §4.2): SNR = the 3-sigma clipped median over
     the active pixels of DRK / UNC; deliverable when it reaches 2.5 (TRAD and subarrays) or
     5.0 (IRS2) (``[delivery]``).  Lazy; one task on the gathered ratio image."""
     d = cfg.delivery

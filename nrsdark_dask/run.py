@@ -1,5 +1,5 @@
 """``nrsdark run CONFIG.toml``: select -> calibrate -> [cull] -> build -> analyze in one
-command (SPEC §1; issue 14 part 5).
+command (`docs/report.md`; issue 14 part 5).
 
 The run is exactly the commands a user would type, one after the other: each stage prints
 its command line (``$ nrsdark select ...``, copy-and-paste to repeat one stage), then runs

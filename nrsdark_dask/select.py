@@ -1,4 +1,4 @@
-"""The pre-filter (SPEC §2, report §3 and §9.2): one manifest row per input, never a silent drop.
+"""The pre-filter (report §3 and §9.2): one manifest row per input, never a silent drop.
 
 Rules, each giving a human-readable reason (all that apply are joined with "; "):
 

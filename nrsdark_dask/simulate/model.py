@@ -225,7 +225,7 @@ def make_truth(detector: str, subarray: inst.Subarray, family: str, seed: int) -
 def add_hot_growth(truth: DetectorTruth, per_month: float, start_mjd: float, end_mjd: float,
                    seed: int) -> int:
     """Pixels that become hot during the simulated dates (report §7.1: about 100 new hot
-    pixels a month on a full frame; SPEC §10).  ``per_month``: expected new hot pixels per
+    pixels a month on a full frame; report §7.1).  ``per_month``: expected new hot pixels per
     30.44-day month *in the simulated region*; the number is Poisson, each onset date uniform
     over ``[start_mjd, end_mjd]``, each rate from the hot population's Pareto tail capped at
     ``HOT_GROWTH_MAX_RATE`` DN/s.  They are drawn among quiet active pixels (not hot, warm, RC,

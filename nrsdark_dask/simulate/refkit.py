@@ -4,7 +4,7 @@ data set, written through stdatamodels and consistent with the simulator's truth
 Files are made on the data set's own geometry (a subarray kit for subarray data, 3200-row
 MASK and SUPERBIAS for IRS2 as jwst applies them before ``refpix``), so jwst never has to cut
 them.  Dark current is not part of the kit: the dark pipeline does not subtract a dark
-(SPEC §4), it makes one.
+(report §4.1.2), it makes one.
 
 =================  ===========================  ==========================================
 reftype            model                        content

@@ -1,4 +1,4 @@
-"""The calibrated-ramp store: a Zarr v3 group opened as an xarray Dataset (SPEC §5).
+"""The calibrated-ramp store: a Zarr v3 group opened as an xarray Dataset (``docs/store.md``).
 
 Three modules, one job each:
 

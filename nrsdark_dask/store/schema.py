@@ -1,4 +1,4 @@
-"""The store's schema: its variables, coordinates, layout and chunking (SPEC §5).
+"""The store's schema: its variables, coordinates, layout and chunking (``docs/store.md``).
 
 Schema (``xr.open_zarr(path)`` shows exactly this)::
 
@@ -23,8 +23,9 @@ Schema (``xr.open_zarr(path)`` shows exactly this)::
                                                        rule's input)
     bias_groups (exposure, bias_group, y_raw, x) float32 uncalibrated groups 1 and 2 after the
                                                        reference-pixel correction, the group-1
-                                                       mean level added back (SPEC §3); absent
-                                                       for stores of already-calibrated inputs
+                                                       mean level added back (report
+                                                       §4.1.1); absent for stores of
+                                                       already-calibrated inputs
     coords: exposure (input file name), date, grating, asic_dt, g1_mean, g1_std (clipped
             frame statistics of calibrated group 1), diff_sigma (CDS scatter), bias_level
             (median of the superbias combination of groups 1-2), detector, readpatt, subarray, ngroups,
@@ -163,7 +164,7 @@ VARIABLES = {
                     {"long_name": "number of JUMP_DET groups (ESA RTN rule, report §4.1.3)"}),
     "bias_groups": (("exposure", "bias_group", "y_raw", "x"), "float32", np.nan,
                     {"units": "DN", "long_name": "uncalibrated groups 1-2, reference-pixel "
-                     "corrected, group-1 mean level kept (bias input, SPEC §3)"}),
+                     "corrected, group-1 mean level kept (bias input, report §4.1.1)"}),
 }
 
 

@@ -1,4 +1,4 @@
-"""Tiled calibration: one exposure's jwst ``calwebb_detector1`` (the SPEC §4 recipe of
+"""Tiled calibration: one exposure's jwst ``calwebb_detector1`` (the report's §4.1.2 recipe of
 :mod:`nrsdark_dask.jwst_recipe`) cut into pieces that run as Dask tasks in bounded memory, and
 give the store bit for bit what jwst's whole-exposure run gives.
 

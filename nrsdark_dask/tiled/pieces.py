@@ -31,7 +31,7 @@ piece                  holds                runs (jwst/stcal, unchanged)
                                             can become snowballs (:mod:`.regions`)
 ``ramp_fit_rows``      one tile row,        ramp_fit (pixel-local, OLS_C) in sub-slabs; the
                        sub-slabs            ingest summaries; writes the row's store chunks
-``bias_piece``         groups 1-2           the SPEC §3 bias inputs (``jwst_recipe.bias_groups``)
+``bias_piece``         groups 1-2           the §4.1.1 bias inputs (``jwst_recipe.bias_groups``)
 =====================  ===================  ======================================================
 
 A slab is given to jwst as a subarray (SUBSTRT2/SUBSIZE2 of its rows), so jwst cuts every
@@ -504,7 +504,7 @@ def ramp_fit(exp: Exposure, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bias_piece(exp: Exposure) -> np.ndarray:
-    """The SPEC §3 bias inputs (``jwst_recipe.bias_groups``) from raw groups 1-2 after
+    """The report's §4.1.1 bias inputs (``jwst_recipe.bias_groups``) from raw groups 1-2 after
     group_scale and dq_init, as the whole-exposure recipe computes them.
     Peak (measured): TRAD FULL 0.55 GB, IRS2 0.99 GB (its refpix reference table)."""
     log = _quiet(exp)
