@@ -15,7 +15,9 @@ the exit status, here and nowhere else:
 SIGTERM unwinds exactly as Ctrl-C does (:class:`Terminated` is a ``KeyboardInterrupt``): every
 command's clean-up runs (``.part`` files, ``_staging`` work files, scratch cubes, temporary
 folders, a tiled run's worker processes), then one line and exit 143.  A second SIGTERM during
-the clean-up is ignored (a batch system follows with SIGKILL when it will not wait).
+the clean-up is ignored (a batch system follows with SIGKILL when it will not wait).  A signal
+that lands inside a finalizer (where Python would drop the exception) is raised 50 ms later,
+and one that comes too late to stop anything still ends the command with 143.
 """
 
 from __future__ import annotations
@@ -36,10 +38,30 @@ class Terminated(KeyboardInterrupt):
 _MAIN_PID = os.getpid()
 
 
+_TERMINATED = False
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether ``frame`` runs inside a finalizer (``__del__``, a weakref callback), where
+    Python prints an exception and drops it."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename.endswith("weakref.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_sigterm(signum, frame):
+    global _TERMINATED
     if os.getpid() != _MAIN_PID:  # a forked child (a process pool's worker): die as usual
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _TERMINATED = True
+    if _in_finalizer(frame):  # raised here it would be dropped: raise it a moment later
+        signal.signal(signal.SIGALRM, _on_sigterm)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
         return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean-up finish
     raise Terminated()
@@ -48,10 +70,11 @@ def _on_sigterm(signum, frame):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    global _MAIN_PID
-    _MAIN_PID = os.getpid()
+    global _MAIN_PID, _TERMINATED
+    _MAIN_PID, _TERMINATED = os.getpid(), False
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    alarm = signal.getsignal(signal.SIGALRM) if main_thread else None
     try:
         if args.command == "run":
             from .run import run
@@ -59,6 +82,8 @@ def main(argv=None) -> int:
             run(args.config)
         else:
             args.func(args)
+        if _TERMINATED:  # a SIGTERM that came too late to stop the work, which completed
+            raise Terminated()
     except Verdict:
         return 1
     except RecordFailed as exc:
@@ -78,7 +103,9 @@ def main(argv=None) -> int:
         return 130
     finally:
         if main_thread:
+            signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGALRM, alarm)
     return 0
 
 

@@ -312,3 +312,35 @@ def test_a_read_only_folder_for_the_database_is_one_line(cal_store, tmp_path, ca
     capsys.readouterr()
     assert cli.main(["analyze", str(out), "--db", str(ro / "r.sqlite")]) == 2
     assert "give --db a file in a writable folder" in _one_line(capsys.readouterr().err)
+
+
+def test_a_sigterm_inside_a_finalizer_is_not_lost(tmp_path):
+    """Python drops an exception raised in ``__del__``: a SIGTERM landing there (it happened
+    in an astropy finalizer during a build) is raised a moment later, not lost."""
+    script = tmp_path / "finalizer.py"
+    script.write_text('''
+import argparse, os, signal, sys, time
+from nrsdark_dask import cli
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler runs here, inside __del__
+
+def work(args):
+    Finalized()
+    time.sleep(20)
+    print("not stopped")
+
+def parser():
+    p = argparse.ArgumentParser()
+    p.add_subparsers(dest="command").add_parser("x").set_defaults(func=work)
+    return p
+
+cli.build_parser = parser
+sys.exit(cli.main(["x"]))
+''')
+    t0 = time.time()
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 143 and "terminated (SIGTERM)" in r.stderr, r.stderr
+    assert "not stopped" not in r.stdout and time.time() - t0 < 15
