@@ -1,5 +1,5 @@
 """``nrsdark calibrate``: every accepted manifest row through jwst detector1 into the
-calibrated-ramp store, committed exposure by exposure (report §4.1.2; the store: `docs/store.md`).
+calibrated-ramp store, committed exposure by exposure (report §4.1.2; the store: ``docs/store.md``).
 
 Two ways to run jwst (``--pieces``), with the same recipe and bit-identical stores:
 
@@ -47,7 +47,7 @@ from .cluster import (check_task_fits, dask_client, map_unordered, parse_schedul
                       stop_local_workers)
 from .config import Config, DarkConfig, ingest_settings, parse_bytes, store_ingest
 from .kernels import difference_scatter
-from .paths import human_bytes
+from .paths import atomic_write, human_bytes
 from .reduce import check_groups
 from .select import read_manifest
 from .store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, exposure_id,
@@ -439,7 +439,6 @@ def _write_record(path, record: list, started: float, scheduler: str, client, la
     """The ``record_tasks`` file: the run (when, where, how cut) and each exposure's graph and
     task runs (:func:`tiled.graph.run_exposures`)."""
     import json
-    import os
     from dataclasses import asdict
 
     workers = dict(client.nthreads()) if client is not None else None
@@ -447,7 +446,4 @@ def _write_record(path, record: list, started: float, scheduler: str, client, la
            "workers": workers, "layout": asdict(layout),
            "plan": {k: v for k, v in asdict(plan).items() if k != "peaks"},
            "versions": software_versions(), "exposures": record}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc, default=str))

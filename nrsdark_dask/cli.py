@@ -35,10 +35,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM received: unwinds like Ctrl-C (module docstring)."""
 
 
-_MAIN_PID = os.getpid()
-
-
-_TERMINATED = False
+_MAIN_PID, _TERMINATED = os.getpid(), False  # set again by main(); read by the handler
 
 
 def _in_finalizer(frame) -> bool:

@@ -288,7 +288,7 @@ class ResultsDB:
     @property
     def safe_url(self) -> str:
         """The URL without its password."""
-        return self.engine.url.render_as_string(hide_password=True)
+        return hide_password(self.url)
 
     def close(self) -> None:
         self.engine.dispose()

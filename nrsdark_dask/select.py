@@ -249,7 +249,8 @@ def header_problems(path: Path, h, kind: str) -> list[str]:
     if axes[0] != nints:
         out.append(f"NINTS={nints} but the SCI cube holds {axes[0]} integrations")
     if sub is not None and family is not None:
-        rows = 3200 if family == "IRS2" and kind == "uncal" and sub.name == "FULL" else sub.ysize
+        raw = family == "IRS2" and kind == "uncal" and sub.name == "FULL"
+        rows = inst.IRS2_RAW_SIZE if raw else sub.ysize
         if tuple(axes[2:]) != (rows, sub.xsize):
             out.append(f"SCI frames are {axes[2]} x {axes[3]} but {sub.name} "
                        f"{'raw ' if rows != sub.ysize else ''}frames are {rows} x {sub.xsize}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
@@ -75,8 +76,6 @@ def render(template: str, scripts=(), head_scripts=(), **context) -> str:
 def write_page(folder, name: str, text: str):
     """Write page ``text`` as ``folder/name`` atomically; ``name`` must already be a
     :func:`safe_name` and the result must lie inside ``folder``."""
-    from pathlib import Path
-
     path = inside(Path(folder) / name, folder)
     atomic_write(path, text)
     return path

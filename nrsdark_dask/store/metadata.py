@@ -30,9 +30,9 @@ The log (``nrsdark_log.jsonl``) is a record, not metadata: a damaged line is ski
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from ..paths import atomic_write
 from .chunksums import CHUNKS
 
 BACKUP = "nrsdark_meta_backup.json"
@@ -105,15 +105,9 @@ def damage(root, exc: BaseException):
                       "what the store keeps")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_backup(root: Path) -> None:
     """Copy the root ``zarr.json`` (just consolidated: the commit) to the backup."""
-    _write_atomic(root / BACKUP, (root / "zarr.json").read_text())
+    atomic_write(root / BACKUP, (root / "zarr.json").read_text())
 
 
 def repair(store) -> tuple[list[str], list[str]]:
@@ -134,7 +128,7 @@ def repair(store) -> tuple[list[str], list[str]]:
                             "layout, provenance and commit are lost (calibrate into a new "
                             "store)")
                 return fixed, lost
-            _write_atomic(root / "zarr.json", json.dumps(backup, indent=2))
+            atomic_write(root / "zarr.json", json.dumps(backup, indent=2))
             data = backup
             n_backup = data["consolidated_metadata"]["metadata"]["exposure"]["shape"][0]
             later = [f for f in (root / CHUNKS).glob("*.json")
@@ -148,7 +142,7 @@ def repair(store) -> tuple[list[str], list[str]]:
             _, why = _read_json(root / name / "zarr.json")
             if why:
                 (root / name).mkdir(exist_ok=True)
-                _write_atomic(root / name / "zarr.json", json.dumps(entry, indent=2))
+                atomic_write(root / name / "zarr.json", json.dumps(entry, indent=2))
                 fixed.append(f"{root / name / 'zarr.json'} rewritten from the root's "
                              "consolidated metadata")
         names = store.committed()
@@ -160,7 +154,7 @@ def repair(store) -> tuple[list[str], list[str]]:
                 continue
             listed = {"_exposure": name}
             listed.update({var: chunk_checksums(root, var, i) for var in variables})
-            _write_atomic(path, json.dumps(listed))
+            atomic_write(path, json.dumps(listed))
             fixed.append(f"{path} rebuilt from the chunk files as they are now")
             lost.append(f"{name}: damage to its chunks before this repair can no longer be "
                         "told (its checksums were recomputed)")
