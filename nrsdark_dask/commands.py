@@ -1,7 +1,7 @@
 """The ``nrsdark`` subcommands: the argument parser and one function per subcommand, which
 calls its library function and prints what it found.
 
-Subcommands: ``simulate``, ``select``, ``calibrate``, ``cull``, ``build``, ``analyze``,
+Subcommands: ``simulate``, ``fetch``, ``select``, ``calibrate``, ``cull``, ``build``, ``analyze``,
 ``periods``, ``masks``, ``plan``, ``run``, ``monitor``, ``trends``, ``check-science``,
 ``verify``, ``repair``, ``self-check``.  Each returns nothing and
 raises: a :class:`Verdict` when it ran and its answer is no (not deliverable, exposures that
@@ -118,7 +118,8 @@ def _select(args) -> None:
 
         if Time(args.start) > Time(args.end):
             raise ValueError(f"--start {args.start} is after --end {args.end}")
-    cfg = Config.from_toml(args.config).select
+    full = Config.from_toml(args.config)
+    cfg = full.select
     overrides = {k: v for k, v in (("dt_full_frame", args.dt_full), ("dt_subarray", args.dt_sub))
                  if v is not None}
     if overrides or args.accept_no_telemetry:
@@ -126,7 +127,14 @@ def _select(args) -> None:
 
         cfg = replace(cfg, **overrides,
                       accept_without_telemetry=args.accept_no_telemetry or cfg.accept_without_telemetry)
-    tab = select_inputs(args.inputs, telemetry=args.telemetry, exclude=args.exclude, cfg=cfg,
+    telemetry = args.telemetry
+    if telemetry == "edb":  # from the engineering database, beside the manifest
+        from .select import edb_telemetry
+
+        telemetry = edb_telemetry(args.inputs, Path(args.output).parent / "telemetry.ecsv",
+                                  full.telemetry, cfg.telemetry_pad_s, progress=_err)
+        print(f"{telemetry}: ASIC temperatures from the engineering database")
+    tab = select_inputs(args.inputs, telemetry=telemetry, exclude=args.exclude, cfg=cfg,
                         start=args.start, end=args.end, cull=args.cull)
     write_manifest(tab, args.output)
     n_acc = int(tab["accepted"].sum())
@@ -240,11 +248,32 @@ def _analyze(args) -> None:
         raise NotDeliverable(f"SNR {s['snr']:.2f} is under the required {s['snr_required']:g}")
 
 
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _fetch(args) -> None:
+    from .config import Config
+    from .fetch import FetchError, fetch, summary_lines
+
+    cfg = Config.from_toml(args.config)
+    out = fetch(cfg, into=args.into, db=args.db, dry_run=args.dry_run, progress=_err)
+    for path in out["fetched"]:
+        print(path)
+    for name in out.get("todo", []):
+        print(f"would fetch {name}")
+    for line in summary_lines(out):
+        print(line)
+    for line in out["failed"]:
+        print(f"  failed: {line}", file=sys.stderr)
+    if out["failed"]:
+        raise FetchError(f"{len(out['failed'])} file(s) not fetched; first: {out['failed'][0]}")
+
+
 def _monitor(args) -> None:
     from .monitor import monitor
 
-    out = monitor(args.config, scheduler=args.scheduler,
-                  progress=lambda text: print(text, file=sys.stderr, flush=True))
+    out = monitor(args.config, scheduler=args.scheduler, progress=_err)
     for group, label, dark in out["built"]:
         print(f"{group} {label}: {dark}")
     if not out["new"] and not out["built"]:
@@ -477,7 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "prints the yield table (report §9 Table 5).")
     s.add_argument("inputs", nargs="+", help="uncal/ramp/jump FITS files or folders")
     s.add_argument("--telemetry", help="ASIC temperature table (ECSV/CSV: time, asic_temp[, "
-                   "detector])")
+                   "detector]), or 'edb': fetch it from the engineering database ([telemetry] "
+                   "of --config; needs MAST_API_TOKEN) into telemetry.ecsv beside the "
+                   "manifest; see docs/telemetry.md")
     s.add_argument("--exclude", help="exclusion list (ECSV/CSV with file[, reason], or text)")
     s.add_argument("--cull", help="cull table of `nrsdark cull` (its culled exposures are "
                    "rejected, beside --exclude)")
@@ -491,6 +522,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept inputs without telemetry instead of rejecting them")
     s.add_argument("--config", help="TOML file overriding thresholds ([select] section)")
     s.set_defaults(func=_select)
+
+    s = sub.add_parser("fetch", help="download new NIRSpec dark exposures from MAST",
+                       description="The uncal files of the [fetch] section's programs "
+                       "(NRS_DARK; detectors, readout patterns, subarrays, dates) that are not "
+                       "here yet, from MAST into --into (default [fetch] into, else the first "
+                       "[monitor] inputs). Resumable; sizes and FITS checksums checked; each "
+                       "file recorded in the results database. Exclusive-access files need "
+                       "MAST_API_TOKEN. See docs/commands/fetch.md.")
+    s.add_argument("config", help="TOML file with a [fetch] section")
+    s.add_argument("--into", help="folder for the files (e.g. the one the monitor watches)")
+    s.add_argument("--db", help="results database (URL or SQLite path; default: the "
+                   "monitor's, [monitor] db or <[monitor] stores>/nrsdark_results.sqlite)")
+    s.add_argument("--dry-run", action="store_true", help="list what would be fetched")
+    s.set_defaults(func=_fetch)
 
     s = sub.add_parser("calibrate", help="jwst detector1 on accepted inputs into a Zarr store",
                        description="Each exposure's detector1 cut into Dask tasks that fit a "

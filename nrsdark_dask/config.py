@@ -293,6 +293,62 @@ class RunConfig:
     __post_init__ = _check
 
 
+def _iso_date(text: str) -> None:
+    import datetime as dt
+
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+def _http_url(text: str) -> None:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        raise ValueError(f"{text!r} is not an http(s) URL")
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """``nrsdark fetch`` and the monitor's ``source = "mast"`` (:mod:`nrsdark_dask.fetch`): the
+    NIRSpec dark exposures (EXP_TYPE NRS_DARK) of these programs at MAST, ``uncal`` products."""
+
+    SECTION: typing.ClassVar[str] = "fetch"
+    # the calibration programs of the report (§3, Tables 1-2) and their successors
+    programs: tuple[str, ...] = ("1121", "1130", "1484", "1495")
+    detectors: tuple[str, ...] = ()  # NRS1, NRS2 (empty: both)
+    readpatts: tuple[str, ...] = ()  # e.g. NRSRAPID, NRSIRS2RAPID (empty: all)
+    subarrays: tuple[str, ...] = ()  # e.g. FULL, SUBS200A1 (empty: all)
+    start: str = field(default="", metadata={"check": _iso_date})  # first date (YYYY-MM-DD)
+    end: str = field(default="", metadata={"check": _iso_date})  # last date, inclusive
+    # where the files go (the monitor: its first [monitor] inputs folder)
+    into: str = field(default="", metadata=NOT_AN_OPTION)
+    mast_url: str = field(default="https://mast.stsci.edu", metadata={"check": _http_url})
+    page_size: int = _num(500, min=1, max=5000)  # search results per request
+    timeout_s: float = _num(120.0, **POSITIVE)  # no answer (or no byte) for this long: error
+
+    __post_init__ = _check
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """ASIC temperatures from the engineering database (:mod:`nrsdark_dask.telemetry`;
+    ``select --telemetry edb``, ``[monitor] telemetry = "edb"``)."""
+
+    SECTION: typing.ClassVar[str] = "telemetry"
+    edb_url: str = field(default="https://mast.stsci.edu", metadata={"check": _http_url})
+    mnemonic_nrs1: str = "IGDP_NRSD_ALG_A1_TEMP"  # NIRSpec converted ASIC #1 temperature (K)
+    mnemonic_nrs2: str = "IGDP_NRSD_ALG_A2_TEMP"  # NIRSpec converted ASIC #2 temperature (K)
+    # jwst's EDB cache (empty: beside the telemetry table, edb_cache/)
+    cache: str = field(default="", metadata=NOT_AN_OPTION)
+    timeout_s: float = _num(120.0, **POSITIVE)
+    retries: int = _num(2, min=0, max=10)  # jwst's client retries server errors (https)
+
+    __post_init__ = _check
+
+    def mnemonics(self) -> dict:
+        return {"NRS1": self.mnemonic_nrs1, "NRS2": self.mnemonic_nrs2}
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     """``nrsdark monitor CONFIG.toml`` (:mod:`nrsdark_dask.monitor`; paths relative to the
@@ -301,7 +357,11 @@ class MonitorConfig:
     SECTION: typing.ClassVar[str] = "monitor"
     # uncal darks: folders (or files) looked at on every run; what is new is taken in
     inputs: tuple[str, ...] = field(default=(), metadata=NOT_AN_OPTION)
-    telemetry: str = field(default="", metadata=NOT_AN_OPTION)  # ASIC temperature table
+    # "mast": each run first fetches what is new at MAST ([fetch]) into inputs[0]
+    source: str = field(default="", metadata={"choices": ("", "mast")})
+    # ASIC temperature table, or "edb": from the engineering database ([telemetry]) into
+    # <outdir>/telemetry.ecsv
+    telemetry: str = field(default="", metadata=NOT_AN_OPTION)
     exclude: str = field(default="", metadata=NOT_AN_OPTION)  # exclusion list by eye
     refkit: str = field(default="", metadata=NOT_AN_OPTION)  # local references (empty: CRDS)
     stores: str = field(default="stores", metadata=NOT_AN_OPTION)  # <stores>/<group>.zarr
@@ -318,6 +378,8 @@ class MonitorConfig:
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     bias: BiasConfig = field(default_factory=BiasConfig)
     dark: DarkConfig = field(default_factory=DarkConfig)

@@ -2,6 +2,12 @@
 
 Each run, from the ``[monitor]`` section (:class:`nrsdark_dask.config.MonitorConfig`):
 
+0. with ``source = "mast"``, **fetch** from MAST what is new (``[fetch]``,
+   :mod:`nrsdark_dask.fetch`) into the first ``inputs`` folder; with ``telemetry = "edb"``,
+   the ASIC temperatures of every input from the engineering database (``[telemetry]``,
+   :mod:`nrsdark_dask.telemetry`; cached) into ``<outdir>/telemetry.ecsv``.  A file that
+   could not be fetched is reported and the run goes on with the others; it then ends with
+   an error naming it (the next run tries it again, continuing a cut download);
 1. **select** every input under ``inputs`` (the pre-filter, ``select``); each input group
    (detector / readout / subarray placement / disperser group, ``select.group_key``) goes to
    its own store, ``<stores>/<group>.zarr``: no ``--group`` by hand;
@@ -16,6 +22,10 @@ Each run, from the ``[monitor]`` section (:class:`nrsdark_dask.config.MonitorCon
    and how many more the sqrt(N) law (``periods``, ``plan``) says a window needs;
 5. **trends**: the site ``<outdir>/trends/`` is written again when something was built.
 
+**One run at a time** (cron-safe): a run holds an exclusive lock on
+``<stores>/.nrsdark-monitor.lock`` (``flock``, released by the kernel when the process ends,
+however it ends); a second run while one holds it is refused in one line.
+
 Windows are data-determined (the smallest run of consecutive inputs that reaches the SNR,
 counted from the end of the previous window), so darks arriving in date order give the same
 windows, files and records whether they come in one batch or many.  A window is recorded
@@ -28,12 +38,14 @@ store grows; and darks arriving out of date order go after the windows already b
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import shutil
 from pathlib import Path
 
 from .config import Config
-from .select import groups, select_inputs, write_manifest
+from .select import discover, groups, select_inputs, write_manifest
 
 
 class MonitorError(ValueError):
@@ -49,24 +61,78 @@ def monitor(config, scheduler: str | None = None, progress=None) -> dict:
     """One monitor run (module docstring).  ``config``: the TOML path (or a Config).  Returns
     ``{"new": n new inputs calibrated, "built": [(group, label, dark path)], "held":
     {group: (n held, n more needed)}, "db": url, "trends": index path or None}``."""
-    from . import results
-    from .calibrate import calibrate
-    from .store import RampStore, exposure_id
-
     cfg = Config.from_toml(config)
     m = cfg.monitor
     if not m.inputs or not m.outdir:
         raise MonitorError(f"{config}: [monitor] inputs and outdir are needed")
+    stores = Path(m.stores)
+    stores.mkdir(parents=True, exist_ok=True)
+    with _one_run(stores / LOCK):
+        return _monitor(cfg, config, scheduler, progress)
+
+
+LOCK = ".nrsdark-monitor.lock"
+
+
+@contextlib.contextmanager
+def _one_run(path: Path):
+    """An exclusive ``flock`` on ``path`` for the run (module docstring)."""
+    import fcntl
+
+    f = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            raise MonitorError(f"another nrsdark monitor run (pid {pid}) is using {path.parent};"
+                               " this run is refused (one run at a time)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()
+
+
+def _monitor(cfg: Config, config, scheduler, progress) -> dict:
+    from . import results
+    from .calibrate import calibrate
+    from .store import RampStore, exposure_id
+
+    m = cfg.monitor
     scheduler = scheduler or cfg.run.scheduler or "threads"
     stores, outdir = Path(m.stores), Path(m.outdir)
-    stores.mkdir(parents=True, exist_ok=True)
     outdir.mkdir(parents=True, exist_ok=True)
     url = results.resolve(m.db or stores / results.DEFAULT_NAME)
-    manifest = select_inputs(m.inputs, telemetry=m.telemetry or None,
+    failed = []
+    if m.source == "mast":
+        from .fetch import fetch, summary_lines
+
+        Path(m.inputs[0]).mkdir(parents=True, exist_ok=True)
+        got = fetch(cfg, into=m.inputs[0], db=url, progress=progress)
+        for line in summary_lines(got) + [f"not fetched: {f}" for f in got["failed"]]:
+            _say(progress, line)
+        failed = got["failed"]
+    out = {"new": 0, "built": [], "held": {}, "db": url, "trends": None}
+    try:
+        discover(m.inputs)
+    except ValueError:  # no input file yet (a missing folder is an error, FileNotFoundError)
+        _say(progress, f"no input under {', '.join(m.inputs)} yet")
+        _fetch_failures(failed)
+        return out
+    telemetry = m.telemetry or None
+    if telemetry == "edb":
+        from .select import edb_telemetry
+
+        telemetry = edb_telemetry(m.inputs, outdir / "telemetry.ecsv", cfg.telemetry,
+                                  cfg.select.telemetry_pad_s, progress=progress)
+    manifest = select_inputs(m.inputs, telemetry=telemetry,
                              exclude=m.exclude or None, cfg=cfg.select)
     manifest_path = outdir / "manifest.ecsv"
     write_manifest(manifest, manifest_path)
-    out = {"new": 0, "built": [], "held": {}, "db": None, "trends": None}
     for group in map(str, groups(manifest)):
         rows = manifest[(manifest["group"] == group) & manifest["accepted"]]
         store = stores / f"{group}.zarr"
@@ -85,12 +151,20 @@ def monitor(config, scheduler: str | None = None, progress=None) -> dict:
         built, held = _periods(group, store, outdir / group, cfg, url, scheduler, progress)
         out["built"] += built
         out["held"][group] = held
-    out["db"] = url
     if out["built"]:
         from .trends import trends
 
         out["trends"] = trends(url, outdir / "trends")["index"]
+    _fetch_failures(failed)
     return out
+
+
+def _fetch_failures(failed: list[str]) -> None:
+    """The run ends with an error when a file could not be fetched (the others were taken
+    in; the next run tries it again)."""
+    if failed:
+        raise MonitorError(f"{len(failed)} file(s) could not be fetched from MAST (the rest "
+                           f"was taken in; the next run tries again); first: {failed[0]}")
 
 
 def _periods(group: str, store: Path, folder: Path, cfg: Config, url: str, scheduler,

@@ -11,7 +11,8 @@ the previous file, and the run that made it (software versions, wall time, peak 
   (:func:`default_url`).  The library functions record only when given a URL.
 * **Versioned**: table ``nrsdark_meta`` holds ``schema_version``.  A database of an older
   version is upgraded in place, in the transaction that opens it, by the steps of
-  ``MIGRATIONS`` (1 -> 2: the monitor's tables; 2 -> 3: ``science_checks``); one newer than
+  ``MIGRATIONS`` (1 -> 2: the monitor's tables; 2 -> 3: ``science_checks``; 3 -> 4:
+  ``fetched``, what ``nrsdark fetch`` took from MAST); one newer than
   this release is refused with the two versions named.
 * **Transactional**: each record (a build, an analysis) is one transaction; a run killed
   half-way leaves no partial row.
@@ -39,7 +40,7 @@ import resource
 import socket
 from pathlib import Path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_NAME = "nrsdark_results.sqlite"
 TIMEOUT_S = 10  # connecting, and waiting for another writer's lock
 STATEMENT_TIMEOUT_S = 600  # PostgreSQL: one statement (a build's record is a few thousand rows)
@@ -212,6 +213,14 @@ def _tables():
         sa.Column("hot_residual_new", sa.Float), sa.Column("hot_residual_old", sa.Float),
         sa.Column("new_do_not_use", sa.Integer), sa.Column("new_unreliable_dark", sa.Integer),
         sa.Column("report", sa.Text))  # JSON: every number of check_science.json
+    # nrsdark fetch (schema 4): each file taken from MAST, when, from where and by which query
+    sa.Table(
+        "fetched", md, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(255), nullable=False, unique=True),
+        sa.Column("uri", sa.Text, nullable=False), sa.Column("size", sa.BigInteger),
+        sa.Column("sha256", sa.String(64)), sa.Column("path", sa.Text),
+        sa.Column("fetched", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("source", sa.Text), sa.Column("query", sa.Text))  # JSON, never a token
     return md, {t.name: t for t in md.sorted_tables}
 
 
@@ -224,8 +233,12 @@ def _add_science_checks(conn, tables: dict) -> None:
     tables["science_checks"].create(conn, checkfirst=True)
 
 
+def _add_fetched(conn, tables: dict) -> None:
+    tables["fetched"].create(conn, checkfirst=True)
+
+
 # {from_version: step(connection, tables)}, in order
-MIGRATIONS = {1: _add_monitor_tables, 2: _add_science_checks}
+MIGRATIONS = {1: _add_monitor_tables, 2: _add_science_checks, 3: _add_fetched}
 
 
 class ResultsDB:
@@ -412,6 +425,22 @@ class ResultsDB:
                 new_do_not_use=numbers["new_do_not_use"],
                 new_unreliable_dark=numbers["new_unreliable_dark"],
                 report=json.dumps(numbers, default=str))).inserted_primary_key[0]
+
+    def record_fetch(self, name: str, uri: str, size, sha256: str, path, source: str,
+                     query: dict) -> None:
+        """One file taken from MAST (``query``: the criteria, JSON; the token is never
+        among them)."""
+        with self.begin() as conn:
+            conn.execute(self.t["fetched"].insert().values(
+                name=name, uri=uri, size=size, sha256=sha256, path=str(path), fetched=now(),
+                source=source, query=json.dumps(query, sort_keys=True)))
+
+    def fetched_names(self) -> set[str]:
+        """The names of the files taken from MAST so far."""
+        import sqlalchemy as sa
+
+        with self.connect() as conn:
+            return set(conn.execute(sa.select(self.t["fetched"].c.name)).scalars())
 
     def read_table(self, name: str) -> list[dict]:
         """Every row of table ``name`` as dicts (in insertion order where it has an id)."""

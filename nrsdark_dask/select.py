@@ -151,6 +151,33 @@ def read_telemetry(path) -> Table | None:
     return tab
 
 
+def edb_telemetry(inputs, out, tcfg, pad_s: float, progress=None) -> Path:
+    """``--telemetry edb``: the ASIC temperatures around every input's exposure from the
+    engineering database (:mod:`nrsdark_dask.telemetry`; ``tcfg``: a ``TelemetryConfig``),
+    written atomically to ``out`` as the table :func:`read_telemetry` reads.  Jwst's cache
+    of the service's answers goes to ``tcfg.cache`` (empty: ``edb_cache/`` beside ``out``).
+    An input without readable DETECTOR/EXPSTART/EXPEND is skipped here; the pre-filter rejects
+    it with its reason."""
+    from . import telemetry as T
+
+    mnemonics = tcfg.mnemonics()
+    exposures = []
+    for path in discover(inputs):
+        try:
+            h = fits.getheader(path, 0)
+            det = h["DETECTOR"]
+            start, end = Time(h["EXPSTART"], format="mjd"), Time(h["EXPEND"], format="mjd")
+        except Exception:  # noqa: BLE001 - unreadable: select_inputs says why
+            continue
+        if det in mnemonics and h.get("INSTRUME") == "NIRSPEC":
+            exposures.append((det, start, end))
+    out = Path(out)
+    edb = T.Edb(tcfg.edb_url, tcfg.cache or out.parent / "edb_cache", token=T.mast_token(),
+                timeout_s=tcfg.timeout_s, retries=tcfg.retries)
+    tab = T.asic_samples(exposures, edb, mnemonics, pad_s, progress=progress)
+    return write_table(tab, out)
+
+
 def _header_row(path: Path) -> tuple[dict, list[str]]:
     """Metadata of one input from its primary header, and the reasons it is unusable."""
     row = {c: (np.nan if t is float else 0 if t is int else False if t is bool else "")

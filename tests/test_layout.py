@@ -11,7 +11,7 @@ import pytest
 
 PKG = Path(__file__).parents[1] / "nrsdark_dask"
 # the pipeline's stages, in order; the command line last
-STAGES = ["select", "calibrate", "selfcheck", "cull", "build", "analyze", "science", "trends", "plan",
+STAGES = ["fetch", "select", "calibrate", "selfcheck", "cull", "build", "analyze", "science", "trends", "plan",
           "periods", "monitor", "hotmasks", "commands", "run", "cli"]
 PART_OF = {"ingest": "calibrate", "tiled": "calibrate"}  # a stage's own helper modules
 

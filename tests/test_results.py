@@ -100,15 +100,16 @@ def test_a_newer_schema_is_refused_and_an_older_one_upgraded(tmp_path):
     with pytest.raises(R.ResultsError, match=f"schema 99, newer than this nrsdark_dask's "
                                              f"{R.SCHEMA_VERSION}"):
         R.ResultsDB(url)
-    # a schema-1 database (before the monitor's and the science check's tables) is upgraded
-    # when opened, through every step
+    # a schema-1 database (before the monitor's, the science check's and fetch's tables) is
+    # upgraded when opened, through every step
     version(1)
     with eng.begin() as conn:
-        for table in ("monitor_windows", "monitor_groups", "science_checks"):
+        for table in ("monitor_windows", "monitor_groups", "science_checks", "fetched"):
             conn.execute(sa.text(f"DROP TABLE {table}"))
     with R.ResultsDB(url) as rdb:
         assert rdb.read_table("monitor_windows") == rdb.read_table("science_checks") == []
-    assert version() == str(R.SCHEMA_VERSION) == "3"
+        assert rdb.read_table("fetched") == []
+    assert version() == str(R.SCHEMA_VERSION) == "4"
     eng.dispose()
 
 
