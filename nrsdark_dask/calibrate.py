@@ -9,7 +9,7 @@ Two ways to run jwst (``--pieces``), with the same recipe and bit-identical stor
   busy.  TRAD FULL 88 groups: 3.2 GiB for the whole process tree on 2 workers, against
   7.7 GiB for jwst's own run (``benchmarks/results/calibrate-tiled-trad88.json``).
 * ``whole``: jwst's own whole-exposure run, one task per exposure (:func:`calibrate_exposure`);
-  a task needs jwst's peak for one exposure, estimated by :func:`task_memory` from the
+  a task needs jwst's peak for one exposure, estimated by :func:`whole_task_memory` from the
   measured cost (``jwst_recipe.MEMORY_MODEL``, ``bench_tiled.py whole-memory``: TRAD FULL 88
   groups 8.2 GB, IRS2 FULL 200 groups ~27 GB extrapolated).
 
@@ -35,7 +35,6 @@ stream from memory-mapped files either way.
 from __future__ import annotations
 
 import logging
-import resource
 import shutil
 import sys
 import time
@@ -43,12 +42,13 @@ from pathlib import Path
 
 from . import ingest
 from . import jwst_recipe as recipe
-from .cluster import (check_task_fits, dask_client, map_unordered, parse_scheduler,
-                      stop_local_workers)
+from .cluster import (check_task_fits, dask_client, failure_reason, map_unordered,
+                      parse_scheduler, stop_local_workers)
 from .config import Config, DarkConfig, ingest_settings, parse_bytes, store_ingest
 from .kernels import difference_scatter
 from .paths import atomic_write, human_bytes
 from .reduce import check_groups
+from .results import peak_rss
 from .select import read_manifest
 from .store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, exposure_id,
                     file_sha256, staging_path, write_staging)
@@ -66,7 +66,7 @@ MEMORY_MARGIN = 1.05
 NEG_JUMP_SIGMA = DarkConfig().neg_jump_sigma  # the default; a store records the one it used
 
 
-def task_memory(layout: StoreLayout) -> int:
+def whole_task_memory(layout: StoreLayout) -> int:
     """Bytes of worker memory one exposure's whole-exposure calibration needs (jwst's measured
     peak, :data:`jwst_recipe.MEMORY_MODEL`, with a 5 % margin): 8.6 GB for TRAD FULL 88
     groups, 28 GB for IRS2 FULL 200 groups.
@@ -83,13 +83,13 @@ def whole_workers(scheduler: str, layout: StoreLayout) -> str:
     """``--pieces whole`` on ``local:N``: as many workers as the machine's memory holds
     exposures at once, saying so when that is fewer than N; an exposure too large for the whole
     machine is refused (use tiled).  Each local worker gets 90 % of the memory over N, and
-    dask stops a worker at 95 % of that: one exposure needs :func:`task_memory` within it."""
+    dask stops a worker at 95 % of that: one exposure needs :func:`whole_task_memory` within it."""
     from .cluster import total_memory
 
     kind, n = parse_scheduler(scheduler)
     if kind != "local":
         return scheduler
-    need, have = task_memory(layout), int(0.95 * 0.9 * total_memory())
+    need, have = whole_task_memory(layout), int(0.95 * 0.9 * total_memory())
     fit = have // need
     if fit < 1:
         raise ValueError(f"--pieces whole: one {layout.ngroups}-group {layout.subarray} "
@@ -103,8 +103,6 @@ def whole_workers(scheduler: str, layout: StoreLayout) -> str:
         return f"local:{fit}"
     return scheduler
 
-
-_layout_of = ingest.layout_of
 
 
 def software_versions() -> dict:
@@ -127,7 +125,7 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
 
     Never raises: returns ``{"status": "ok", "name", "coords", "seconds", "peak_rss_gb"}`` or
     ``{"status": "failed", "name", "reason"}``.  jwst logs only warnings unless ``verbose``.
-    Memory: jwst's peak for one exposure (:func:`task_memory`); an already-calibrated input
+    Memory: jwst's peak for one exposure (:func:`whole_task_memory`); an already-calibrated input
     needs far less: its files are memory-mapped and read group block by group block, the
     summaries are made plane by plane (benchmarks/results/calibrate_calibrated.md).
     """
@@ -164,9 +162,9 @@ def calibrate_exposure(row: dict, store_path: str, layout: StoreLayout, refs: di
         coords = ingest.exposure_coords(row, p, diff_sigma, g1_mean, g1_std, bias_level)
         return {"status": "ok", "name": name, "coords": coords, "provenance": p,
                 "seconds": round(time.time() - t0, 1),
-                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}
+                "peak_rss_gb": round(peak_rss(children=False) / 1e9, 2)}
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
-        return {"status": "failed", "name": name, "reason": f"{type(exc).__name__}: {exc}"}
+        return {"status": "failed", "name": name, "reason": failure_reason(exc)}
     finally:
         if res is not None:
             res.close()
@@ -236,15 +234,15 @@ def _store_options(store: RampStore, tile, codec, group_chunk) -> None:
                          "new store)")
 
 
-def _check_existing(store, layout, ingest: dict):
+def _check_existing(store, layout, settings: dict):
     """The layout of an existing ``store``, refusing inputs or settings it does not hold."""
     bad = store.layout().mismatches(layout)
     if bad:
         raise StoreError(f"inputs disagree with the store {store.path}: {'; '.join(bad)}")
     used = store_ingest(store.provenance())
-    if used != ingest:
+    if used != settings:
         raise StoreError(f"{store.path} was calibrated with {used}, the configuration asks "
-                         f"{ingest}: a store holds one setting (use a new store)")
+                         f"{settings}: a store holds one setting (use a new store)")
     return store.layout()
 
 
@@ -269,15 +267,15 @@ def _scratch_room(store_path, layout, plan, client, kind, n) -> int:
 def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = None,
               group: str | None = None, workdir=None, tile=None, codec: str | None = None,
               progress=None, verbose: bool = False, group_chunk: int | None = None,
-              config=None, pieces: str | None = None, task_memory_=None, plan=None,
+              config=None, pieces: str | None = None, task_memory=None, plan=None,
               record_tasks=None) -> dict:
     """Calibrate the accepted inputs of one manifest group into ``store_path``.
 
     ``pieces`` (default ``config``'s ``[run] pieces``, else ``tiled``): ``tiled`` cuts each
-    uncal exposure's detector1 into pieces that each fit ``task_memory_`` (default
+    uncal exposure's detector1 into pieces that each fit ``task_memory`` (default
     ``[run] task_memory``, else 1.5 GiB; :mod:`nrsdark_dask.tiled`), bit-identical to
     ``whole``, jwst's own whole-exposure run (one task per exposure, 20-21 bytes per raw
-    pixel-group: :func:`task_memory`; ``local:N`` shrinks to the workers whose memory holds
+    pixel-group: :func:`whole_task_memory`; ``local:N`` shrinks to the workers whose memory holds
     one exposure each, :func:`whole_workers`).  Already-calibrated inputs are streamed from their files
     either way.  ``plan``: a :class:`tiled.plan.PiecePlan` to use instead of the budget's
     (tests and benchmarks cut exposures finer than a budget would).  ``record_tasks``: a JSON
@@ -305,7 +303,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     pieces = asked or "tiled"
     if pieces not in PIECES:
         raise ValueError(f"--pieces must be one of {', '.join(PIECES)}, not {pieces!r}")
-    budget = task_memory_ or cfg.run.task_memory or DEFAULT_TASK_MEMORY
+    budget = task_memory or cfg.run.task_memory or DEFAULT_TASK_MEMORY
     parse_bytes(budget)  # a bad size is refused before any work
     manifest = read_manifest(manifest_path)
     group, rows = _rows_for(manifest, group)
@@ -325,15 +323,15 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
         lay = store.layout()
         tile, codec, group_chunk = (lay.tile_y, lay.tile_x), lay.codec, lay.group_chunk
     tile, codec = tile or (DEFAULT_TILE, DEFAULT_TILE), codec or "none"
-    layout = _layout_of(present[0], tile, codec, group_chunk)
+    layout = ingest.layout_of(present[0], tile, codec, group_chunk)
     check_groups(layout.ngroups)
     refused = [f"{r['name']}: {'; '.join(bad)}" for r in present[1:]
-               if (bad := layout.mismatches(_layout_of(r, tile, codec)))]
+               if (bad := layout.mismatches(ingest.layout_of(r, tile, codec)))]
     if refused:
         raise StoreError("inputs disagree with each other:\n  " + "\n  ".join(refused))
-    ingest = ingest_settings(cfg)
+    settings = ingest_settings(cfg)
     if store.exists():
-        layout = _check_existing(store, layout, ingest)
+        layout = _check_existing(store, layout, settings)
     refs = recipe.refkit_files(refkit) if refkit else None
     if refs and layout.has_bias:
         recipe.check_reference_kit(refs, layout)
@@ -361,7 +359,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                      malloc_trim=not tiled) as client:
         if tiled and client is not None and given is None:
             plan = plan_pieces(layout, budget, threads=sum(client.nthreads().values()))
-        check_task_fits(client, plan.budget if tiled else task_memory(layout),
+        check_task_fits(client, plan.budget if tiled else whole_task_memory(layout),
                         "one piece" if tiled else "one exposure")  # before a store exists
         flying = _scratch_room(store_path, layout, plan, client, kind, n) if tiled else None
         if not store.exists():
@@ -372,13 +370,13 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                     "steps": list(recipe.DETECTOR1_STEPS),
                     "step_parameters": recipe.STEP_PARAMETERS,
                     "refkit": str(Path(refkit).resolve()) if refkit else "CRDS",
-                    "versions": software_versions(), "ingest": ingest,
+                    "versions": software_versions(), "ingest": settings,
                 })
             except FileExistsError:  # two calibrates at once: the other one created it
                 store = RampStore(store_path)
                 if not store.exists():
                     raise
-                layout = _check_existing(store, layout, ingest)
+                layout = _check_existing(store, layout, settings)
         with store.writer():
             there = store.committed_hashes()
             todo = [r for r in rows if r.get("sha256") not in there]
@@ -391,7 +389,7 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
             started = time.time()
             try:
                 _calibrate_into(store, store_path, todo, summary, layout, refs, plan, scheduler,
-                                client, ingest, tiled, verbose, progress, flying, record,
+                                client, settings, tiled, verbose, progress, flying, record,
                                 workdir)
             except BaseException:  # Ctrl-C, SIGTERM: no worker writes after the clean-up
                 stop_local_workers(client)
@@ -404,18 +402,19 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
 
 
 def _calibrate_into(store, store_path, todo, summary, layout, refs, plan, scheduler, client,
-                    ingest, tiled, verbose, progress, flying, record, workdir) -> None:
+                    settings, tiled, verbose, progress, flying, record, workdir) -> None:
     """Calibrate ``todo`` into ``store`` (held by this process), committing each exposure as
     it lands; ``summary`` gets each outcome."""
     if tiled:
-        results = run_exposures(todo, store_path, layout, refs, plan, scheduler, client,
-                                ingest["neg_jump_sigma"], quiet=not verbose,
+        results = run_exposures(todo, store_path, layout, refs, plan, scheduler,
+                                client=client, neg_jump_sigma=settings["neg_jump_sigma"],
+                                quiet=not verbose,
                                 progress=progress is not None, flying=flying, record=record)
     else:
         work = str(workdir or Path(store_path) / STAGING / "_work")
-        args = (str(store_path), layout, refs, work, verbose, ingest["neg_jump_sigma"])
+        args = (str(store_path), layout, refs, work, verbose, settings["neg_jump_sigma"])
         results = map_unordered(calibrate_exposure, todo, args, scheduler, client,
-                                task_bytes=task_memory(layout),
+                                task_bytes=whole_task_memory(layout),
                                 key=lambda r: f"calibrate-{r['exposure']}")
     for result in results:
         if result["status"] == "ok":

@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 from .config import parse_scheduler  # the --scheduler grammar is configuration ([run])
 
@@ -248,3 +249,14 @@ def local_progress(label: str, stream=None, every_s: float = 10.0, min_s: float 
 
     with _Lines():
         yield
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for an exposure that failed: the exception and where it was raised (the
+    innermost frame, file name and line), so that a failure deep inside jwst can be found
+    from the summary alone."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"

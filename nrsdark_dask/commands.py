@@ -164,7 +164,7 @@ def _calibrate(args) -> None:
                         config=args.config,
                         group=args.group, workdir=args.workdir, tile=args.tile, codec=args.codec,
                         group_chunk=args.group_chunk, pieces=args.pieces,
-                        task_memory_=args.task_memory, record_tasks=args.record_tasks,
+                        task_memory=args.task_memory, record_tasks=args.record_tasks,
                         progress=progress, verbose=args.verbose)
     print(f"{args.store}: {len(summary['committed'])} committed, {len(summary['skipped'])} "
           f"already there, {len(summary['failed'])} failed")

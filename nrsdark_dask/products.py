@@ -10,13 +10,15 @@ the pixel (``fill_flag``), and where it lands (reference-file type and FITS exte
 :data:`FLAGS`: one row per pixel flag, executable.  A row names its rule (kernel, inputs,
 statistics, how per-input candidates combine, settings), the DQ bits it sets in the DARK and
 the MASK, whether it makes the DARK UNRELIABLE_DARK, and from how many inputs it is reliable.
-Everything iterates over it: ``reduce`` evaluates the rules and assembles the DQ planes,
-``export`` writes DQ_DEF, ``analyze`` counts the flags and warns, the CLI prints the counts,
-the documented flag table (docs/commands/build.md) is :func:`flags_markdown`.  A flag has one
-name: its (y, x) product, its statistic ``n_<name>``, its settings
-``[dark] <name>_<keyword>``.  Adding a flag rule end to end is one kernel
-(``kernels/flags.py``), one row here and one ``[dark]`` field per setting (tested with a
-throwaway rule: ``tests/test_flag_table.py``).
+Everything iterates over it: ``reduce`` evaluates the rules, makes the frame statistics they
+declare and assembles the DQ planes, ``export`` writes DQ_DEF, ``analyze`` counts the flags
+(read back from the DARK by each flag's first DQ bit, its :attr:`Flag.label`, unique: checked
+here on import) and warns, the CLI prints the counts, and the flag table of the docs is
+:func:`flags_markdown`, made when the docs are built.  A flag has one name: its (y, x)
+product, its statistic ``n_<name>``, its settings ``[dark] <name>_<keyword>``.  Adding a flag
+rule end to end is three edits: a kernel (any public function of ``kernels/flags.py`` is
+``kernels.<name>``), a row here, and one ``[dark]`` field per setting
+(``tests/test_flag_table.py`` makes those three edits to a copy of the package and runs it).
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ class Rule:
     ``neg_jumps``, ``jump_counts``, ``pixeldq``, ``rate``, ...) or images of the build, (y, x)
     (``mean_rate``, ``unc``; with ``scope="reference"``: ``ref_counts``, ``ref_err``, the
     group-averaged average ramp and its error).  ``statistics``: whole-frame statistics of
-    the build (listed in ``reduce._statistics``), per exposure (E,) or scalars.
+    the build, per exposure (E,) or scalars: ``g1_mean``, ``g1_std``, ``ngroups``,
+    ``n_exposures``, or ``<input>_mean`` / ``<input>_std`` of any input over the active
+    pixels, ``<input>_clipped_mean`` / ``_clipped_std`` (3-sigma clipped) of a (y, x) one
+    (the build makes whichever a row declares).
     ``settings``: kernel keywords, each the ``[dark] <flag>_<keyword>`` setting.  ``bits``:
     kernel keywords given the sum of the named DQ bits.  ``halo``: pixels of the neighbouring
     tiles the kernel sees.  ``scope``: ``"active"`` (science pixels, tile by tile),
@@ -239,6 +244,22 @@ FLAGS: tuple[Flag, ...] = (
 BY_NAME = {p.name: p for p in PRODUCTS}
 
 
+def check_flags(flags) -> None:
+    """One name per flag, and one DQ bit per counted flag (its label: what ``analyze`` reads
+    it back by from the DARK); a ValueError naming the clash otherwise."""
+    for what, key in (("name", lambda f: f.name), ("first DQ bit", lambda f: f.label)):
+        seen = {}
+        for f in flags:
+            if what == "name" or f.counted:
+                k = key(f)
+                if k in seen:
+                    raise ValueError(f"flags {seen[k]!r} and {f.name!r} share the {what} {k}")
+                seen[k] = f.name
+
+
+check_flags(FLAGS)
+
+
 @dataclass(frozen=True)
 class ReferenceFile:
     """What a reference-file type is, in one place: its stdatamodels model, its DESCRIP, when
@@ -293,8 +314,8 @@ def flag(name: str) -> Flag:
 
 
 def flags_markdown() -> str:
-    """The flag table of docs/commands/build.md, made from :data:`FLAGS` (a test keeps the
-    page's copy equal)."""
+    """The flag table of docs/commands/build.md, made from :data:`FLAGS` when the docs are
+    built (the ``nrsdark-flags`` directive of ``docs/_ext``)."""
     rows = ["| flag | rule (kernel: inputs; statistics) | a pixel is flagged | DARK DQ | MASK DQ "
             "| settings `[dark]` | reliable from N |", "|---|---|---|---|---|---|---|"]
     for f in FLAGS:

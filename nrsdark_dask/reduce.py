@@ -293,7 +293,7 @@ def _images(ds: xr.Dataset, layout: StoreLayout, cfg: Config, chunks2,
 
     images = rate_images(stack("rate"))
     mean_rate, unc = images["mean_rate"], images["unc"]
-    S = _statistics(ds, stack, images, active, layout)
+    S = _statistics(ds, stack, images, active, layout, cfg)
     S.update(given or {})
     flags = {}
     for f in P.FLAGS:
@@ -318,28 +318,58 @@ def _images(ds: xr.Dataset, layout: StoreLayout, cfg: Config, chunks2,
     }
 
 
-def _statistics(ds, stack, images, active, layout: StoreLayout) -> dict:
-    """The whole-frame statistics the flag rules take (lazy 0-d or (E,) arrays; ``Rule
-    .statistics`` names them):
+def _statistics(ds, stack, images, active, layout: StoreLayout, cfg: Config) -> dict:
+    """The whole-frame statistics the flag rules take (lazy 0-d or (E,) arrays), by the names
+    the rows declare (``Rule.statistics``):
 
     ============================  ========================================================
     g1_mean, g1_std (E,)          clipped group-1 mean and std of each exposure (ingest)
-    neg_jumps_mean, _std (E,)     mean and std of the negative-jump counts, active pixels
-    unc_mean, unc_std             of UNC over the active pixels where it is finite
     ngroups, n_exposures          groups and number of the inputs
+    <image>_mean, <image>_std     mean and std of any input image over the active pixels
+                                  where it is finite: (E,) for a per-exposure image of the
+                                  store (``neg_jumps_mean``), a number for an image of the
+                                  build (``unc_std``, ``mean_rate_mean``)
+    <image>_clipped_mean, _std    the same, 3-sigma clipped (5 rounds), of an image of the
+                                  build (``mean_rate_clipped_std``)
     ============================  ========================================================
 
-    and ``frame_rate`` (3-sigma clipped mean of DRK over active, non-hot pixels), made once
-    HOT is known."""
+    ``neg_jumps_*`` and ``unc_*`` are always made (the build records them); any other a row
+    declares is made when its rule is chosen.  ``frame_rate`` (3-sigma clipped mean of DRK
+    over active, non-hot pixels) is added once HOT is known."""
     S = {"g1_mean": ds.g1_mean.data, "g1_std": ds.g1_std.data, "ngroups": layout.ngroups,
          "n_exposures": ds.sizes["exposure"]}
-    neg_active = da.where(active[None], stack("neg_jumps").astype(np.float32), np.nan)
-    S["neg_jumps_mean"] = da.nanmean(neg_active, axis=(1, 2))
-    S["neg_jumps_std"] = da.nanstd(neg_active, axis=(1, 2))
-    unc = images["unc"]
-    unc_a = da.where(active & da.isfinite(unc), unc, np.nan)
-    S["unc_mean"], S["unc_std"] = da.nanmean(unc_a), da.nanstd(unc_a)
+
+    def image(name):
+        return images[name] if name in images else stack(name)
+
+    wanted = ["neg_jumps_mean", "neg_jumps_std", "unc_mean", "unc_std"]
+    wanted += [n for f in P.FLAGS for n in f.rule(cfg.dark).statistics]
+    for name in dict.fromkeys(wanted):
+        if name not in S:
+            S[name] = _image_statistic(name, image, active)
     return S
+
+
+def _image_statistic(name: str, image, active) -> da.Array:
+    """``<image>[_clipped]_mean`` / ``_std`` (:func:`_statistics`), lazily."""
+    base, _, how = name.rpartition("_")
+    clipped = base.endswith("_clipped")
+    base = base.removesuffix("_clipped")
+    if how not in ("mean", "std") or not base:
+        raise BuildError(f"a flag rule asks for the statistic {name!r}: not one of g1_mean, "
+                         "g1_std, ngroups, n_exposures or <image>[_clipped]_mean / _std")
+    x = image(base)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    keep = (active[None] if x.ndim == 3 else active) & da.isfinite(x)
+    if clipped:
+        if x.ndim != 2:
+            raise BuildError(f"a flag rule asks for {name!r}: clipped statistics are of "
+                             "(y, x) images of the build")
+        return _clipped_stats_lazy(x, keep)[0 if how == "mean" else 1]
+    x = da.where(keep, x, np.nan)
+    axis = (1, 2) if x.ndim == 3 else None
+    return da.nanmean(x, axis=axis) if how == "mean" else da.nanstd(x, axis=axis)
 
 
 def _kernel_call(rule: Rule, settings: dict, n_inputs: int, per_exposure: tuple):

@@ -469,10 +469,11 @@ def from_seconds(t) -> dt.datetime:
     return dt.datetime.fromtimestamp(float(t), dt.timezone.utc)
 
 
-def peak_rss() -> int:
-    """Peak resident memory of this process and its waited-for children, bytes (Linux)."""
+def peak_rss(children: bool = True) -> int:
+    """Peak resident memory of this process (and, with ``children``, of its waited-for
+    children), bytes (Linux: ``ru_maxrss`` is in KiB)."""
     self_ = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if children else 0
     return int(max(self_, kids) * 1024)
 
 

@@ -14,7 +14,7 @@ import xarray as xr
 
 from nrsdark_dask import cli
 from nrsdark_dask import jwst_recipe as R
-from nrsdark_dask.calibrate import calibrate, task_memory
+from nrsdark_dask.calibrate import calibrate, whole_task_memory
 from nrsdark_dask.select import read_manifest, select_inputs, write_manifest
 from nrsdark_dask.store import RampStore, StoreError, exposure_id, open_dataset
 
@@ -194,12 +194,12 @@ def test_task_memory_model():
     full88 = StoreLayout(detector="NRS1", family="TRAD", readpatt="NRSRAPID", subarray="FULL",
                          ngroups=88, ny=2048, nx=2048, ny_raw=2048, ystart=1, xstart=1,
                          tframe=10.73676, tgroup=10.73676, has_bias=True)
-    assert 8.16e9 < task_memory(full88) < 9e9  # measured peak 8.16 GB, 5 % margin
+    assert 8.16e9 < whole_task_memory(full88) < 9e9  # measured peak 8.16 GB, 5 % margin
     irs2 = StoreLayout(**{**full88.__dict__, "family": "IRS2", "readpatt": "NRSIRS2RAPID",
                           "ngroups": 200, "ny_raw": 3200})
-    assert 26e9 < task_memory(irs2) < 30e9  # 25 and 50 groups measured, extrapolated
+    assert 26e9 < whole_task_memory(irs2) < 30e9  # 25 and 50 groups measured, extrapolated
     calibrated = StoreLayout(**{**full88.__dict__, "has_bias": False})
-    assert 0.61e9 < task_memory(calibrated) < 2.5e9  # measured peak 0.61 GB, streamed
+    assert 0.61e9 < whole_task_memory(calibrated) < 2.5e9  # measured peak 0.61 GB, streamed
 
 
 def test_whole_runs_as_many_exposures_at_once_as_fit(monkeypatch, capsys):

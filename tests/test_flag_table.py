@@ -1,18 +1,18 @@
-"""The executable flag table (issue 20 item 1): a new flag rule end to end is a kernel, a row
-and a ``[dark]`` field.  A throwaway rule goes through the build (DARK DQ, DQ_DEF, the
-statistic), ``analyze`` (count, warning), the CLI's line and the documented table, and is checked
-against plain numpy on the store's own images."""
+"""The executable flag table (issues 20 and 31): a new flag rule end to end is a kernel, a row
+and a ``[dark]`` field.  A "cold pixel" rule added by exactly those three edits to a copy of
+the package goes through the build (DARK DQ, DQ_DEF, HISTORY), ``analyze`` (count, warning),
+the CLI's lines and the docs' table, checked against plain numpy on the DARK's own DRK."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask import cli
 from nrsdark_dask import instrument as inst
 from nrsdark_dask import products as P
 from nrsdark_dask.config import Config, DarkConfig
@@ -23,22 +23,21 @@ def low_pedestal(group1, mean, std, sigma=1.0):
     return group1 < (mean - sigma * std)[:, None, None]
 
 
-ROW = P.Flag("low_pedestal", "group 1 low (a throwaway rule of the test)",
-             (P.Rule("report", low_pedestal, ("group1",), ("g1_mean", "g1_std"),
-                     "more_than_half", ("sigma",)),),
-             dark_dq=("OTHER_BAD_PIXEL",), unreliable_dark=False,
-             reliable_n=(50, "a test's made-up number"))
-
-
-def test_the_documented_flag_table_is_the_table():
+def test_the_docs_flag_table_is_made_from_the_rows():
     page = (Path(__file__).parents[1] / "docs" / "commands" / "build.md").read_text()
-    assert P.flags_markdown() in page, \
-        "docs/commands/build.md's flag table differs: paste flags_markdown()"
+    assert "```{nrsdark-flags}" in page and "| flag | rule" not in page  # made, not pasted
+    table = P.flags_markdown()
+    for f in P.FLAGS:
+        for r in f.rules:
+            assert f"`{r.kernel.__name__}`" in table and f"`{f.name}" in table
 
 
-def test_every_flag_has_one_name_and_its_settings_exist():
+def test_every_flag_has_one_name_one_label_and_its_settings_exist():
     names = [f.name for f in P.FLAGS]
     assert len(set(names)) == len(names)
+    labels = [f.label for f in P.FLAGS if f.counted]
+    assert len(set(labels)) == len(labels)  # analyze reads a flag back by its label
+    assert all(b in inst.DQ for f in P.FLAGS for b in f.dark_dq + f.mask_dq)
     dark = {f.name for f in dataclasses.fields(DarkConfig)}
     for f in P.FLAGS:
         for r in f.rules:
@@ -49,42 +48,101 @@ def test_every_flag_has_one_name_and_its_settings_exist():
     assert not set(DarkConfig.RENAMED.values()) - dark
 
 
-def test_a_throwaway_rule_end_to_end(cal_store, tmp_path, monkeypatch, capsys):
-    from nrsdark_dask.analyze import analyze
-    from nrsdark_dask.build import build
-    from nrsdark_dask.store import StoreLayout, open_dataset
+def test_a_shared_label_is_refused():
+    twin = dataclasses.replace(P.flag("telegraph"), name="twin")
+    with pytest.raises(ValueError, match="flags 'telegraph' and 'twin' share the first DQ bit "
+                                         "TELEGRAPH"):
+        P.check_flags(P.FLAGS + (twin,))
+    with pytest.raises(ValueError, match="share the name rc"):
+        P.check_flags(P.FLAGS + (P.flag("rc"),))
 
-    monkeypatch.setattr(P, "FLAGS", P.FLAGS + (ROW,))
-    Dark = dataclasses.make_dataclass(
-        "DarkConfig", [("low_pedestal_sigma", float,
-                        dataclasses.field(default=1.0, metadata={"above": 0.0}))],
-        bases=(DarkConfig,), frozen=True)
-    cfg = Config(dark=Dark(low_pedestal_sigma=0.5))
+
+COLD_KERNEL = """
+
+def cold_pixels(mean_rate, mean, std, sigma=3.0):
+    \"\"\"DRK more than ``sigma`` std under its frame mean (a new contributor's rule).\"\"\"
+    return mean_rate < mean - sigma * std
+"""
+COLD_ROW = """    Flag("cold", "mean dark rate far below the frame's",
+         (Rule("report", K.cold_pixels, ("mean_rate",),
+               ("mean_rate_clipped_mean", "mean_rate_clipped_std"), settings=("sigma",),
+               description="DRK < its clipped frame mean - cold_sigma clipped std"),),
+         dark_dq=("OTHER_BAD_PIXEL",), unreliable_dark=False,
+         reliable_n=(50, "a made-up number")),
+)
+
+BY_NAME = """
+COLD_FIELD = """    cold_sigma: float = _num(2.0, **POSITIVE)  # a new contributor's setting
+    hot_rate: float"""
+
+
+def test_a_new_flag_is_a_kernel_a_row_and_a_setting(cal_store, tmp_path):
+    """The "cold pixel" rule added by the three edits a contributor makes (kernel, row,
+    ``[dark]`` field) to a copy of the package, run as commands with a real config file: it
+    is in the DARK DQ (equal to plain numpy on the DARK's own DRK), DQ_DEF, HISTORY, the
+    build's and analyze's lines, analyze's warning and the docs' table."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = Path(P.__file__).parent
+    pkg = tmp_path / "copy" / "nrsdark_dask"
+    shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    edits = [("kernels/flags.py", None, COLD_KERNEL),
+             ("products.py", ")\n\nBY_NAME = ", COLD_ROW),
+             ("config.py", "    hot_rate: float", COLD_FIELD)]
+    for rel, old, new in edits:
+        text = (pkg / rel).read_text()
+        if old is None:
+            text += new
+        else:
+            assert text.count(old) == 1, (rel, old)
+            text = text.replace(old, new)
+        (pkg / rel).write_text(text)
+    (tmp_path / "c.toml").write_text("[dark]\ncold_sigma = 3.0\n")
+    env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "nrsdark_dask.cli", *map(str, args)],
+                              env=env, capture_output=True, text=True, cwd=tmp_path)
+
     out = tmp_path / "ref"
-    res = build(cal_store["path"], out, scheduler="sync", config=cfg)
-
-    ds = open_dataset(cal_store["path"])  # the truth: plain numpy on the store's images
-    g1 = ds.group1.values.astype(np.float64)
-    thr = (ds.g1_mean.values - 0.5 * ds.g1_std.values)[:, None, None]
-    active = ~inst.reference_pixel_mask(StoreLayout(**ds.attrs["layout"]).geometry())
-    want = ((g1 < thr).sum(axis=0) > g1.shape[0] / 2) & active
-    assert 0 < want.sum() < active.sum() / 2
-    assert res["stats"]["n_low_pedestal"] == want.sum()
-
-    with fits.open(res["files"]["dark"]) as h:
+    b = run("build", "--store", cal_store["path"], "--outdir", out, "--config",
+            tmp_path / "c.toml", "--db", "none", "--scheduler", "sync")
+    assert b.returncode in (0, 1), b.stderr  # 1: not deliverable (4 short inputs)
+    dark = sorted(out.rglob("*dark*.fits"))
+    assert dark, (b.stdout, b.stderr, sorted(out.rglob("*")))
+    with fits.open(dark[0]) as h:
         dq = h["DQ"].data.astype(np.uint32)
-        np.testing.assert_array_equal((dq & inst.DQ["OTHER_BAD_PIXEL"]) != 0, want)
+        drk = h["DRK"].data.astype(np.float64)
         assert "OTHER_BAD_PIXEL" in list(h["DQ_DEF"].data["NAME"])
         history = "".join(str(c) for c in h[0].header["HISTORY"]).replace(" ", "")
-        assert "low_pedestal_sigma=0.5" in history  # the settings line wraps over cards
+        assert "cold_sigma=3.0" in history  # the settings line wraps over cards
+    from astropy.stats import sigma_clipped_stats
 
-    s = analyze(out)
-    assert s["n_low_pedestal"] == want.sum()
-    assert any("the OTHER_BAD_PIXEL flags need 50" in w for w in s["warnings"])
-    capsys.readouterr()
-    cli.main(["analyze", str(out)])
-    assert f"OTHER_BAD_PIXEL {want.sum()}" in capsys.readouterr().out
-    assert "`low_pedestal`" in P.flags_markdown() and "`low_pedestal_sigma`" in P.flags_markdown()
+    from nrsdark_dask.store import StoreLayout, open_dataset
+
+    ds = open_dataset(cal_store["path"])
+    active = ~inst.reference_pixel_mask(StoreLayout(**ds.attrs["layout"]).geometry())
+    got = (dq & inst.DQ["OTHER_BAD_PIXEL"]) != 0
+    mean, _, std = sigma_clipped_stats(drk[active & np.isfinite(drk)], sigma=3, maxiters=5,
+                                       cenfunc="mean", stdfunc="std")
+    cut = mean - 3.0 * std
+    want = active & (drk < cut)
+    assert 10 < want.sum() < active.sum() / 10
+    edge = np.abs(drk - cut) < 1e-4 * std  # the last float32 digits of the sums aside
+    np.testing.assert_array_equal(got[~edge], want[~edge])
+    n = int(got.sum())
+    assert f"OTHER_BAD_PIXEL {n}" in b.stdout
+    a = run("analyze", out, "--config", tmp_path / "c.toml", "--db", "none")
+    assert f"OTHER_BAD_PIXEL {n}" in a.stdout, a.stdout + a.stderr
+    assert "the OTHER_BAD_PIXEL flags need 50" in (out / "qa" / "report.json").read_text()
+    docs = subprocess.run([sys.executable, "-c", "from nrsdark_dask.products import "
+                           "flags_markdown; print(flags_markdown())"], env=env,
+                          capture_output=True, text=True, cwd=tmp_path).stdout
+    assert "| `cold` | `cold_pixels`: mean_rate; mean_rate_clipped_mean, mean_rate_clipped_std" \
+        in docs
+    assert "`cold_sigma`" in docs
 
 
 def test_a_rule_is_chosen_by_its_setting():

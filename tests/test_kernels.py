@@ -270,10 +270,12 @@ def test_dark_dq_from_the_flag_table():
         planes[n][0, i] = True
     dq = R._dark_dq({n: da.from_array(p) for n, p in planes.items()}, []).compute()
     U = DQ["UNRELIABLE_DARK"]
-    want = {"rc": DQ["RC"] | DNU | U, "telegraph": DQ["TELEGRAPH"],
-            "bad_reference": DQ["BAD_REF_PIXEL"] | DNU | U, "hot": U,  # HOT: the MASK's
-            "flagged_everywhere": U, "high_unc": U}
+    want = {f.name: sum(DQ[b] for b in f.dark_dq) | (U if f.unreliable_dark else 0)
+            for f in FLAGS}  # every row, a new one included
     assert {n: int(dq[0, i]) for i, n in enumerate(names)} == want
+    report = {"rc": DQ["RC"] | DNU | U, "telegraph": DQ["TELEGRAPH"],  # the report's, by hand
+              "bad_reference": DQ["BAD_REF_PIXEL"] | DNU | U, "hot": U}  # HOT: the MASK's
+    assert {n: want[n] for n in report} == report
     assert K.dq_from_flags([planes["rc"], planes["rc"]], [1, 4])[0, names.index("rc")] == 5
 
 

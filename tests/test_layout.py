@@ -88,3 +88,12 @@ def test_the_package_imports_form_no_cycle():
 
     for n in sorted(graph):
         visit(n)
+
+
+def test_the_layout_page_lists_the_stages_in_their_order():
+    import re
+
+    page = (PKG.parent / "docs" / "layout.md").read_text()
+    m = re.search(r"\(((?:`\w+`\s*<\s*)+`\w+`)\)", page)
+    assert m, "docs/layout.md lost its stage order"
+    assert re.findall(r"`(\w+)`", m.group(1)) == STAGES

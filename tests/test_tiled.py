@@ -150,7 +150,7 @@ def test_budget_plan_equals_whole_store_on_a_cluster(edge_set, tmp_path):
     """Pieces sized from a budget, on a LocalCluster of two processes; the tasks recorded."""
     tiled = tmp_path / "tiled.zarr"
     calibrate(edge_set["manifest"], tiled, refkit=edge_set["dir"] / "refkit",
-              scheduler="local:2", task_memory_="1GiB", tile=selfcheck.TILE,
+              scheduler="local:2", task_memory="1GiB", tile=selfcheck.TILE,
               record_tasks=tmp_path / "tasks.json")
     assert_same_store(tiled, edge_set["whole"])
     doc = _check_record(tmp_path / "tasks.json", 2, 2)
@@ -204,7 +204,7 @@ def test_pieces_whole_and_settings_refused(edge_set, tmp_path, monkeypatch):
                   scheduler="sync", pieces="slabs")
     with pytest.raises(ValueError, match="too small .* smallest pieces need"):
         calibrate(edge_set["manifest"], tmp_path / "x.zarr", refkit=edge_set["dir"] / "refkit",
-                  scheduler="sync", task_memory_="200MB")
+                  scheduler="sync", task_memory="200MB")
     assert not (tmp_path / "x.zarr").exists()
 
 

@@ -1,12 +1,15 @@
-"""``nrsdark-help`` directive: a command's ``--help`` text, generated from the parser itself
-(:func:`nrsdark_dask.commands.build_parser`), so each command page shows the options the
-installed code has."""
+"""Docs made from the code when the docs are built: ``nrsdark-help``, a command's ``--help``
+text from the parser itself (:func:`nrsdark_dask.commands.build_parser`), and
+``nrsdark-flags``, the flag table from the flag rows
+(:func:`nrsdark_dask.products.flags_markdown`), so the pages show what the installed code
+does."""
 
 from __future__ import annotations
 
 import os
 
 from docutils import nodes
+from docutils.statemachine import StringList
 from sphinx.util.docutils import SphinxDirective
 
 
@@ -28,6 +31,19 @@ class NrsdarkHelp(SphinxDirective):
         return [block]
 
 
+class NrsdarkFlags(SphinxDirective):
+    """The flag table, parsed as the page's own Markdown (MyST)."""
+
+    def run(self):
+        from nrsdark_dask.products import flags_markdown
+
+        node = nodes.container()
+        self.state.nested_parse(StringList(flags_markdown().splitlines(), source="flags"),
+                                self.content_offset, node)
+        return node.children
+
+
 def setup(app):
     app.add_directive("nrsdark-help", NrsdarkHelp)
+    app.add_directive("nrsdark-flags", NrsdarkFlags)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

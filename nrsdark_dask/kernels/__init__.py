@@ -7,24 +7,21 @@ Each names the report section it implements.  DQ bit values are arguments (stcal
 importing the kernels does not load stdatamodels.
 """
 
-from .clip import clipped_mean_std, clipped_ramp, median_robust_sigma
-from .flags import (bad_reference_pixels, bad_reference_pixels_normalized, flagged,
-                    high_uncertainty, hot_pixels, hot_pixels_significant, neighbours,
-                    rc_candidates, significance_factor,
-                    telegraph_candidates_esa, telegraph_candidates_st)
-from .frame import mean_clipped_mean_std, median_clipped_mean_std, median_clipped_median
-from .products import (bias_combination, bias_from_groups, dq_from_flags, resample_ramp,
-                       synthesize_dark_cube, unreliable_bias)
-from .ramps import (difference_scatter, first_jump_index, good_groups, jump_counts,
-                    negative_jump_counts, rc_next_flags)
+import inspect
 
-__all__ = [
-    "bad_reference_pixels", "bad_reference_pixels_normalized", "bias_combination",
-    "bias_from_groups", "clipped_mean_std", "clipped_ramp", "difference_scatter", "dq_from_flags",
-    "first_jump_index", "flagged", "good_groups", "high_uncertainty", "hot_pixels",
-    "hot_pixels_significant", "jump_counts", "mean_clipped_mean_std", "median_clipped_mean_std",
-    "median_clipped_median", "median_robust_sigma", "negative_jump_counts", "neighbours",
-    "rc_candidates", "rc_next_flags", "resample_ramp", "significance_factor",
-    "synthesize_dark_cube", "telegraph_candidates_esa", "telegraph_candidates_st",
-    "unreliable_bias",
-]
+from . import clip, flags, frame, products, ramps
+
+MODULES = (clip, flags, frame, products, ramps)
+
+
+def _public(module) -> list[str]:
+    """The kernels a module defines: its public functions (numba's included)."""
+    return sorted(n for n, v in vars(module).items()
+                  if not n.startswith("_") and callable(v) and not inspect.isclass(v)
+                  and getattr(v, "__module__", None) == module.__name__)
+
+
+# every kernel of these modules is ``kernels.<name>``: a new kernel needs no edit here
+for _m in MODULES:
+    globals().update({_n: getattr(_m, _n) for _n in _public(_m)})
+__all__ = sorted(n for m in MODULES for n in _public(m))

@@ -21,19 +21,33 @@ def good_groups(groupdq: np.ndarray, jump_bit: int, unusable_bits: int) -> np.nd
     return ~after_jump & ((groupdq & unusable_bits) == 0)
 
 
-def difference_scatter(ramp: np.ndarray, step: int = 7) -> float:
-    """Robust sigma (1.4826 x MAD) of the group-to-group differences of one exposure, over
-    every ``step``-th pixel: the exposure's CDS noise, for :func:`negative_jump_counts`.
+CDS_STEP = 7  # the CDS noise sample: every 7th row and column of the frame (1/49 of a ramp)
 
-    The sample is gathered one group plane at a time (``ramp[..., g, ::step, ::step]``), so a
-    lazy array-like (``jwst_recipe.MappedArray``) never has the whole cube read at once; the
-    sample itself is 1 / step**2 of the ramp."""
-    ngroups = ramp.shape[-3]
-    if ngroups < 2:
+
+def cds_sample(ramp: np.ndarray, step: int = CDS_STEP, row0: int = 0) -> np.ndarray:
+    """The pixels of the CDS noise sample in ``ramp`` (..., group, y, x): every ``step``-th
+    column, and every ``step``-th row of the frame (``row0``: the frame row of ``ramp``'s
+    first row, so that slabs of a frame sample the rows the whole frame would).  Gathered one
+    group plane at a time (``ramp[..., g, rows, ::step]``), so a lazy array-like
+    (``jwst_recipe.MappedArray``) never has the whole cube read at once."""
+    first = (-row0) % step
+    return np.stack([np.asarray(ramp[..., g, first::step, ::step])
+                     for g in range(ramp.shape[-3])], axis=-3)
+
+
+def sample_scatter(sample: np.ndarray) -> float:
+    """Robust sigma (1.4826 x MAD) of the group-to-group differences of a CDS sample
+    (:func:`cds_sample`; the samples of an exposure's slabs joined along y); ``nan`` with
+    fewer than two groups."""
+    if sample.shape[-3] < 2:
         return float("nan")
-    sample = np.stack([np.asarray(ramp[..., g, ::step, ::step]) for g in range(ngroups)],
-                      axis=-3)
     return float(median_robust_sigma(np.diff(sample, axis=-3))[1])
+
+
+def difference_scatter(ramp: np.ndarray, step: int = CDS_STEP) -> float:
+    """The exposure's CDS noise, for :func:`negative_jump_counts`: :func:`sample_scatter` of
+    :func:`cds_sample` (1 / step**2 of the ramp)."""
+    return sample_scatter(cds_sample(ramp, step))
 
 
 def negative_jump_counts(ramp: np.ndarray, groupdq: np.ndarray, min_drop: float = 0.0, *,

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from ..cluster import MEMORY, parse_scheduler, worker_memory
+from ..cluster import MEMORY, failure_reason, parse_scheduler, worker_memory
 from ..store import disk_full
 from . import pieces, stage, versions
 
@@ -113,7 +113,7 @@ def exposure_graph(row: dict, store_path: str, layout, refs: dict | None, plan,
 def _failed(row, exc, store_path) -> dict:
     if isinstance(exc, OSError):
         exc = disk_full(exc, store_path, row["exposure"]) or exc
-    return {"status": "failed", "name": row["exposure"], "reason": f"{type(exc).__name__}: {exc}"}
+    return {"status": "failed", "name": row["exposure"], "reason": failure_reason(exc)}
 
 
 def key_name(key) -> str:
@@ -126,8 +126,8 @@ def task_kind(key) -> str:
     return (key if isinstance(key, str) else key[0]).rsplit("-", 1)[0]
 
 
-def run_exposures(rows: list[dict], store_path, layout, refs, plan, scheduler: str, client=None,
-                  neg_jump_sigma: float = 3.0, quiet: bool = True, progress: bool = False,
+def run_exposures(rows: list[dict], store_path, layout, refs, plan, scheduler: str, *,
+                  neg_jump_sigma: float, client=None, quiet: bool = True, progress: bool = False,
                   flying: int = 1, record: list | None = None):
     """Calibrate ``rows`` piecewise, ``flying`` exposures at a time (:func:`exposures_in_flight`);
     yield each exposure's result as it is staged whole (or failed: one exposure's failure, any

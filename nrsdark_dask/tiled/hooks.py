@@ -1,11 +1,12 @@
 """Whole-exposure quantities handed to jwst's and stcal's own code when it runs on a piece.
 
-Three places in detector1 look at the whole ramp or the whole frame (``docs/commands/calibrate.md``
-lists the pieces around them), and a fourth is where most of its avoidable work is.  A piece
-computes them first, over the whole exposure, and hands them in here; jwst's and stcal's code
-then does all the work, unchanged and uncopied.  Each hook is a thin wrapper, installed once, that does nothing unless the calling thread asked
-for it (a thread-local setting), so pieces of different exposures can run side by side in one
-worker, and jwst called anywhere else in the process behaves as stock.
+Three places in detector1 look at the whole ramp or the whole frame
+(``docs/commands/calibrate.md`` lists the pieces around them), and a fourth is where most of
+its avoidable work is.  A piece computes them first, over the whole exposure, and hands them in
+here; jwst's and stcal's code then does all the work, unchanged and uncopied.  Each hook is a
+thin wrapper, installed once, that does nothing unless the calling thread asked for it (a
+thread-local setting), so pieces of different exposures can run side by side in one worker, and
+jwst called anywhere else in the process behaves as stock.
 
 1. **IRS2 ``b_offset``** (``jwst.refpix.irs2_subtract_reference.subtract_reference``): the
    per-pixel mean over all groups, subtracted before the Fourier correction and added back

@@ -29,8 +29,10 @@ piece                  holds                runs (jwst/stcal, unchanged)
 ``snowballs``          all GROUPDQ (uint8)  stcal ``flag_large_events``: connected regions over
                                             the whole frame; stcal measures only those that
                                             can become snowballs (:mod:`.regions`)
-``ramp_fit_rows``      one tile row,        ramp_fit (pixel-local, OLS_C) in sub-slabs; the
-                       sub-slabs            ingest summaries; writes the row's store chunks
+``store_rows``         one tile row,        ramp_fit (pixel-local, OLS_C) in sub-slabs; the
+(:mod:`.stage`)        sub-slabs            ingest summaries; writes the row's store chunks
+``store_ramp``         one tile row, one    the calibrated ramp's chunks of the row, as soon as
+(:mod:`.stage`)        group chunk          its jump slabs are done
 ``bias_piece``         groups 1-2           the §4.1.1 bias inputs (``jwst_recipe.bias_groups``)
 =====================  ===================  ======================================================
 
@@ -56,6 +58,7 @@ import numpy as np
 
 from .. import instrument as inst
 from .. import jwst_recipe as recipe
+from ..kernels.ramps import cds_sample
 from . import hooks, versions
 from .scratch import Cube
 
@@ -412,8 +415,8 @@ def jump_slab(exp: Exposure, y0: int, y1: int, all_dnu) -> np.ndarray:
     (stcal ``detect_jumps_data`` with ``JumpStep``'s own settings, snowballs off) with the whole
     frame's all-DO_NOT_USE groups (``all_dnu``) and gain median.  Writes the kept rows of the
     calibrated ramp and its DQ to the ``ramp``, ``jump_gdq`` and ``jump_pdq`` cubes; returns
-    the rows' sample for the CDS scatter (every 7th row and column, as
-    ``kernels.difference_scatter`` takes it).
+    the rows' CDS sample (``kernels.cds_sample``: the pixels ``kernels.difference_scatter``
+    takes of a whole frame).
     Peak (measured): 0.21 GB + 21-24 bytes per pixel-group of the slab and halo (float64
     first differences; TRAD FULL 88 groups, 256 rows: 1.2 GB)."""
     from jwst.jump import JumpStep
@@ -434,8 +437,7 @@ def jump_slab(exp: Exposure, y0: int, y1: int, all_dnu) -> np.ndarray:
     exp.cube("ramp").write(model.data[0, :, keep], row0=y0)
     exp.cube("jump_gdq").write(gdq[0, :, keep], row0=y0)
     exp.cube("jump_pdq").write(pdq[None, keep], row0=y0)
-    first = (-y0) % 7
-    sample = model.data[0, :, keep][:, first::7, ::7].copy()
+    sample = cds_sample(model.data[0, :, keep], row0=y0)
     model.close()
     return sample
 

@@ -85,9 +85,6 @@ class Cube:
         finally:
             os.close(fd)
 
-    def remove(self) -> None:
-        Path(self.path).unlink(missing_ok=True)
-
     def rows(self, y0: int, y1: int) -> CubeRows:
         """Rows [y0, y1) of every plane as a lazy (planes, rows, columns) array-like."""
         return CubeRows(self, y0, y1)

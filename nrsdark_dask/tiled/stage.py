@@ -7,7 +7,6 @@ driver's commit, exactly as ``calibrate --pieces whole`` stages it).
 
 from __future__ import annotations
 
-import resource
 import time
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import numpy as np
 
 from .. import ingest
 from .. import jwst_recipe as recipe
-from ..kernels.clip import median_robust_sigma
+from ..results import peak_rss
+from ..kernels.ramps import sample_scatter
 from ..store import StoreLayout, create_staging, seal_staging, staged_checksums, staging_path
 from . import pieces, versions
 from .pieces import Exposure
@@ -106,11 +106,8 @@ def prepare(row: dict, store_path: str, layout: StoreLayout, refs: dict | None,
 
 def cds_scatter(samples: list[np.ndarray]) -> float:
     """The exposure's CDS scatter (``kernels.difference_scatter``) from the jump slabs'
-    samples: the same pixels (every 7th row and column), so the same median."""
-    sample = np.concatenate(samples, axis=1)
-    if sample.shape[0] < 2:
-        return float("nan")
-    return float(median_robust_sigma(np.diff(sample, axis=0))[1])
+    samples: the same pixels (``kernels.cds_sample``), so the same median."""
+    return sample_scatter(np.concatenate(samples, axis=1))
 
 
 def _write_groups(exp: Exposure, layout: StoreLayout, var: str, cube, y0: int, y1: int):
@@ -195,5 +192,5 @@ def finish(exp: Exposure, layout: StoreLayout, bias: np.ndarray | None, rows: li
 
 def _peak_rss_gb() -> float:
     """This worker process's peak RSS so far (GB): an upper bound of its pieces' peaks."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    return round(peak_rss(children=False) / 1e9, 2)
 
