@@ -6,7 +6,7 @@ Runs SIM's first exposure's tiled graph (threads) up to snowball flagging in a s
 keeping the scratch cubes; then runs one piece of each kind alone in a fresh process
 (``--one KIND A B``), at two sizes, and reads that process's peak RSS (``VmHWM``, imports
 and reference files included).  A line fitted through the two points gives the kind's fixed
-part and bytes per pixel-group held: the constants of ``nrsdark_dask.tiled.plan.COSTS``.
+part and bytes per pixel-group held: the constants of ``nrsdark_dask.calibration.budget.COSTS``.
 Prints one JSON line: ``{kind: {"fixed": bytes, "slope": bytes, "points": [...]}}``.
 """
 
@@ -25,13 +25,13 @@ from pathlib import Path
 def keep(sim: Path, work: Path) -> Path:
     import dask
 
-    from nrsdark_dask import ingest
-    from nrsdark_dask import jwst_recipe as R
-    from nrsdark_dask.calibrate import _identify, _rows_for
-    from nrsdark_dask.select import read_manifest
+    from nrsdark_dask.calibration import ingest
+    from nrsdark_dask.calibration import recipe as R
+    from nrsdark_dask.stages.calibrate import _identify, _rows_for
+    from nrsdark_dask.stages.select import read_manifest
     from nrsdark_dask.store import RampStore
-    from nrsdark_dask.tiled.graph import exposure_graph
-    from nrsdark_dask.tiled.plan import plan_pieces
+    from nrsdark_dask.calibration.graph import exposure_graph
+    from nrsdark_dask.calibration.budget import plan_pieces
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -66,7 +66,7 @@ def keep(sim: Path, work: Path) -> Path:
 def one(pkl: str, kind: str, a: int, b: int) -> None:
     import numpy as np
 
-    from nrsdark_dask.tiled import pieces as P
+    from nrsdark_dask.calibration import pieces as P
 
     d = pickle.loads(Path(pkl).read_bytes())
     exp = d["exp"]

@@ -4,7 +4,7 @@
     python benchmarks/_timed.py TIMING.json --script PATH -- ARGS...
 
 ``--entry``: ``FUNC(ARGS)`` is called exactly as the console script does (``nrsdark`` is
-``nrsdark_dask.cli:main``); ``--preload`` modules are imported first.  ``--script``: the
+``nrsdark_dask.cli.main:main``); ``--preload`` modules are imported first.  ``--script``: the
 script is imported as a module first (its top-level imports; ``__main__`` code not run), then
 run as ``__main__`` with ``sys.argv = [PATH, *ARGS]``.
 

@@ -3,7 +3,8 @@
 This is the speed and memory reference that the chunked Dask build (``nrsdark build``) is
 compared against.  It loads the whole store into memory (``ds.ramp.values`` etc.), uses only
 numpy, scipy.ndimage and astropy, and does NOT import the package's science code
-(``nrsdark_dask.reduce``, ``.kernels``, ``.build``): it is an independent re-implementation
+(``nrsdark_dask.reduction.graph``, ``.kernels``, ``.build``): it is an independent
+re-implementation
 of the same rules (JWST-STScI-009226 §4.1.1, §4.1.3-§4.1.4 with the decisions of the docs'
 "nrsdark build" section and the defaults of ``nrsdark_dask.config``), so agreement between the
 two is also a cross-check of the science.

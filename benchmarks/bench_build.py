@@ -15,7 +15,8 @@ b) **build vs the in-memory baseline** (``results/build-<N>MB.json``).  The data
    ``benchmarks/baseline_inmemory.py STORE``.  Per run: wall time of the process, peak RSS of
    its whole process tree (psutil, polled every 0.05 s, summed), CPU time, and MB/s = ramp bytes
    (E x G x ny x nx x 4) / wall.  Each process runs under ``benchmarks/_timed.py``, which calls
-   the same entry point (``nrsdark_dask.cli:main`` / the script's ``__main__``) and reports its
+   the same entry point (``nrsdark_dask.cli.main:main`` / the script's ``__main__``) and reports
+   its
    start-up (interpreter + imports) apart from the run, so "excluding start-up" ratios are shown
    too; ``--no-split`` runs the ``nrsdark`` console script itself instead.
 c) **cold read** (``results/cold-<N>MB.json``): the store's files are evicted from the page
@@ -61,8 +62,8 @@ BASELINE = BENCH / "baseline_inmemory.py"
 TIMED = BENCH / "_timed.py"
 ONE_THREAD = {v: "1" for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                "MKL_NUM_THREADS")}
-PRELOAD_BUILD = ("nrsdark_dask.cli,nrsdark_dask.build,nrsdark_dask.reduce,nrsdark_dask.export,"
-                 "nrsdark_dask.kernels,stdatamodels.jwst.datamodels")
+PRELOAD_BUILD = ("nrsdark_dask.cli.main,nrsdark_dask.stages.build,nrsdark_dask.reduction.graph,"
+                 "nrsdark_dask.export.fits,nrsdark_dask.kernels,stdatamodels.jwst.datamodels")
 
 
 # ---- prerequisites --------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def build_run(store: Path, label: str, workers: int, extra: list[str], split: bo
             "--workers", workers, *extra]
     timing = U.DATA / "logs" / f"{label}.timing.json"
     cmd = ([PYTHON, TIMED, timing, "--preload", PRELOAD_BUILD, "--entry",
-            "nrsdark_dask.cli:main", "--", *args] if split else [NRSDARK, *args])
+            "nrsdark_dask.cli.main:main", "--", *args] if split else [NRSDARK, *args])
     env = {**(ONE_THREAD if workers == 1 else {}), **(env or {})}
     try:
         res = run_monitored(cmd, label, env=env, kill_above=kill_above)
@@ -376,8 +377,8 @@ def synthetic_exposure(layout, rate, e: int, seed: int):
     import numpy as np
 
     from nrsdark_dask import instrument as inst
-    from nrsdark_dask.calibrate import NEG_JUMP_SIGMA
-    from nrsdark_dask.ingest import group1_statistics
+    from nrsdark_dask.stages.calibrate import NEG_JUMP_SIGMA
+    from nrsdark_dask.calibration.ingest import group1_statistics
     from nrsdark_dask.kernels import (difference_scatter, first_jump_index, jump_counts,
                                       rc_next_flags)
     from nrsdark_dask.store import NO_JUMP, date_seconds

@@ -18,7 +18,7 @@ files have it; stdatamodels 6 no longer knows it and keeps it as ``extra_fits``
 
 Measurements (each case in fresh processes, one after the other):
 
-* ``direct``: :func:`nrsdark_dask.calibrate.calibrate_exposure` on one exposure in a fresh
+* ``direct``: :func:`nrsdark_dask.stages.calibrate.calibrate_exposure` on one exposure in a fresh
   child process (``--child``).  peak RSS = the child's high-water mark VmHWM (imports
   included; not ``ru_maxrss``, which Linux carries over fork + exec from this parent, big after
   making the inputs); ``base`` = its RSS after the imports, before the call.  With
@@ -187,7 +187,7 @@ def _status_gb(key: str) -> float:
 
 def child(row_json: str, store: str, out_json: str, profile: bool):
     """One calibrate_exposure call in this (fresh) process; numbers to ``out_json``."""
-    import nrsdark_dask.calibrate as C
+    import nrsdark_dask.stages.calibrate as C
     from nrsdark_dask.store import RampStore, StoreLayout, exposure_id
     from astropy.io import fits
     from stdatamodels.jwst import datamodels  # noqa: F401 - imports counted in the base
@@ -405,7 +405,7 @@ def main(argv=None) -> int:
     manifest = work / "manifest.ecsv"
     subprocess.run([str(BIN / "nrsdark"), "select", str(folder), "--accept-no-telemetry",
                     "-o", str(manifest)], check=True, stdout=subprocess.DEVNULL)
-    from nrsdark_dask.select import read_manifest
+    from nrsdark_dask.stages.select import read_manifest
 
     tab = read_manifest(manifest)
     if not all(tab["accepted"]) or len(tab) != args.nexp:

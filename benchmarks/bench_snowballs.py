@@ -35,13 +35,13 @@ def jump_gdq(sim: Path, cache: Path):
         return np.array(gdq), pickle.loads((cache / "jump_data.pkl").read_bytes())
     import dask
 
-    from nrsdark_dask import ingest
-    from nrsdark_dask import jwst_recipe as recipe
-    from nrsdark_dask.calibrate import _identify, _rows_for
-    from nrsdark_dask.select import read_manifest
-    from nrsdark_dask.tiled import pieces
-    from nrsdark_dask.tiled.graph import exposure_graph
-    from nrsdark_dask.tiled.plan import plan_pieces
+    from nrsdark_dask.calibration import ingest
+    from nrsdark_dask.calibration import recipe as recipe
+    from nrsdark_dask.stages.calibrate import _identify, _rows_for
+    from nrsdark_dask.stages.select import read_manifest
+    from nrsdark_dask.calibration import pieces
+    from nrsdark_dask.calibration.graph import exposure_graph
+    from nrsdark_dask.calibration.budget import plan_pieces
 
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)
@@ -102,7 +102,7 @@ class Counter:
 def run(gdq, jd, filtered: bool) -> dict:
     from stcal.jump.jump import flag_large_events
 
-    from nrsdark_dask.tiled import hooks
+    from nrsdark_dask.calibration import hooks
 
     hooks.install()
     work = gdq.copy()[None]

@@ -16,7 +16,8 @@ the simulator's truth.
     python benchmarks/bench_tiled.py whole-memory  # --pieces whole's peak at two sizes of each
                                                  # family: jwst_recipe.MEMORY_MODEL (~15 min)
     python benchmarks/bench_tiled.py pieces      # peak memory of each kind of piece at two sizes
-                                                 # (the constants of nrsdark_dask.tiled.plan)
+                                                 # (the constants of
+                                                 # nrsdark_dask.calibration.budget)
 
 Each case writes ``benchmarks/results/calibrate-tiled-<case>.json`` and SUMMARY.md.  Data sets
 are simulated once and cached under ``benchmarks/data/tiled/``.  Run one case at a time on a
@@ -135,7 +136,7 @@ def stock_side_by_side(sim: Path, work: Path, label: str, n: int) -> dict:
     """Stock jwst as a careful user runs it on this machine: ``n`` processes at once, each
     ``calibrate --pieces whole --scheduler sync`` on its share of the manifest into its own
     store, the whole process tree monitored."""
-    from nrsdark_dask.select import read_manifest, write_manifest
+    from nrsdark_dask.stages.select import read_manifest, write_manifest
 
     tab = read_manifest(sim / "manifest.ecsv")
     cmds = []
@@ -269,9 +270,9 @@ def truth_scores(sim: Path, outdir: Path) -> dict:
 
     from flag_reliability import BITS, populations, score
     from nrsdark_dask import instrument as inst
-    from nrsdark_dask.analyze import flag_pixels
+    from nrsdark_dask.stages.analyze import flag_pixels
     from nrsdark_dask.config import Config
-    from nrsdark_dask.products import flag
+    from nrsdark_dask.reduction.tables import flag
     from nrsdark_dask.simulate import read_truth
 
     truth = read_truth(sim / "truth.fits")
@@ -357,8 +358,8 @@ def case_irs2(args) -> int:
 
 def case_pieces(args) -> int:
     """Peak RSS of one piece of each kind, alone in a fresh process, at two sizes: the
-    constants of nrsdark_dask.tiled.plan.COSTS."""
-    print("see nrsdark_dask/tiled/plan.py for how they are used; measuring...")
+    constants of nrsdark_dask.calibration.budget.COSTS."""
+    print("see nrsdark_dask/calibration/budget.py for how they are used; measuring...")
     import subprocess
 
     results = {}
@@ -421,7 +422,7 @@ def case_monitor(args) -> int:
     sub = TILED / f"monitor{n}-subset"
     if not (sub / "manifest.ecsv").exists():
         sub.mkdir(parents=True, exist_ok=True)
-        from nrsdark_dask.select import read_manifest, write_manifest
+        from nrsdark_dask.stages.select import read_manifest, write_manifest
 
         tab = read_manifest(sim / "manifest.ecsv")
         write_manifest(tab[:args.subset], sub / "manifest.ecsv")

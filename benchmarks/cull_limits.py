@@ -39,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import DATA, metric, write_result  # noqa: E402
 
 from nrsdark_dask import instrument as inst  # noqa: E402
-from nrsdark_dask.calibrate import calibrate  # noqa: E402
+from nrsdark_dask.stages.calibrate import calibrate  # noqa: E402
 from nrsdark_dask.config import CullConfig, SelectConfig  # noqa: E402
-from nrsdark_dask.cull import KINDS, cull  # noqa: E402
-from nrsdark_dask.cull import limits as score_limits  # noqa: E402
-from nrsdark_dask.select import select_inputs, write_manifest  # noqa: E402
+from nrsdark_dask.stages.cull import KINDS, cull  # noqa: E402
+from nrsdark_dask.stages.cull import limits as score_limits  # noqa: E402
+from nrsdark_dask.stages.select import select_inputs, write_manifest  # noqa: E402
 from nrsdark_dask.simulate import SimConfig, read_truth, simulate_dataset  # noqa: E402
 
 # (switch dT K, glow crest DN/s, persistence scale): one set each, 12 exposures
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     # the size that matters: 0.5 UNC N in rate, from a build of the first clean set
     from astropy.io import fits
 
-    from nrsdark_dask.build import build
+    from nrsdark_dask.stages.build import build
 
     store = WORK / "clean0.zarr"
     outdir = WORK / "clean0_reffiles"

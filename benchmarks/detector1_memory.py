@@ -1,4 +1,4 @@
-"""Peak memory and wall time of ONE ``nrsdark_dask.jwst_recipe.run_detector1`` call.
+"""Peak memory and wall time of ONE ``nrsdark_dask.calibration.recipe.run_detector1`` call.
 
 Usage (from the repository root)::
 
@@ -41,7 +41,7 @@ BIN = Path(sys.executable).parent
 
 def child(uncal: str, refkit: str, workdir: str, out_json: str) -> None:
     """Run run_detector1 once; write the call's wall time and per-step times to ``out_json``."""
-    from nrsdark_dask import jwst_recipe as R
+    from nrsdark_dask.calibration import recipe as R
 
     marks: dict[str, list[float]] = {}
     hwm: dict[str, float] = {}  # the process's peak RSS (VmHWM, GB) when each step ends

@@ -158,7 +158,7 @@ def build_flags(store: Path, ids: list[str], chosen: list[str], label: str) -> d
     from astropy.io import fits
 
     from nrsdark_dask import instrument as inst
-    from nrsdark_dask.build import build
+    from nrsdark_dask.stages.build import build
     from nrsdark_dask.config import Config
 
     outdir = WORK / "builds" / label
@@ -175,8 +175,8 @@ def build_flags(store: Path, ids: list[str], chosen: list[str], label: str) -> d
         dq = np.asarray(h["DQ"].data).astype(np.uint32)
         drk = np.asarray(h["DRK"].data, np.float32)
         unc = np.asarray(h["UNC"].data, np.float32)
-    from nrsdark_dask.analyze import flag_pixels
-    from nrsdark_dask.products import flag
+    from nrsdark_dask.stages.analyze import flag_pixels
+    from nrsdark_dask.reduction.tables import flag
     from nrsdark_dask.store import open_dataset
 
     lay = open_dataset(store).attrs["layout"]

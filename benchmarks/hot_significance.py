@@ -44,10 +44,10 @@ def scored(truth: dict) -> tuple[np.ndarray, np.ndarray]:
 def one(store: Path, ids: list[str], n: int, rule: str, truth: dict) -> dict:
     from astropy.io import fits
 
-    from nrsdark_dask.analyze import analyze, flag_pixels
-    from nrsdark_dask.build import build
+    from nrsdark_dask.stages.analyze import analyze, flag_pixels
+    from nrsdark_dask.stages.build import build
     from nrsdark_dask.config import Config, DarkConfig
-    from nrsdark_dask.products import flag
+    from nrsdark_dask.reduction.tables import flag
 
     cfg = Config(dark=DarkConfig(hot_rule=rule))
     out = WORK / "builds" / f"{rule}-{n}"

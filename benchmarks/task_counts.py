@@ -22,7 +22,7 @@ import zarr
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _util import metric, print_metrics, write_result  # noqa: E402
 
-from nrsdark_dask import reduce as R  # noqa: E402
+from nrsdark_dask.reduction import graph as R  # noqa: E402
 from nrsdark_dask.store import EXPOSURE_COORDS, RampStore, StoreLayout, open_dataset  # noqa: E402
 from nrsdark_dask.store.writer import _consolidate  # noqa: E402
 

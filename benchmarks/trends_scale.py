@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import DATA, metric, write_result  # noqa: E402
 
 from nrsdark_dask import results as R  # noqa: E402
-from nrsdark_dask.trends import trends  # noqa: E402
+from nrsdark_dask.stages.trends import trends  # noqa: E402
 
 
 def synthetic_db(path: Path, months: int, seed: int = 1) -> str:

@@ -131,7 +131,7 @@ class DarkConfig:
     """Average dark and flags (report §4.1.3-4)."""
 
     SECTION: typing.ClassVar[str] = "dark"
-    # the flags' settings are "<flag>_<keyword>" (products.FLAGS); the old names still read
+    # the flags' settings are "<flag>_<keyword>" (reduction.tables.FLAGS); the old names still read
     RENAMED: typing.ClassVar[dict] = {"rtn_sigma": "telegraph_sigma",
                                       "rtn_rule": "telegraph_rule",
                                       "badref_sigma": "bad_reference_sigma",
@@ -185,7 +185,7 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class CullConfig:
-    """Automatic artifact culling (``nrsdark cull``; report §3, :mod:`nrsdark_dask.cull`).
+    """Automatic artifact culling (``nrsdark cull``; report §3, :mod:`nrsdark_dask.stages.cull`).
     Scores are in units of the noise; the limits were set on simulated sets so that at most
     2 % of clean exposures are culled (docs/commands/cull.md)."""
 
@@ -210,7 +210,7 @@ def check_per(text: str) -> None:
 @dataclass(frozen=True)
 class MasksConfig:
     """Hot-pixel masks per month or per N inputs (``nrsdark masks``, report §7.1,
-    :mod:`nrsdark_dask.hotmasks`); HOT itself is ``[dark] hot_rate`` (and ``hot_sigma``),
+    :mod:`nrsdark_dask.stages.hotmasks`); HOT itself is ``[dark] hot_rate`` (and ``hot_sigma``),
     under the rule ``[masks] hot_rule`` chooses."""
 
     SECTION: typing.ClassVar[str] = "masks"
@@ -261,7 +261,7 @@ def parse_scheduler(scheduler: str) -> tuple[str, int | str | None]:
 @dataclass(frozen=True)
 class RunConfig:
     """Where heavy commands run (``--scheduler``, ``--task-memory`` override; empty: each
-    command's default), and what ``nrsdark run CONFIG.toml`` does (:mod:`nrsdark_dask.run`;
+    command's default), and what ``nrsdark run CONFIG.toml`` does (:mod:`nrsdark_dask.cli.run`;
     paths relative to the folder ``nrsdark run`` is started in, as for every command; empty:
     not given)."""
 
@@ -309,7 +309,8 @@ def _http_url(text: str) -> None:
 
 @dataclass(frozen=True)
 class FetchConfig:
-    """``nrsdark fetch`` and the monitor's ``source = "mast"`` (:mod:`nrsdark_dask.fetch`): the
+    """``nrsdark fetch`` and the monitor's ``source = "mast"``
+    (:mod:`nrsdark_dask.stages.fetch`): the
     NIRSpec dark exposures (EXP_TYPE NRS_DARK) of these programs at MAST, ``uncal`` products."""
 
     SECTION: typing.ClassVar[str] = "fetch"
@@ -351,7 +352,7 @@ class TelemetryConfig:
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """``nrsdark monitor CONFIG.toml`` (:mod:`nrsdark_dask.monitor`; paths relative to the
+    """``nrsdark monitor CONFIG.toml`` (:mod:`nrsdark_dask.stages.monitor`; paths relative to the
     folder it is started in).  Where it computes: ``[run] scheduler``."""
 
     SECTION: typing.ClassVar[str] = "monitor"

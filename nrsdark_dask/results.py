@@ -321,7 +321,7 @@ class ResultsDB:
 
     def record_build(self, res: dict, store, inputs: list[dict], cull=None,
                      started=None, wall_s=None, software=None) -> dict:
-        """Record a build's files (``res`` as :func:`nrsdark_dask.build.build` returns it):
+        """Record a build's files (``res`` as :func:`nrsdark_dask.stages.build.build` returns it):
         one ``reffiles`` row per file, its inputs (``[{"exposure", "date", "used"}]``), the
         cull decisions (an astropy table as ``nrsdark cull`` writes it) and the build's
         statistics.  Returns ``{reftype: reffile id}``."""

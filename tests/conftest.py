@@ -126,7 +126,7 @@ def sim_cal(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cal_manifest(sim_cal, tmp_path_factory):
-    from nrsdark_dask.select import select_inputs, write_manifest
+    from nrsdark_dask.stages.select import select_inputs, write_manifest
 
     d = sim_cal["dir"]
     path = tmp_path_factory.mktemp("manifest") / "manifest.ecsv"
@@ -137,7 +137,7 @@ def cal_manifest(sim_cal, tmp_path_factory):
 @pytest.fixture(scope="session")
 def cal_store(sim_cal, cal_manifest, tmp_path_factory):
     """The sim_cal exposures calibrated into a store on the in-process threads cluster."""
-    from nrsdark_dask.calibrate import calibrate
+    from nrsdark_dask.stages.calibrate import calibrate
 
     path = tmp_path_factory.mktemp("store") / "cal.zarr"
     summary = calibrate(cal_manifest, path, refkit=sim_cal["dir"] / "refkit",
@@ -162,8 +162,8 @@ def sci(tmp_path_factory):
     """Monitor-like ramps for the science tests: SUBS400A1 (128 x 2048), 60 groups, 11 clean
     exposures; 10 calibrated into a store on the threads cluster (~1.5 min), the last one held
     out as the "science" exposure of the real-consumer test."""
-    from nrsdark_dask.calibrate import calibrate
-    from nrsdark_dask.select import select_inputs, write_manifest
+    from nrsdark_dask.stages.calibrate import calibrate
+    from nrsdark_dask.stages.select import select_inputs, write_manifest
 
     sim = _make(tmp_path_factory, "sci", subarray="SUBS400A1", ngroups=60, nexp=11, seed=11,
                 gratings={"G140H": 1})
@@ -292,7 +292,7 @@ def synthetic_store(path, h: dict, n_exp: int, seed: int = 0, hot=()):
     summaries made by calibrate's own ``ingest.pixel_summaries``."""
     import numpy as np
 
-    from nrsdark_dask.ingest import group1_statistics, pixel_summaries
+    from nrsdark_dask.calibration.ingest import group1_statistics, pixel_summaries
     from nrsdark_dask.store import RampStore, StoreLayout, write_staging
 
     layout = StoreLayout.from_header(h, has_bias=True)

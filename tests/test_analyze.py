@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 
 
 @pytest.fixture(scope="module")
 def built(cal_store, tmp_path_factory):
-    from nrsdark_dask.build import build
+    from nrsdark_dask.stages.build import build
 
     out = tmp_path_factory.mktemp("analyze") / "ref"
     res = build(cal_store["path"], out, scheduler="sync")
@@ -26,7 +26,7 @@ def built(cal_store, tmp_path_factory):
 
 
 def test_analyze_repeats_the_builds_numbers_from_the_files(built, capsys):
-    from nrsdark_dask.analyze import analyze
+    from nrsdark_dask.stages.analyze import analyze
 
     s = analyze(built["dir"])
     b = built["stats"]
@@ -61,7 +61,7 @@ def test_the_exit_status_is_the_verdict(built, tmp_path, capsys):
 
 
 def test_comparison_counts_new_hot_pixels_and_the_difference(built, tmp_path):
-    from nrsdark_dask.analyze import analyze
+    from nrsdark_dask.stages.analyze import analyze
 
     same = analyze(built["dir"], compare=[built["dir"]], report_dir=tmp_path / "a")
     assert same["n_new_hot"] == 0 and same["difference_median"] == 0.0
@@ -85,7 +85,7 @@ def _chromium():
 @pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (make "
                     "test installs Debian's chromium where it runs as root)")
 def test_the_report_renders_every_image_in_headless_chromium(built, tmp_path):
-    from nrsdark_dask.analyze import analyze
+    from nrsdark_dask.stages.analyze import analyze
 
     s = analyze(built["dir"], compare=[built["dir"]], report_dir=tmp_path / "qa")
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -109,8 +109,8 @@ def test_flag_rule_warnings_follow_the_measured_reliability():
     report warns for exactly the flags whose inputs are fewer."""
     from pathlib import Path
 
-    from nrsdark_dask.analyze import warnings_for
-    from nrsdark_dask.products import FLAGS, flag
+    from nrsdark_dask.stages.analyze import warnings_for
+    from nrsdark_dask.reduction.tables import FLAGS, flag
 
     res = json.loads((Path(__file__).parents[1] / "benchmarks" / "results"
                       / "flag_reliability.json").read_text())["details"]["thresholds"]
@@ -141,7 +141,7 @@ def test_hostile_header_values_are_text_in_the_report(built, tmp_path):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from nrsdark_dask.analyze import analyze, write_report
+    from nrsdark_dask.stages.analyze import analyze, write_report
     from test_trends import HOSTILE, check_page_markup
 
     base = json.loads(Path(analyze(built["dir"], report_dir=tmp_path / "qa0")["json"]).read_text())

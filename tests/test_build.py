@@ -5,9 +5,9 @@ import pytest
 from astropy.io import fits
 from stdatamodels.jwst import datamodels as dm
 
-from nrsdark_dask import cli
-from nrsdark_dask import jwst_recipe as R
-from nrsdark_dask.build import build
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.calibration import recipe as R
+from nrsdark_dask.stages.build import build
 from nrsdark_dask.instrument import DQ
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from nrsdark_dask import cli
-from nrsdark_dask import jwst_recipe as R
-from nrsdark_dask.calibrate import calibrate, whole_task_memory
-from nrsdark_dask.select import read_manifest, select_inputs, write_manifest
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.calibration import recipe as R
+from nrsdark_dask.stages.calibrate import calibrate, whole_task_memory
+from nrsdark_dask.stages.select import read_manifest, select_inputs, write_manifest
 from nrsdark_dask.store import RampStore, StoreError, exposure_id, open_dataset
 
 VARS = ("ramp", "groupdq", "pixeldq", "rate", "rate_err", "neg_jumps")
@@ -81,7 +81,7 @@ def _committed_in_log(store):
 
 def test_kill_and_resume(cal_store, cal_manifest, sim_cal, tmp_path):
     store = tmp_path / "killed.zarr"
-    cmd = [sys.executable, "-m", "nrsdark_dask.cli", "calibrate", str(cal_manifest),
+    cmd = [sys.executable, "-m", "nrsdark_dask.cli.main", "calibrate", str(cal_manifest),
            "--store", str(store), "--refkit", str(sim_cal["dir"] / "refkit"),
            "--scheduler", "sync"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -207,7 +207,7 @@ def test_whole_runs_as_many_exposures_at_once_as_fit(monkeypatch, capsys):
     exposure (a 24 GiB machine: two TRAD FULL 88 at once, not three), and refuses an exposure
     that the whole machine cannot hold."""
     from nrsdark_dask import cluster
-    from nrsdark_dask.calibrate import whole_workers
+    from nrsdark_dask.stages.calibrate import whole_workers
     from nrsdark_dask.store import StoreLayout
 
     monkeypatch.setattr(cluster, "total_memory", lambda: int(23.5 * 2**30))

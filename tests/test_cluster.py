@@ -9,9 +9,9 @@ import pytest
 import xarray as xr
 from astropy.io import fits
 
-from nrsdark_dask import cli
-from nrsdark_dask.build import build
-from nrsdark_dask.calibrate import calibrate
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.stages.build import build
+from nrsdark_dask.stages.calibrate import calibrate
 from nrsdark_dask.store import open_dataset
 
 from conftest import DaskProcesses, kill_worker_running

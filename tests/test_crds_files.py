@@ -8,12 +8,12 @@ import pytest
 from astropy.io import fits
 from stdatamodels.jwst import datamodels as dm
 
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask import instrument as inst
 from nrsdark_dask import kernels as K
-from nrsdark_dask.build import build, cut_to_store
-from nrsdark_dask.reduce import BuildError
-from nrsdark_dask.select import select_inputs
+from nrsdark_dask.stages.build import build, cut_to_store
+from nrsdark_dask.reduction.graph import BuildError
+from nrsdark_dask.stages.select import select_inputs
 
 from conftest import synthetic_store
 
@@ -214,7 +214,7 @@ def test_do_not_use_pixels_take_the_average_ramp(cal_store):
     average dark ramp in the cube, not rate x t (before: only reference, RC and IPC pixels)."""
     import dask
 
-    from nrsdark_dask import reduce as R
+    from nrsdark_dask.reduction import graph as R
     from nrsdark_dask.store import open_dataset
 
     ds = open_dataset(cal_store["path"]).load()
@@ -229,7 +229,7 @@ def test_do_not_use_pixels_take_the_average_ramp(cal_store):
 
 
 def test_neg_jump_sigma_acts_at_ingest_and_is_recorded(cal_manifest, sim_cal, tmp_path):
-    from nrsdark_dask.calibrate import calibrate
+    from nrsdark_dask.stages.calibrate import calibrate
     from nrsdark_dask.store import RampStore, StoreError
 
     cfg = tmp_path / "c.toml"

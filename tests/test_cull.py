@@ -8,7 +8,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask.config import CullConfig
 from nrsdark_dask.kernels import artifacts as art
 
@@ -160,9 +160,9 @@ def artifact_store(tmp_path_factory):
     report's subarray range), one with persistence (report sizes), the PRISM ones with MSA
     glow 10x the default crest: sizes well over the detection limits on 10 groups (the docs
     cull page gives the limits measured on 20 groups by benchmarks/cull_limits.py)."""
-    from nrsdark_dask.calibrate import calibrate
+    from nrsdark_dask.stages.calibrate import calibrate
     from nrsdark_dask.config import SelectConfig
-    from nrsdark_dask.select import select_inputs, write_manifest
+    from nrsdark_dask.stages.select import select_inputs, write_manifest
     from nrsdark_dask.simulate import SimConfig, read_truth, simulate_dataset
 
     root = tmp_path_factory.mktemp("cull")
@@ -261,7 +261,7 @@ def test_cull_refuses_what_it_cannot_judge(artifact_store, tmp_path, capsys):
 
 
 def test_cull_on_a_local_cluster_equals_the_in_process_run(artifact_store, tmp_path):
-    from nrsdark_dask.cull import KINDS, cull
+    from nrsdark_dask.stages.cull import KINDS, cull
 
     # the in-process run: the first test's table (sync scheduler) where it is there
     out = artifact_store["root"] / "culled.ecsv"
@@ -281,7 +281,7 @@ def test_bias_image_and_few_group_pixels(artifact_store):
     import dask
     import dask.array as da
 
-    from nrsdark_dask import cull as C
+    from nrsdark_dask.stages import cull as C
     from nrsdark_dask.config import Config
     from nrsdark_dask.store import open_dataset
 
@@ -347,7 +347,7 @@ def test_too_few_left_takes_back_the_least_severe_culls():
     """Issue 21: where half a set carries a bright artifact, the first pass culls clean
     exposures too (the artifact, in the medians, prints into them); the next pass's reference
     takes back the culls least over their limits until min_exposures - 1 are left."""
-    from nrsdark_dask.cull import reference_after
+    from nrsdark_dask.stages.cull import reference_after
 
     cfg = CullConfig()
     tab = Table({"culled": [True] * 9 + [False] * 3,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nrsdark_dask import instrument as inst
-from nrsdark_dask import reduce as R
+from nrsdark_dask.reduction import graph as R
 from nrsdark_dask.store import StoreLayout, open_dataset
 
 NAMES = ("dark_cube", "dark_err", "dark_dq", "dark_rate", "mask", "superbias", "superbias_dq")

@@ -11,9 +11,9 @@ import pytest
 import zarr.storage
 
 from nrsdark_dask import kernels as K
-from nrsdark_dask import reduce as R
+from nrsdark_dask.reduction import graph as R
 from nrsdark_dask.store import reader as store_module
-from nrsdark_dask.build import build
+from nrsdark_dask.stages.build import build
 from nrsdark_dask.config import parse_bytes
 from nrsdark_dask.store import StoreLayout, open_dataset, read_block
 

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask import cli
-from nrsdark_dask import export
-from nrsdark_dask.build import build
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.export import fits as export
+from nrsdark_dask.stages.build import build
 
 
 def _kit(sim_cal, reftype):
@@ -69,7 +69,7 @@ def test_outputs_are_never_overwritten_nor_left_half_written(cal_store, tmp_path
 
 
 def test_a_failing_build_leaves_no_part_files(cal_store, tmp_path, monkeypatch):
-    import nrsdark_dask.export as ex
+    import nrsdark_dask.export.fits as ex
 
     def broken(path, reftype):
         raise ValueError("validation failed")

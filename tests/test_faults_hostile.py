@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask import results as R
-from nrsdark_dask.select import read_manifest, select_inputs
+from nrsdark_dask.stages.select import read_manifest, select_inputs
 from nrsdark_dask.store import RampStore, open_dataset
 
-NRSDARK = [sys.executable, "-m", "nrsdark_dask.cli"]
+NRSDARK = [sys.executable, "-m", "nrsdark_dask.cli.main"]
 
 
 def _uncal(sim_cal):
@@ -179,7 +179,7 @@ def test_sigterm_stops_a_tiled_run_and_its_workers(cal_manifest, sim_cal, tmp_pa
 def test_two_processes_creating_one_store(cal_manifest, sim_cal, tmp_path, monkeypatch):
     """Another process creates the store between our check and our rename (before: ``[Errno
     39] Directory not empty``): calibrate takes the store it made and goes on."""
-    from nrsdark_dask.calibrate import calibrate
+    from nrsdark_dask.stages.calibrate import calibrate
 
     store = tmp_path / "s.zarr"
     real = RampStore._create
@@ -320,7 +320,7 @@ def test_a_sigterm_inside_a_finalizer_is_not_lost(tmp_path):
     script = tmp_path / "finalizer.py"
     script.write_text('''
 import argparse, os, signal, sys, time
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 
 class Finalized:
     def __del__(self):

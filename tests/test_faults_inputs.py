@@ -11,9 +11,9 @@ import distributed  # noqa: F401 - its config defaults exist before the config.s
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask import cli
-from nrsdark_dask.calibrate import calibrate
-from nrsdark_dask.select import read_manifest, select_inputs, write_manifest
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.stages.calibrate import calibrate
+from nrsdark_dask.stages.select import read_manifest, select_inputs, write_manifest
 from nrsdark_dask.store import RampStore, open_dataset
 
 
@@ -110,7 +110,7 @@ def test_a_reference_kit_that_does_not_fit_is_refused(sim_cal, cal_manifest, tmp
 
 def test_a_kit_with_generic_selectors_fits(sim_cal, cal_manifest, tmp_path):
     """READPATT ANY and a P_READPA list naming the pattern are fine (CRDS conventions)."""
-    from nrsdark_dask import jwst_recipe as R
+    from nrsdark_dask.calibration import recipe as R
     from nrsdark_dask.store import StoreLayout
 
     kit = _kit_copy(sim_cal, tmp_path)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask import cli
-from nrsdark_dask.build import build
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.stages.build import build
 from nrsdark_dask.store import RampStore, StoreError, open_dataset, read_block
 
 from conftest import copy_store

@@ -15,7 +15,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask import results as R
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -226,7 +226,7 @@ def test_telemetry_faults_are_one_line_and_leave_nothing(sim, svc, tmp_path, cap
 
 def test_edb_temperatures_are_the_tables(sim, svc, token, tmp_path, capsys):
     """The simulator's telemetry served through the EDB gives the manifest the table gives."""
-    from nrsdark_dask.select import select_inputs
+    from nrsdark_dask.stages.select import select_inputs
 
     cfg = _config(tmp_path, svc)
     code, out, err = _run(capsys, "select", sim / "uncal", "--telemetry", "edb", "--config",
@@ -298,7 +298,7 @@ def test_monitor_runs_one_at_a_time(svc, tmp_path, capsys):
 @pytest.mark.remote_data
 def test_live_mast_query():
     from nrsdark_dask.config import FetchConfig
-    from nrsdark_dask.fetch import FetchError, Mast
+    from nrsdark_dask.stages.fetch import FetchError, Mast
 
     try:
         rows = Mast(FetchConfig(programs=("1130",), page_size=5, timeout_s=60),

@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 
 from nrsdark_dask import instrument as inst
-from nrsdark_dask import products as P
+from nrsdark_dask.reduction import tables as P
 from nrsdark_dask.config import Config, DarkConfig
 
 
@@ -85,11 +85,11 @@ def test_a_new_flag_is_a_kernel_a_row_and_a_setting(cal_store, tmp_path):
     import subprocess
     import sys
 
-    src = Path(P.__file__).parent
+    src = Path(P.__file__).parents[1]  # the nrsdark_dask package
     pkg = tmp_path / "copy" / "nrsdark_dask"
     shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     edits = [("kernels/flags.py", None, COLD_KERNEL),
-             ("products.py", ")\n\nBY_NAME = ", COLD_ROW),
+             ("reduction/tables.py", ")\n\nBY_NAME = ", COLD_ROW),
              ("config.py", "    hot_rate: float", COLD_FIELD)]
     for rel, old, new in edits:
         text = (pkg / rel).read_text()
@@ -103,7 +103,7 @@ def test_a_new_flag_is_a_kernel_a_row_and_a_setting(cal_store, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "nrsdark_dask.cli", *map(str, args)],
+        return subprocess.run([sys.executable, "-m", "nrsdark_dask.cli.main", *map(str, args)],
                               env=env, capture_output=True, text=True, cwd=tmp_path)
 
     out = tmp_path / "ref"
@@ -137,7 +137,7 @@ def test_a_new_flag_is_a_kernel_a_row_and_a_setting(cal_store, tmp_path):
     a = run("analyze", out, "--config", tmp_path / "c.toml", "--db", "none")
     assert f"OTHER_BAD_PIXEL {n}" in a.stdout, a.stdout + a.stderr
     assert "the OTHER_BAD_PIXEL flags need 50" in (out / "qa" / "report.json").read_text()
-    docs = subprocess.run([sys.executable, "-c", "from nrsdark_dask.products import "
+    docs = subprocess.run([sys.executable, "-c", "from nrsdark_dask.reduction.tables import "
                            "flags_markdown; print(flags_markdown())"], env=env,
                           capture_output=True, text=True, cwd=tmp_path).stdout
     assert "| `cold` | `cold_pixels`: mean_rate; mean_rate_clipped_mean, mean_rate_clipped_std" \
@@ -174,8 +174,8 @@ def test_hot_significance_kernel_against_numpy():
 def test_hot_rules_on_short_noisy_inputs_and_the_warning(cal_store, tmp_path):
     """On 4 short inputs the significant HOT pixels are a subset of the plain rule's, and
     analyze says how many plain-rule pixels are not significant when UNC is too large."""
-    from nrsdark_dask.analyze import analyze, warnings_for
-    from nrsdark_dask.build import build
+    from nrsdark_dask.stages.analyze import analyze, warnings_for
+    from nrsdark_dask.stages.build import build
 
     counts = {}
     for rule in ("report", "significant"):

@@ -9,8 +9,8 @@ import pytest
 from astropy.io import fits
 from astropy.time import Time
 
-from nrsdark_dask import cli
-from nrsdark_dask.hotmasks import bins, fit_growth
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.stages.hotmasks import bins, fit_growth
 from nrsdark_dask.instrument import DQ
 
 GROWTH = 50.0  # new hot pixels a month in the region (exaggerated: the statistics of a test)
@@ -21,8 +21,8 @@ def growing(tmp_path_factory):
     """SUBS200A1 (64 x 2048) NRS (4 frames a group), 20 groups (83 s: one exposure's rate is
     good to ~0.05 DN/s, so a single input tells a 1 DN/s pixel), 12 exposures over six months,
     GROWTH pixels turning hot a month."""
-    from nrsdark_dask.calibrate import calibrate
-    from nrsdark_dask.select import select_inputs, write_manifest
+    from nrsdark_dask.stages.calibrate import calibrate
+    from nrsdark_dask.stages.select import select_inputs, write_manifest
     from nrsdark_dask.simulate import SimConfig, read_truth, simulate_dataset
 
     root = tmp_path_factory.mktemp("hotmasks")
@@ -46,7 +46,7 @@ def _hot(path):
 def test_monthly_masks_recover_the_growth_of_new_hot_pixels(growing, tmp_path, capsys):
     from stdatamodels.jwst import datamodels as dm
 
-    from nrsdark_dask.hotmasks import hot_masks
+    from nrsdark_dask.stages.hotmasks import hot_masks
 
     tab = hot_masks(growing["store"], tmp_path / "masks", per="month", mask_in=growing["mask"])
     truth = growing["truth"]

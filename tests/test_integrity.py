@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask.store import RampStore, open_dataset, read_block
 from nrsdark_dask.store.chunksums import CorruptChunk
 
@@ -73,7 +73,7 @@ def test_every_reader_checks_what_it_reads(damaged_copy, monkeypatch):
 
 
 def test_unphysical_statistics_publish_nothing(cal_store, tmp_path, monkeypatch, capsys):
-    from nrsdark_dask import build as B
+    from nrsdark_dask.stages import build as B
 
     assert B.insane_statistics({"frame_rate": -1.0852e19, "bias_level": 12000.0}) == [
         "frame_rate -1.0852e+19 (expected -100 to 100)"]
@@ -210,7 +210,7 @@ def test_products_of_a_killed_cluster_build_are_removed_by_the_next(tmp_path):
     import socket
     import subprocess
 
-    from nrsdark_dask.build import clean_dead_products, products_location
+    from nrsdark_dask.stages.build import clean_dead_products, products_location
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -231,7 +231,7 @@ def test_no_command_leaves_a_temporary_folder(cal_manifest, sim_cal, tmp_path, m
                                               capsys):
     import tempfile
 
-    from nrsdark_dask import jwst_recipe
+    from nrsdark_dask.calibration import recipe as jwst_recipe
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -267,7 +267,7 @@ def _err(capsys):
 
 
 def test_fewer_groups_than_the_rules_need_are_refused(tmp_path, capsys):
-    from nrsdark_dask.select import select_inputs, write_manifest
+    from nrsdark_dask.stages.select import select_inputs, write_manifest
     from nrsdark_dask.simulate import SimConfig, simulate_dataset
 
     d = tmp_path / "sim"

@@ -8,7 +8,7 @@ import pytest
 from stdatamodels.jwst import datamodels as dm
 
 from nrsdark_dask import instrument as inst
-from nrsdark_dask import jwst_recipe as R
+from nrsdark_dask.calibration import recipe as R
 
 
 def _robust(x):

@@ -261,8 +261,8 @@ def test_dark_dq_from_the_flag_table():
     """The DARK DQ is assembled from the product table's flag rows (report §4.1.4)."""
     import dask.array as da
 
-    from nrsdark_dask import reduce as R
-    from nrsdark_dask.products import FLAGS
+    from nrsdark_dask.reduction import graph as R
+    from nrsdark_dask.reduction.tables import FLAGS
 
     names = [f.name for f in FLAGS]
     planes = {n: np.zeros((1, len(names)), bool) for n in names}

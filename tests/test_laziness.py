@@ -6,11 +6,11 @@ on a local scheduler: ``dask.compute``, ``.compute()``, ``np.asarray``, a comman
 import numpy as np
 import pytest
 
-from nrsdark_dask import cull as C
-from nrsdark_dask import reduce as R
-from nrsdark_dask.build import build
+from nrsdark_dask.stages import cull as C
+from nrsdark_dask.reduction import graph as R
+from nrsdark_dask.stages.build import build
 from nrsdark_dask.config import Config
-from nrsdark_dask.periods import periods
+from nrsdark_dask.stages.periods import periods
 from nrsdark_dask.store import open_dataset
 
 from conftest import raise_if_dask_computes

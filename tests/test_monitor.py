@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask import results as R
 
 pytestmark = pytest.mark.xdist_group("monitor")
@@ -61,7 +61,7 @@ def test_four_batches_equal_one_run(year, tmp_path, capsys, monkeypatch):
     arrivals = tmp_path / "arrivals"
     arrivals.mkdir()
     batches = _config(tmp_path, "batches", arrivals, sim)
-    import nrsdark_dask.analyze as A
+    import nrsdark_dask.stages.analyze as A
 
     for b in range(4):
         for f in uncal[3 * b:3 * b + 3]:

@@ -10,10 +10,10 @@ import pytest
 from stdatamodels.jwst import datamodels as dm
 
 from nrsdark_dask import instrument as inst
-from nrsdark_dask import jwst_recipe as R
-from nrsdark_dask.build import build
-from nrsdark_dask.calibrate import calibrate
-from nrsdark_dask.select import select_inputs, write_manifest
+from nrsdark_dask.calibration import recipe as R
+from nrsdark_dask.stages.build import build
+from nrsdark_dask.stages.calibrate import calibrate
+from nrsdark_dask.stages.select import select_inputs, write_manifest
 
 from conftest import _make
 

@@ -10,15 +10,15 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask.config import Config
 
 
 @pytest.fixture(scope="module")
 def year_store(tmp_path_factory):
     """SUBS200A1 (64 x 2048) TRAD, 10 groups, 12 clean exposures dated over a year."""
-    from nrsdark_dask.calibrate import calibrate
-    from nrsdark_dask.select import select_inputs, write_manifest
+    from nrsdark_dask.stages.calibrate import calibrate
+    from nrsdark_dask.stages.select import select_inputs, write_manifest
     from nrsdark_dask.simulate import SimConfig, simulate_dataset
 
     root = tmp_path_factory.mktemp("periods")
@@ -38,7 +38,7 @@ def test_unc_falls_as_one_over_sqrt_n(year_store, tmp_path):
     follow sqrt(N) on these 10-group subarray ramps (measured SNR / sqrt(N): 0.098, 0.201,
     0.140): each exposure's rate carries a common offset (pedestal, 1/f) larger than the dark
     rate, so DRK's median moves with the mean of N offsets (docs/limitations.md)."""
-    from nrsdark_dask.build import build
+    from nrsdark_dask.stages.build import build
     from nrsdark_dask.store import open_dataset
 
     ids = [str(e) for e in open_dataset(year_store).exposure.values]
@@ -54,7 +54,7 @@ def test_unc_falls_as_one_over_sqrt_n(year_store, tmp_path):
 
 
 def test_periods_are_the_shortest_windows_that_reach_the_snr(year_store, tmp_path, capsys):
-    from nrsdark_dask.periods import window_snr as _snr
+    from nrsdark_dask.stages.periods import window_snr as _snr
     from nrsdark_dask.store import open_dataset
 
     ds = open_dataset(year_store)
@@ -98,9 +98,9 @@ def test_periods_record_their_builds_and_analyses(year_store, tmp_path):
     """With --db each period's build and its analysis against the period before are recorded
     (the master's build too, not analysed), so ``nrsdark trends`` shows the periods."""
     from nrsdark_dask import results as R
-    from nrsdark_dask.periods import window_snr
+    from nrsdark_dask.stages.periods import window_snr
     from nrsdark_dask.store import open_dataset
-    from nrsdark_dask.trends import collect
+    from nrsdark_dask.stages.trends import collect
 
     ids = [str(e) for e in open_dataset(year_store).exposure.values]
     required = round(window_snr(year_store, ids, Config()) / math.sqrt(12) * math.sqrt(3.5), 4)

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from nrsdark_dask import cli
-from nrsdark_dask.plan import exposure_seconds, plan
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.stages.plan import exposure_seconds, plan
 
 
 def test_the_reports_irs2_plan_comes_out(capsys):
@@ -55,7 +55,7 @@ def test_bad_arguments_are_one_line_errors(capsys):
 def test_per_file_snr_measured_from_a_store_is_the_builds(cal_store, tmp_path, capsys):
     """--store: the SNR of the store's rate images is the build's delivery SNR (same rule,
     same pixels), divided by sqrt(N)."""
-    from nrsdark_dask.build import build
+    from nrsdark_dask.stages.build import build
 
     store = cal_store["path"]
     built = build(store, tmp_path / "ref", scheduler="sync")["stats"]["snr"]

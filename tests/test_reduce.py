@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nrsdark_dask import kernels as K
-from nrsdark_dask import reduce as R
+from nrsdark_dask.reduction import graph as R
 from nrsdark_dask.config import Config, DarkConfig
 from nrsdark_dask.store import open_dataset
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from nrsdark_dask import results as R
-from nrsdark_dask.analyze import analyze
-from nrsdark_dask.build import build
+from nrsdark_dask.stages.analyze import analyze
+from nrsdark_dask.stages.build import build
 from nrsdark_dask.store import file_sha256, open_dataset
 
 pytestmark = pytest.mark.xdist_group("results")
@@ -136,7 +136,7 @@ def test_a_failed_record_leaves_no_row(built, tmp_path, monkeypatch):
 
 
 def test_the_command_line_records_beside_the_store_by_default(built, tmp_path, capsys):
-    from nrsdark_dask import cli
+    from nrsdark_dask.cli import main as cli
 
     store = tmp_path / "stores" / "s.zarr"
     store.parent.mkdir()
@@ -212,7 +212,7 @@ def test_the_same_records_on_a_postgresql_server(built, postgres):
         rdb.record_build(built["res"], built["store"], [
             {"exposure": str(e), "date": R.from_seconds(d), "used": True}
             for e, d in zip(ds.exposure.values, ds.date.values)], wall_s=walls[0])
-        from nrsdark_dask.analyze import find_files, per_amplifier, read_dark
+        from nrsdark_dask.stages.analyze import find_files, per_amplifier, read_dark
 
         rdb.record_analysis(built["rep"], per_amplifier(read_dark(find_files(
             built["root"] / "out"))), wall_s=walls[1])

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nrsdark_dask import cli
-from nrsdark_dask.run import stages
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.cli.run import stages
 
 
 def _config(path: Path, sim: Path, root: Path, extra: str = "", **run) -> Path:

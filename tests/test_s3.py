@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nrsdark_dask import cli
-from nrsdark_dask.build import build
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.stages.build import build
 
 from test_cluster import assert_same_files
 

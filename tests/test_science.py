@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask import cli
-from nrsdark_dask import jwst_recipe as R
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.calibration import recipe as R
 from nrsdark_dask import results
-from nrsdark_dask.build import build
+from nrsdark_dask.stages.build import build
 from nrsdark_dask.instrument import DQ
 from nrsdark_dask.kernels.compare import rate_difference
-from nrsdark_dask.science import check_science
+from nrsdark_dask.stages.science import check_science
 from nrsdark_dask.store import file_sha256
 
 
@@ -229,7 +229,7 @@ def test_the_page_shows_hostile_values_as_text(tmp_path):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from nrsdark_dask.science import write_page
+    from nrsdark_dask.stages.science import write_page
     from test_trends import check_page_markup
 
     name = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/"),

@@ -9,7 +9,7 @@ from astropy.table import Table
 from astropy.time import Time
 from stdatamodels.jwst import datamodels as dm
 
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask import instrument as inst
 from nrsdark_dask.simulate import SimConfig, simulate_dataset
 from nrsdark_dask.simulate import dataset as ds

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nrsdark_dask import instrument as inst
-from nrsdark_dask import jwst_recipe as R
+from nrsdark_dask.calibration import recipe as R
 from nrsdark_dask.simulate import SimConfig, read_truth, simulate_dataset
 from nrsdark_dask.simulate.exposure import ExposurePlan, write_uncal
 from nrsdark_dask.simulate.model import make_truth

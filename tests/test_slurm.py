@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nrsdark_dask import cli
+from nrsdark_dask.cli import main as cli
 
 DOCS = Path(__file__).parents[1] / "docs" / "cluster.md"
 pytestmark = pytest.mark.slow

@@ -34,8 +34,8 @@ TOLERANCE = 0.10
 def long_ramp_store(tmp_path_factory):
     """SUB1024A TRAD NRS, 400 groups (902 s), 12 clean NRS1 exposures, seed 1, calibrated
     into a store on the threads scheduler."""
-    from nrsdark_dask.calibrate import calibrate
-    from nrsdark_dask.select import select_inputs, write_manifest
+    from nrsdark_dask.stages.calibrate import calibrate
+    from nrsdark_dask.stages.select import select_inputs, write_manifest
     from nrsdark_dask.simulate import SimConfig, simulate_dataset
 
     root = tmp_path_factory.mktemp("snr_scaling")
@@ -75,8 +75,8 @@ def test_snr_grows_as_sqrt_n(long_ramp_store, tmp_path):
     -4.2 % from their mean); SNR(8)/SNR(4)/sqrt(2) 0.936, SNR(12)/SNR(4)/sqrt(3) 0.909."""
     import dask
 
-    from nrsdark_dask.build import build
-    from nrsdark_dask.reduce import rate_snr
+    from nrsdark_dask.stages.build import build
+    from nrsdark_dask.reduction.graph import rate_snr
     from nrsdark_dask.store import open_dataset
 
     ids = [str(e) for e in open_dataset(long_ramp_store).exposure.values]

@@ -1,4 +1,4 @@
-"""Tiled calibration (nrsdark_dask.tiled): the store it writes is bit for bit the store that
+"""Tiled calibration (nrsdark_dask.calibration): the store it writes is bit for bit the store that
 jwst's whole-exposure run writes, on the same inputs and references: every variable, every
 per-exposure coordinate, the chunk manifests; with cosmic rays and a snowball on the slab
 edges, on threads and on a real cluster that loses a worker in the middle of a slab.
@@ -9,14 +9,15 @@ CI: a TRAD subarray (ALLSLITS) and a 5-group IRS2 full frame.  Slow: the issue's
 
 import pytest
 
-from nrsdark_dask import cli, selfcheck
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.stages import selfcheck
 from nrsdark_dask import instrument as inst
-from nrsdark_dask.calibrate import calibrate
-from nrsdark_dask.select import select_inputs, write_manifest
+from nrsdark_dask.stages.calibrate import calibrate
+from nrsdark_dask.stages.select import select_inputs, write_manifest
 from nrsdark_dask.simulate import SimConfig, add_charge, read_truth, simulate_dataset
 from nrsdark_dask.store import RampStore, open_dataset, store_differences
-from nrsdark_dask.tiled import versions
-from nrsdark_dask.tiled.plan import PiecePlan
+from nrsdark_dask.calibration import versions
+from nrsdark_dask.calibration.budget import PiecePlan
 
 EDGE_PLAN = selfcheck.EDGE_PLAN
 
@@ -112,7 +113,7 @@ def test_untested_releases_fall_back_to_whole_or_refuse(edge_set, tmp_path, monk
     assert versions.tiled_refusal() is None
     monkeypatch.delenv(versions.OVERRIDE)
     one = tmp_path / "one.ecsv"  # one exposure: the fallback's whole run, kept short
-    from nrsdark_dask.select import read_manifest
+    from nrsdark_dask.stages.select import read_manifest
 
     write_manifest(read_manifest(edge_set["manifest"])[:1], one)
     summary = calibrate(one, tmp_path / "w.zarr", refkit=edge_set["dir"] / "refkit",
@@ -191,7 +192,7 @@ def test_a_killed_worker_changes_nothing(edge_set, tmp_path, monkeypatch):
 
 
 def test_pieces_whole_and_settings_refused(edge_set, tmp_path, monkeypatch):
-    from nrsdark_dask import jwst_recipe
+    from nrsdark_dask.calibration import recipe as jwst_recipe
 
     monkeypatch.setitem(jwst_recipe.STEP_PARAMETERS, "jump",
                         {"expand_large_events": True, "find_showers": True})

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nrsdark_dask.store import StoreLayout
-from nrsdark_dask.tiled import hooks
-from nrsdark_dask.tiled.plan import plan_pieces, whole_frame_need
-from nrsdark_dask.tiled.scratch import Cube
+from nrsdark_dask.calibration import hooks
+from nrsdark_dask.calibration.budget import plan_pieces, whole_frame_need
+from nrsdark_dask.calibration.scratch import Cube
 
 DNU, SAT, JUMP = 1, 2, 4
 
@@ -194,7 +194,7 @@ def test_a_jump_ellipse_can_reach_beyond_its_box_and_is_kept():
     centre; the reach bound keeps both."""
     from stcal.jump import jump as J
 
-    from nrsdark_dask.tiled import regions as R
+    from nrsdark_dask.calibration import regions as R
 
     plane = np.zeros((400, 200), bool)
     plane[97:104, 60:67] = plane[97:104, 134:141] = True
@@ -221,7 +221,7 @@ def test_regions_are_scikit_images_labels(seed, density):
     and corners of the frame included."""
     import skimage.measure
 
-    from nrsdark_dask.tiled import regions as R
+    from nrsdark_dask.calibration import regions as R
 
     rng = np.random.default_rng(seed)
     plane = rng.random((int(rng.integers(1, 60)), int(rng.integers(1, 60)))) < density
@@ -248,7 +248,7 @@ def test_the_bounds_hold_for_stcals_ellipses(seed):
     region's reach of its box, and the filter's minor axis is stcal's."""
     from stcal.jump import jump as J
 
-    from nrsdark_dask.tiled import regions as R
+    from nrsdark_dask.calibration import regions as R
 
     rng = np.random.default_rng(seed)
     plane = np.zeros((80, 80), bool)
@@ -319,7 +319,7 @@ def test_snowball_filter_equals_stock_on_random_cubes(seed, edge, area):
 
 
 def test_a_worker_with_other_releases_is_refused():
-    from nrsdark_dask.tiled import versions
+    from nrsdark_dask.calibration import versions
 
     versions.check_worker(versions.installed())  # the same: nothing to say
     other = {**versions.installed(), "stcal": "1.99.0"}

@@ -11,10 +11,10 @@ import subprocess
 import pytest
 
 from nrsdark_dask import results as R
-from nrsdark_dask.analyze import analyze
-from nrsdark_dask.build import build
+from nrsdark_dask.stages.analyze import analyze
+from nrsdark_dask.stages.build import build
 from nrsdark_dask.store import open_dataset
-from nrsdark_dask.trends import TrendsError, collect, hot_growth, trends
+from nrsdark_dask.stages.trends import TrendsError, collect, hot_growth, trends
 
 pytestmark = pytest.mark.xdist_group("results")
 
@@ -61,7 +61,7 @@ def _chromium():
 @pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (make "
                     "test installs Debian's chromium where it runs as root)")
 def test_the_site_renders_every_plot_with_the_database_numbers(history, tmp_path, capsys):
-    from nrsdark_dask import cli
+    from nrsdark_dask.cli import main as cli
 
     site = tmp_path / "site"
     assert cli.main(["trends", "--db", str(history["db"]), "-o", str(site)]) == 0

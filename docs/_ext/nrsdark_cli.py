@@ -1,7 +1,7 @@
 """Docs made from the code when the docs are built: ``nrsdark-help``, a command's ``--help``
-text from the parser itself (:func:`nrsdark_dask.commands.build_parser`), and
+text from the parser itself (:func:`nrsdark_dask.cli.commands.build_parser`), and
 ``nrsdark-flags``, the flag table from the flag rows
-(:func:`nrsdark_dask.products.flags_markdown`), so the pages show what the installed code
+(:func:`nrsdark_dask.reduction.tables.flags_markdown`), so the pages show what the installed code
 does."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class NrsdarkHelp(SphinxDirective):
     required_arguments = 1
 
     def run(self):
-        from nrsdark_dask.commands import build_parser
+        from nrsdark_dask.cli.commands import build_parser
 
         os.environ["COLUMNS"] = "96"  # argparse wraps at the terminal width
         parser = build_parser()
@@ -35,7 +35,7 @@ class NrsdarkFlags(SphinxDirective):
     """The flag table, parsed as the page's own Markdown (MyST)."""
 
     def run(self):
-        from nrsdark_dask.products import flags_markdown
+        from nrsdark_dask.reduction.tables import flags_markdown
 
         node = nodes.container()
         self.state.nested_parse(StringList(flags_markdown().splitlines(), source="flags"),

@@ -1,7 +1,7 @@
 """Pure array kernels: numpy in, numpy out; no dask, no xarray, no IO.
 
 Each function works on one (y, x) tile with every exposure in it, so the graph builders of
-:mod:`nrsdark_dask.reduce` can map it over tiles; anything that needs the whole frame (a
+:mod:`nrsdark_dask.reduction.graph` can map it over tiles; anything that needs the whole frame (a
 threshold, a frame average) is an argument, computed beforehand by its own small reduction.
 Each names the report section it implements.  DQ bit values are arguments (stcal's style), so
 importing the kernels does not load stdatamodels.

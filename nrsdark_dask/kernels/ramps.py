@@ -29,7 +29,7 @@ def cds_sample(ramp: np.ndarray, step: int = CDS_STEP, row0: int = 0) -> np.ndar
     column, and every ``step``-th row of the frame (``row0``: the frame row of ``ramp``'s
     first row, so that slabs of a frame sample the rows the whole frame would).  Gathered one
     group plane at a time (``ramp[..., g, rows, ::step]``), so a lazy array-like
-    (``jwst_recipe.MappedArray``) never has the whole cube read at once."""
+    (``calibration.recipe.MappedArray``) never has the whole cube read at once."""
     first = (-row0) % step
     return np.stack([np.asarray(ramp[..., g, first::step, ::step])
                      for g in range(ramp.shape[-3])], axis=-3)
@@ -63,7 +63,7 @@ def negative_jump_counts(ramp: np.ndarray, groupdq: np.ndarray, min_drop: float 
 
     Memory: one group plane at a time (two ramp planes and a few plane-sized temporaries, never
     a cube-sized difference or mask), so ``ramp``/``groupdq`` may also be lazy array-likes whose
-    ``[..., g, :, :]`` reads one plane (``jwst_recipe.MappedArray``).  Same result as
+    ``[..., g, :, :]`` reads one plane (``calibration.recipe.MappedArray``).  Same result as
     ``sum((groupdq[1:] & jump_bit != 0) & (diff(ramp) < -min_drop))``: each difference is the
     same float32 subtraction ``ramp[g] - ramp[g - 1]``."""
     shape = tuple(ramp.shape)

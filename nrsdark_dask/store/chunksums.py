@@ -32,7 +32,8 @@ from pathlib import Path
 
 from zarr.storage import WrapperStore
 
-CHUNKS = "nrsdark_chunks"
+from .metadata import committed
+from .schema import CHUNKS, VARIABLES, child, filesystem
 
 
 class CorruptChunk(RuntimeError):
@@ -129,9 +130,7 @@ class ChunkSums:
             asyncio.get_running_loop()
         except RuntimeError:
             try:
-                from .writer import RampStore
-
-                return RampStore(self.root).committed()[index]
+                return committed(self.root)[index]
             except Exception:  # noqa: BLE001 - the damage must still be reported
                 pass
         return f"#{index} (store index)"
@@ -181,3 +180,32 @@ def checked_store(root) -> CheckedStore:
     plain = LocalStore(root, read_only=True) if isinstance(root, Path) \
         else FsspecStore.from_url(root, read_only=True)
     return CheckedStore(plain, root)
+
+
+def chunk_files(array_dir, index: int) -> dict[str, tuple[str, int]]:
+    """The chunk files of exposure ``index`` of one array: ``{path below c/<index>/: (full
+    path, size)}`` (local or remote, through fsspec)."""
+    fs, root = filesystem(child(array_dir, "c", str(index)))
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {p[len(root) + 1:]: (p, int(i["size"])) for p, i in found.items()
+            if i["type"] == "file"}
+
+
+def chunk_checksums(root: Path, var: str, index: int, row_chunk: int | None = None) -> dict:
+    """``{chunk file below <var>/c/<index>/: [size, CRC32C]}`` of exposure ``index`` of the
+    store (or staged exposure) at ``root``: a commit's manifest entry; with ``row_chunk``, only
+    the chunks of that tile row (what one tiled-calibration piece wrote)."""
+    row_axis = list(VARIABLES[var][0]).index("y_raw" if var == "bias_groups" else "y") - 1
+    out = {}
+    for rel, (f, size) in chunk_files(root / var, index).items():
+        if row_chunk is None or int(rel.split("/")[row_axis]) == row_chunk:
+            out[rel] = [size, crc32c(Path(f).read_bytes())]
+    return out
+
+
+def staged_checksums(path: Path, var: str, row_chunk: int | None = None) -> dict:
+    """:func:`chunk_checksums` of a staged exposure (``path``: ``_staging/<exposure>``)."""
+    return chunk_checksums(path, var, 0, row_chunk)

@@ -12,8 +12,9 @@ A store's data are its chunks; what makes them readable is a few JSON files:
 
 :func:`problems` parses every one of them (what ``nrsdark verify`` reports first, what a build
 and an appending ``calibrate`` refuse on); :func:`damage` turns a failed zarr open into a
-one-line :class:`~nrsdark_dask.store.StoreError` naming the file; :func:`repair`
-(``nrsdark repair``) rebuilds what the store itself keeps:
+one-line :class:`~nrsdark_dask.store.StoreError` naming the file (:func:`quiet_zarr`, around
+every zarr open); :meth:`RampStore.repair <nrsdark_dask.store.RampStore.repair>`
+(``nrsdark repair``, under the store's write lock) rebuilds what the store itself keeps:
 
 * the root ``zarr.json`` from the backup (exposures committed after the backup was written,
   if any, are lost: the backup is rewritten right after each commit, so only a kill between
@@ -30,15 +31,17 @@ The log (``nrsdark_log.jsonl``) is a record, not metadata: a damaged line is ski
 from __future__ import annotations
 
 import json
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..paths import atomic_write
-from .chunksums import CHUNKS
+from .schema import CHUNKS, StoreError, location
 
 BACKUP = "nrsdark_meta_backup.json"
 
 
-def _read_json(path: Path) -> tuple[dict | None, str | None]:
+def read_json(path: Path) -> tuple[dict | None, str | None]:
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -50,7 +53,7 @@ def _read_json(path: Path) -> tuple[dict | None, str | None]:
     return data, None
 
 
-def _root_problem(data: dict | None, why: str | None) -> str | None:
+def root_problem(data: dict | None, why: str | None) -> str | None:
     if why:
         return why
     attrs = data.get("attributes", {})
@@ -68,9 +71,9 @@ def problems(root) -> list[str]:
     if not isinstance(root, Path):
         return []
     out = []
-    data, why = _read_json(root / "zarr.json")
-    backup, bwhy = _read_json(root / BACKUP)
-    why, bwhy = _root_problem(data, why), _root_problem(backup, bwhy)
+    data, why = read_json(root / "zarr.json")
+    backup, bwhy = read_json(root / BACKUP)
+    why, bwhy = root_problem(data, why), root_problem(backup, bwhy)
     if why:
         out.append(f"{root / 'zarr.json'} {why}")
         data = None if bwhy else backup  # the arrays are still checked against the backup
@@ -79,11 +82,11 @@ def problems(root) -> list[str]:
     arrays = sorted(data["consolidated_metadata"]["metadata"]) if data else sorted(
         p.parent.name for p in root.glob("*/zarr.json"))
     for name in arrays:
-        _, why = _read_json(root / name / "zarr.json")
+        _, why = read_json(root / name / "zarr.json")
         if why:
             out.append(f"{root / name / 'zarr.json'} {why}")
     for f in sorted((root / CHUNKS).glob("*.json"), key=lambda p: p.stem):
-        m, why = _read_json(f)
+        m, why = read_json(f)
         if why is None and not all(isinstance(v, dict) for k, v in m.items() if k != "_exposure"):
             why = "is not a chunk manifest"
         if why:
@@ -94,8 +97,6 @@ def problems(root) -> list[str]:
 def damage(root, exc: BaseException):
     """The :class:`StoreError` to raise instead of ``exc`` (a failed zarr open of the store at
     ``root``) when a metadata file is damaged; None when none is (``exc`` is something else)."""
-    from .schema import StoreError
-
     found = problems(root)
     if not found:
         return None
@@ -110,57 +111,28 @@ def write_backup(root: Path) -> None:
     atomic_write(root / BACKUP, (root / "zarr.json").read_text())
 
 
-def repair(store) -> tuple[list[str], list[str]]:
-    """Rebuild the damaged metadata of ``store`` (a :class:`~nrsdark_dask.store.RampStore`,
-    local) under its lock; returns ``(repaired, lost)``, one line each.  What cannot be
-    rebuilt is left as it is and named in ``lost``."""
-    from .schema import StoreLayout
-    from .writer import chunk_checksums
+@contextmanager
+def quiet_zarr(root=None):
+    """zarr warns about our non-zarr entries (lock, log, staging) and about consolidated
+    metadata not being in the v3 spec; both are expected here.  With the store's ``root``,
+    a failure that a damaged metadata file explains becomes a one-line StoreError naming
+    the file (:func:`damage`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently.*")
+        try:
+            yield
+        except Exception as exc:
+            if root is not None and not isinstance(exc, StoreError) \
+                    and (named := damage(location(root), exc)) is not None:
+                raise named from None
+            raise
 
-    root = store.local_path("repairing a store")
-    fixed, lost = [], []
-    with store.writer(trim=False):
-        data, why = _read_json(root / "zarr.json")
-        backup, bwhy = _read_json(root / BACKUP)
-        if _root_problem(data, why):
-            if _root_problem(backup, bwhy):
-                lost.append(f"{root / 'zarr.json'} and its backup are both damaged: the "
-                            "layout, provenance and commit are lost (calibrate into a new "
-                            "store)")
-                return fixed, lost
-            atomic_write(root / "zarr.json", json.dumps(backup, indent=2))
-            data = backup
-            n_backup = data["consolidated_metadata"]["metadata"]["exposure"]["shape"][0]
-            later = [f for f in (root / CHUNKS).glob("*.json")
-                     if f.stem.isdigit() and int(f.stem) >= n_backup]
-            fixed.append(f"{root / 'zarr.json'} restored from {BACKUP} ({n_backup} exposures)")
-            if later:
-                lost.append(f"{len(later)} exposure(s) committed after the backup: their "
-                            "chunks are dropped; calibrate them again")
-        meta = data["consolidated_metadata"]["metadata"]
-        for name, entry in sorted(meta.items()):
-            _, why = _read_json(root / name / "zarr.json")
-            if why:
-                (root / name).mkdir(exist_ok=True)
-                atomic_write(root / name / "zarr.json", json.dumps(entry, indent=2))
-                fixed.append(f"{root / name / 'zarr.json'} rewritten from the root's "
-                             "consolidated metadata")
-        names = store.committed()
-        variables = StoreLayout(**data["attributes"]["layout"]).variables()
-        for i, name in enumerate(names):
-            path = root / CHUNKS / f"{i}.json"
-            _, why = _read_json(path)
-            if why in (None, "is missing"):  # missing: committed before manifests, no rebuild
-                continue
-            listed = {"_exposure": name}
-            listed.update({var: chunk_checksums(root, var, i) for var in variables})
-            atomic_write(path, json.dumps(listed))
-            fixed.append(f"{path} rebuilt from the chunk files as they are now")
-            lost.append(f"{name}: damage to its chunks before this repair can no longer be "
-                        "told (its checksums were recomputed)")
-        if backup != data:  # damaged, stale or missing (a store made before backups: silently)
-            write_backup(root)
-            if bwhy != "is missing":
-                fixed.append(f"{root / BACKUP} rewritten")
-        store._repair()  # trim what the commit does not hold
-    return fixed, lost
+
+def committed(path) -> list[str]:
+    """The names of the committed exposures (the exposure coordinate of the last commit)."""
+    import zarr
+
+    with quiet_zarr(path):
+        g = zarr.open_group(str(path), mode="r", use_consolidated=True)
+        return [str(s) for s in g["exposure"][:]]

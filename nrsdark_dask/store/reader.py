@@ -21,7 +21,8 @@ import xarray as xr
 import zarr
 
 from .chunksums import ChunkSums, checked_store
-from .schema import EXPOSURE_COORDS, StoreError, child, location, quiet_zarr
+from .metadata import quiet_zarr
+from .schema import EXPOSURE_COORDS, StoreError, child, location
 from .writer import RampStore
 
 

@@ -42,9 +42,9 @@ for images.  A chunk holds one exposure's groups ``[k g_c, (k+1) g_c)`` on one t
 so a ramp chunk is near 8 MiB (:func:`default_group_chunk`: 30 of 88 groups, 29 of 200 on
 256 x 256 tiles).  A reduction reads a group block of all exposures of a tile (E chunks per
 group chunk) and never more, so its memory is set by a budget, not by E x ngroups
-(``reduce.plan_blocks``); appending an exposure touches only its own chunks.  Schema-1 stores
+(``reduction.graph.plan_blocks``); appending an exposure touches only its own chunks.  Schema-1 stores
 (one chunk per exposure and tile, all groups, no ingest summaries) still open; a build
-refuses them (``reduce.check_store``).
+refuses them (``reduction.graph.check_store``).
 
 Per-exposure summaries made at ingest, while the exposure is in memory anyway: the negative-
 jump counts, the clipped group-1 frame statistics, the group-1 image with the group 2-3 flags
@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,9 +73,11 @@ import numpy as np
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from .. import instrument as inst
-from . import metadata
 
 SCHEMA_VERSION = 5
+
+# the chunk manifests of the commits: <store>/nrsdark_chunks/<exposure index>.json
+CHUNKS = "nrsdark_chunks"
 
 
 # 1: no group chunking, no group1/rc_next/first_jump; 2: exposures named by file name, no
@@ -96,24 +97,6 @@ NO_JUMP = np.iinfo(np.int16).max  # first_jump of a pixel with no JUMP_DET group
 
 
 CODECS = ("none", "zstd", "blosc-lz4")
-
-
-@contextmanager
-def quiet_zarr(root=None):
-    """zarr warns about our non-zarr entries (lock, log, staging) and about consolidated
-    metadata not being in the v3 spec; both are expected here.  With the store's ``root``,
-    a failure that a damaged metadata file explains becomes a one-line StoreError naming
-    the file (:func:`metadata.damage`)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not recognized as a component.*")
-        warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently.*")
-        try:
-            yield
-        except Exception as exc:
-            if root is not None and not isinstance(exc, StoreError) \
-                    and (named := metadata.damage(location(root), exc)) is not None:
-                raise named from None
-            raise
 
 
 def make_codec(name: str):
@@ -312,6 +295,28 @@ def file_sha256(path, block: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
+def truncation(path) -> str:
+    """Why a FITS file is shorter than its headers say ("" when it is whole): each HDU's data
+    must end inside the file (the FITS size rule, BITPIX x GCOUNT x (PCOUNT + NAXIS1 x ...);
+    missing end padding alone is tolerated)."""
+    from astropy.io import fits
+
+    size = Path(path).stat().st_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy's own "may have been truncated"
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            for i, hdu in enumerate(hdul):
+                h = hdu.header
+                naxis = h.get("NAXIS", 0)
+                n = int(np.prod([h.get(f"NAXIS{k}", 0) for k in range(1, naxis + 1)]))
+                nbytes = abs(h["BITPIX"]) // 8 * h.get("GCOUNT", 1) * (h.get("PCOUNT", 0) + n)
+                end = hdul.fileinfo(i)["datLoc"] + (nbytes if naxis else 0)
+                if end > size:
+                    return (f"truncated file: {hdu.name or f'HDU {i}'} data end at byte {end}, "
+                            f"the file has {size}")
+    return ""
+
+
 def location(path) -> Path | str:
     """Where a store is: a local ``Path`` (plain paths and ``file://`` URLs) or an fsspec URL
     string (``s3://bucket/x.zarr``, ...; credentials and endpoints from the usual fsspec /
@@ -350,7 +355,7 @@ def check_chunking(tile, group_chunk=None) -> None:
 def default_group_chunk(ngroups: int, tile_pixels: int) -> int:
     """Groups per ramp chunk: as even a split of the ramp as keeps a chunk near 8 MiB (30 of
     88 groups on 256 x 256 tiles), so a build can hold a group block of every exposure of a
-    tile without reading any chunk twice (see ``reduce.plan_blocks``)."""
+    tile without reading any chunk twice (see ``reduction.graph.plan_blocks``)."""
     per = max(1, GROUP_CHUNK_BYTES // (4 * tile_pixels))
     nblocks = -(-ngroups // per)
     return -(-ngroups // nblocks)

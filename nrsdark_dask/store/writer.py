@@ -40,11 +40,12 @@ import numpy as np
 import zarr
 
 from .. import __version__
-from ..paths import check_name, inside
+from ..paths import atomic_write, check_name, inside
 from . import metadata
-from .chunksums import CHUNKS, ChunkSums, crc32c
+from .metadata import quiet_zarr
+from .chunksums import CHUNKS, ChunkSums, chunk_checksums, chunk_files, crc32c, staged_checksums
 from .schema import (EXPOSURE_COORDS, READABLE_SCHEMAS, SCHEMA_VERSION, VARIABLES, StoreError,
-                     StoreLayout, child, filesystem, location, make_codec, quiet_zarr)
+                     StoreLayout, child, filesystem, location, make_codec)
 
 STAGING = "_staging"
 
@@ -61,18 +62,6 @@ def _consolidate(path):
     with quiet_zarr(path):
         zarr.consolidate_metadata(path)
     metadata.write_backup(Path(path))
-
-
-def _chunk_files(array_dir, index: int) -> dict[str, tuple[str, int]]:
-    """The chunk files of exposure ``index`` of one array: ``{path below c/<index>/: (full
-    path, size)}`` (local or remote, through fsspec)."""
-    fs, root = filesystem(child(array_dir, "c", str(index)))
-    try:
-        found = fs.find(root, detail=True)
-    except FileNotFoundError:
-        return {}
-    return {p[len(root) + 1:]: (p, int(i["size"])) for p, i in found.items()
-            if i["type"] == "file"}
 
 
 def _create_variable(group, layout: StoreLayout, var: str, n_exp: int, coords_attr: str):
@@ -98,7 +87,7 @@ def write_staging(store_path, name: str, layout: StoreLayout, data: dict) -> Pat
     Each array is written block by block, a block being one row of whole chunks (all of x; for
     ramps one group chunk x one tile row: <= 8 MiB x nx / tile_x), so no write makes a
     converted copy of a whole cube and Zarr never re-reads a chunk.  A value may be an array or
-    a lazy array-like with ``shape`` and basic-slice ``__getitem__`` (``jwst_recipe.MappedArray``:
+    a lazy array-like with ``shape`` and basic-slice ``__getitem__`` (``calibration.recipe.MappedArray``:
     only the block being written is then in memory).  A block is converted to the store's dtype
     only when its dtype differs (e.g. big-endian FITS data)."""
     path = staging_path(store_path, name)
@@ -187,23 +176,6 @@ def create_staging(path: Path, layout: StoreLayout):
     return g
 
 
-def chunk_checksums(root: Path, var: str, index: int, row_chunk: int | None = None) -> dict:
-    """``{chunk file below <var>/c/<index>/: [size, CRC32C]}`` of exposure ``index`` of the
-    store (or staged exposure) at ``root``: a commit's manifest entry; with ``row_chunk``, only
-    the chunks of that tile row (what one tiled-calibration piece wrote)."""
-    row_axis = list(VARIABLES[var][0]).index("y_raw" if var == "bias_groups" else "y") - 1
-    out = {}
-    for rel, (f, size) in _chunk_files(root / var, index).items():
-        if row_chunk is None or int(rel.split("/")[row_axis]) == row_chunk:
-            out[rel] = [size, crc32c(Path(f).read_bytes())]
-    return out
-
-
-def staged_checksums(path: Path, var: str, row_chunk: int | None = None) -> dict:
-    """:func:`chunk_checksums` of a staged exposure (``path``: ``_staging/<exposure>``)."""
-    return chunk_checksums(path, var, 0, row_chunk)
-
-
 def seal_staging(path: Path, chunks: dict) -> None:
     """Write the staged exposure's chunk manifest (``CHUNKS.json``, with the exposure's name,
     ``path``'s) and mark it complete."""
@@ -249,9 +221,7 @@ class RampStore:
                                         use_consolidated=True).attrs.get("provenance", {}))
 
     def committed(self) -> list[str]:
-        with quiet_zarr(self.path):
-            g = zarr.open_group(str(self.path), mode="r", use_consolidated=True)
-            return [str(s) for s in g["exposure"][:]]
+        return metadata.committed(self.path)
 
     # ---- writing --------------------------------------------------------------------------
     @classmethod
@@ -320,7 +290,7 @@ class RampStore:
         """Exclusive write access for this process: an OS lock (``flock``) on ``.nrsdark.lock``,
         which dies with its process (no stale lock to take over, no race between two takers);
         the file names the holder (pid, host) for the refusal message.  Trims what the commit
-        does not hold on entry (``trim``; :func:`metadata.repair` trims after mending the
+        does not hold on entry (``trim``; :meth:`repair` trims after mending the
         metadata).  On NFS, ``flock`` needs NFSv4 (Linux emulates it with byte-range locks)."""
         lock = self.local_path("writing a store") / LOCK
         me = {"pid": os.getpid(), "host": socket.gethostname()}
@@ -347,14 +317,14 @@ class RampStore:
         os.write(fd, json.dumps(me).encode())
         try:
             if trim:
-                self._repair()
+                self._trim()
             yield self
         finally:
             shutil.rmtree(self.path / STAGING, ignore_errors=True)
             lock.unlink(missing_ok=True)  # while still holding it: see the inode check above
             os.close(fd)
 
-    def _repair(self):
+    def _trim(self):
         """Trim arrays to the committed length and drop staged exposures (after a kill)."""
         n = len(self.committed())
         with quiet_zarr(self.path):
@@ -369,6 +339,61 @@ class RampStore:
             if f.stem.isdigit() and int(f.stem) >= n:
                 f.unlink()
         shutil.rmtree(self.path / STAGING, ignore_errors=True)
+
+
+    def repair(self) -> tuple[list[str], list[str]]:
+        """``nrsdark repair``: rebuild the damaged metadata of this (local) store under its
+        lock (:mod:`.metadata` says what from); returns ``(repaired, lost)``, one line each.
+        What cannot be rebuilt is left as it is and named in ``lost``."""
+        from .metadata import BACKUP, read_json, root_problem, write_backup
+
+        root = self.local_path("repairing a store")
+        fixed, lost = [], []
+        with self.writer(trim=False):
+            data, why = read_json(root / "zarr.json")
+            backup, bwhy = read_json(root / BACKUP)
+            if root_problem(data, why):
+                if root_problem(backup, bwhy):
+                    lost.append(f"{root / 'zarr.json'} and its backup are both damaged: the "
+                                "layout, provenance and commit are lost (calibrate into a new "
+                                "store)")
+                    return fixed, lost
+                atomic_write(root / "zarr.json", json.dumps(backup, indent=2))
+                data = backup
+                n_backup = data["consolidated_metadata"]["metadata"]["exposure"]["shape"][0]
+                later = [f for f in (root / CHUNKS).glob("*.json")
+                         if f.stem.isdigit() and int(f.stem) >= n_backup]
+                fixed.append(f"{root / 'zarr.json'} restored from {BACKUP} ({n_backup} exposures)")
+                if later:
+                    lost.append(f"{len(later)} exposure(s) committed after the backup: their "
+                                "chunks are dropped; calibrate them again")
+            meta = data["consolidated_metadata"]["metadata"]
+            for name, entry in sorted(meta.items()):
+                _, why = read_json(root / name / "zarr.json")
+                if why:
+                    (root / name).mkdir(exist_ok=True)
+                    atomic_write(root / name / "zarr.json", json.dumps(entry, indent=2))
+                    fixed.append(f"{root / name / 'zarr.json'} rewritten from the root's "
+                                 "consolidated metadata")
+            names = self.committed()
+            variables = StoreLayout(**data["attributes"]["layout"]).variables()
+            for i, name in enumerate(names):
+                path = root / CHUNKS / f"{i}.json"
+                _, why = read_json(path)
+                if why in (None, "is missing"):  # missing: committed before manifests, no rebuild
+                    continue
+                listed = {"_exposure": name}
+                listed.update({var: chunk_checksums(root, var, i) for var in variables})
+                atomic_write(path, json.dumps(listed))
+                fixed.append(f"{path} rebuilt from the chunk files as they are now")
+                lost.append(f"{name}: damage to its chunks before this repair can no longer be "
+                            "told (its checksums were recomputed)")
+            if backup != data:  # damaged, stale or missing (a store made before backups: silently)
+                write_backup(root)
+                if bwhy != "is missing":
+                    fixed.append(f"{root / BACKUP} rewritten")
+            self._trim()  # trim what the commit does not hold
+        return fixed, lost
 
     def check_appendable(self) -> None:
         """Only stores of this schema take new exposures (older ones name exposures by file
@@ -428,7 +453,7 @@ class RampStore:
             if listed is None:  # see unverifiable()
                 continue
             for var in layout.variables():
-                on_disk = _chunk_files(child(self.path, var), i)
+                on_disk = chunk_files(child(self.path, var), i)
                 for rel, (size, crc) in listed.get(var, {}).items():
                     found = on_disk.pop(rel, None)
                     where = f"{names[i]}: {var} chunk {child(self.path, var, 'c', str(i), rel)}"
