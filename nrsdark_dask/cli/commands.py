@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
@@ -461,331 +463,325 @@ def _repair(args) -> None:
           + f"{len(store.committed())} exposures, metadata readable, every chunk present")
 
 
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``nrsdark`` subcommand: its name, the function that runs it (``None``: ``cli.main``
+    runs it), its one-line help, its description and its arguments (:func:`arg`)."""
+
+    name: str
+    run: Callable | None
+    help: str
+    description: str = ""
+    args: tuple = ()
+
+
+def arg(*flags, **options) -> tuple:
+    """One ``add_argument`` of a subcommand: its flags and options, as argparse takes them."""
+    return flags, options
+
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand("simulate", _simulate, help="write a simulated data set of uncal darks with truth",
+               description="Write N simulated NIRSpec uncal darks, their truth, ASIC telemetry "
+               "and an offline reference kit into OUTDIR (must not exist).", args=(
+        arg("outdir"),
+        arg("--readout", choices=["trad", "irs2"], default="trad"),
+        arg("--readpatt", choices=list(inst.READ_PATTERNS), default=None, help="default: "
+            "NRSRAPID (trad) or NRSIRS2RAPID (irs2)"),
+        arg("--detector", type=str.upper, choices=list(inst.DETECTORS), default="NRS1"),
+        arg("--subarray", type=str.upper, choices=list(inst.SUBARRAYS), default="FULL"),
+        arg("--ngroups", type=int, default=None, help="default: 88 trad, 200 irs2"),
+        arg("--nexp", type=_positive_int, default=4),
+        arg("--seed", type=int, default=1),
+        arg("--start", default="2023-07-01", help="first date (ISO)"),
+        arg("--end", default="2024-06-30", help="last date (ISO)"),
+        arg("--gratings", default="G140H,G395H", help="mix with weights, e.g. "
+            "'G140H:3,G395H,PRISM,MIRROR'"),
+        arg("--artifacts", action="store_true", help="inject report §3 failure cases: "
+            "mode-switch bias residuals, MSA glow on PRISM, persistence"),
+        arg("--glow-rate", type=_positive_float, default=0.006, metavar="DN_PER_S",
+            help="MSA-glow stripe crest with --artifacts (default 0.006 DN/s, near the cull's "
+            "limit; 0.02 shows to the eye)"),
+        arg("--workers", type=_positive_int, default=1, help="processes (one exposure each)"),
+        arg("--no-refkit", action="store_true", help="skip the reference kit"),
+        arg("--hot-growth", type=float, default=0.0, help="new hot pixels a month in the "
+            "simulated region, onsets spread over the dates (report §7.1: ~100 a month on a "
+            "full frame)"),
+        arg("--snowball-scale", type=_positive_float, default=1.0, metavar="X", help="X times "
+            "the natural snowball rate (a few per full frame an hour): dense cases for snowball "
+            "flagging"),
+    )),
+    Subcommand("select", _select, help="pre-filter inputs into a manifest (report §3)",
+               description="One manifest row per input with accept/reject and a reason; prints "
+               "the yield table (report §9 Table 5).", args=(
+        arg("inputs", nargs="+", help="uncal/ramp/jump FITS files or folders"),
+        arg("--telemetry", help="ASIC temperature table (ECSV/CSV: time, asic_temp[, "
+            "detector]), or 'edb': fetch it from the engineering database ([telemetry] of "
+            "--config; needs MAST_API_TOKEN) into telemetry.ecsv beside the manifest; see "
+            "docs/telemetry.md"),
+        arg("--exclude", help="exclusion list (ECSV/CSV with file[, reason], or text)"),
+        arg("--cull", help="cull table of `nrsdark cull` (its culled exposures are rejected, "
+            "beside --exclude)"),
+        arg("-o", "--output", required=True, help="manifest to write (ECSV)"),
+        arg("--requested", type=_count, help="number of darks requested (yield table)"),
+        arg("--start", type=_date, help="first date to accept (ISO)"),
+        arg("--end", type=_date, help="last date to accept (ISO, inclusive)"),
+        arg("--dt-full", type=_kelvin, help="ASIC dT limit for full frames, K (0.02)"),
+        arg("--dt-sub", type=_kelvin, help="ASIC dT limit for subarrays, K (0.13)"),
+        arg("--accept-no-telemetry", action="store_true", help="accept inputs without telemetry "
+            "instead of rejecting them"),
+        arg("--config", help="TOML file overriding thresholds ([select] section)"),
+    )),
+    Subcommand("fetch", _fetch, help="download new NIRSpec dark exposures from MAST",
+               description="The uncal files of the [fetch] section's programs (NRS_DARK; "
+               "detectors, readout patterns, subarrays, dates) that are not here yet, from MAST "
+               "into --into (default [fetch] into, else the first [monitor] inputs). Resumable; "
+               "sizes and FITS checksums checked; each file recorded in the results database. "
+               "Exclusive-access files need MAST_API_TOKEN. See docs/commands/fetch.md.", args=(
+        arg("config", help="TOML file with a [fetch] section"),
+        arg("--into", help="folder for the files (e.g. the one the monitor watches)"),
+        arg("--db", help="results database (URL or SQLite path; default: the monitor's, "
+            "[monitor] db or <[monitor] stores>/nrsdark_results.sqlite)"),
+        arg("--dry-run", action="store_true", help="list what would be fetched"),
+    )),
+    Subcommand("calibrate", _calibrate, help="jwst detector1 on accepted inputs into a Zarr store",
+               description="Each exposure's detector1 cut into Dask tasks that fit a memory "
+               "budget (--pieces tiled, bit-identical to jwst's own whole-exposure run, --pieces "
+               "whole); resumable; failures are logged in the store and do not stop the others.",
+               args=(
+        arg("manifest"),
+        arg("--store", required=True, help="e.g. stores/NAME.zarr"),
+        arg("--refkit", help="folder of local reference files (offline); default CRDS"),
+        arg("--scheduler", help="threads[:N] | local[:N] | tcp://HOST:PORT | sync (default: "
+            "[run] scheduler of --config, else local)"),
+        arg("--config", help="TOML file ([run] scheduler)"),
+        arg("--group", help="manifest group to calibrate (when there are several)"),
+        arg("--pieces", choices=["tiled", "whole"], help="tiled (default): row slabs and group "
+            "blocks as Dask tasks, each within --task-memory; whole: one jwst run per exposure "
+            "(20-21 bytes per raw pixel-group: 8.2 GB for TRAD FULL 88 groups; local:N shrinks "
+            "to the workers whose memory holds one each)"),
+        arg("--task-memory", help="memory budget of one tiled task (default [run] task_memory, "
+            "else 1.5GiB): sets the piece sizes"),
+        arg("--record-tasks", metavar="FILE", help="tiled: write every exposure's task graph "
+            "and each task's start, stop and worker to this JSON file (for capacity planning: "
+            "docs, cluster)"),
+        arg("--workdir", help="scratch folder of --pieces whole (default: inside the store's "
+            "staging area)"),
+        arg("--tile", type=_tile, help="chunk tile of a new store, YxX (default 256x256)"),
+        arg("--group-chunk", type=_positive_int, help="groups per ramp chunk of a new store "
+            "(default: chunks near 8 MiB)"),
+        arg("--codec", choices=["none", "zstd", "blosc-lz4"], help="compression of a new "
+            "store's ramps and rates (default none; DQ is always zstd)"),
+        arg("--verbose", action="store_true", help="show jwst's INFO log"),
+    )),
+    Subcommand("build", _build, help="SUPERBIAS, DARK and MASK reference files from a store",
+               description="Lazy tile-by-tile reductions of the report's §4.1, written as "
+               "CRDS-format FITS validated with stdatamodels.", args=(
+        arg("--store", required=True),
+        arg("--outdir", required=True),
+        arg("--mask-in", help="input MASK reference file, full frame or covering the store (cut "
+            "to it); full-frame builds add the new hot pixels to it, subarray builds count them"),
+        arg("--scheduler", help="threads[:N] | local[:N] | tcp://HOST:PORT | sync (default: "
+            "[run] scheduler of --config, else threads)"),
+        arg("--workers", type=_positive_int, help="threads of --scheduler threads (default: one "
+            "per core)"),
+        arg("--task-memory", help="memory budget of one ramp-pass task (default 1GiB): sets how "
+            "many groups a task holds"),
+        arg("--products", help="Zarr group (path or URL every worker can write) for the "
+            "products of a cluster build (default: STORE.products/<stamp>.zarr beside the store)"),
+        arg("--keep-products", action="store_true", help="keep a cluster build's products group "
+            "(xarray opens it)"),
+        arg("--db", help="results database to record the files in (SQLAlchemy URL, e.g. "
+            "postgresql+psycopg://user@host/db, or an SQLite file; 'none': do not record; "
+            "default [run] db, else nrsdark_results.sqlite beside the store)"),
+        arg("--cull", help="cull table of `nrsdark cull`: the exposures it marks culled are "
+            "left out"),
+        arg("--config", help="TOML file overriding thresholds"),
+        arg("--author", default="nrsdark_dask"),
+    )),
+    Subcommand("cull", _cull, help="score every exposure of a store for artifacts (mode switch, "
+               "MSA glow, persistence) and list those to leave out", description="Residual "
+               "images (an exposure minus the median of the others) scored in units of the "
+               "noise; thresholds in [cull] of --config. Writes one row per exposure (exposure, "
+               "artifact, score, culled, reason) and a PNG of each culled exposure's residuals.  "
+               "Overrule by editing the 'culled' column; build --cull and select --cull read it.",
+               args=(
+        arg("--store", required=True),
+        arg("-o", "--output", help="cull table to write (ECSV; default STORE_culled.ecsv beside "
+            "the store)"),
+        arg("--pictures", help="folder of the PNGs (default: OUTPUT without .ecsv, plus _png)"),
+        arg("--all-pictures", action="store_true", help="a PNG of every exposure, not only the "
+            "culled ones"),
+        arg("--scheduler", help="threads[:N] | local[:N] | tcp://HOST:PORT | sync"),
+        arg("--config", help="TOML file ([cull] thresholds)"),
+        arg("--scratch", help="folder for the mean frames between passes, writable by every "
+            "worker (default: a temporary folder beside a local store, else the system's "
+            "temporary folder; on a multi-machine cluster give a shared one)"),
+    )),
+    Subcommand("monitor", _monitor, help="take in new darks: calibrate what is new into one "
+               "store per input group, build the period darks that reach the SNR, record them, "
+               "refresh the trend pages", description="One monitor run from the [monitor] "
+               "section of CONFIG (inputs, telemetry, exclude, refkit, stores, outdir, cull, db; "
+               "see docs/commands/monitor.md). Safe to run again: it takes in only what is new.",
+               args=(
+        arg("config", help="TOML file with a [monitor] section"),
+        arg("--scheduler", help="threads[:N] (default), sync, local[:N], tcp://HOST:PORT"),
+    )),
+    Subcommand("trends", _trends, help="the monitor over time: a self-contained site of trend "
+               "pages from the results database", args=(
+        arg("--db", required=True, help="results database (SQLAlchemy URL or SQLite file)"),
+        arg("-o", "--output", required=True, help="folder of the site (index.html, a page per "
+            "detector x readout x subarray)"),
+    )),
+    Subcommand("record", _record, help="record a build whose recording failed (exit 3)",
+               description="A build whose files were written but could not be recorded in the "
+               "results database (exit 3) leaves OUTDIR/record-pending.json; this records those "
+               "files, their inputs and statistics, then removes it.", args=(
+        arg("outdir", help="the build's output folder"),
+        arg("--db", help="results database (default: the one the build was given, when its URL "
+            "holds no password)"),
+    )),
+    Subcommand("analyze", _analyze, help="QA report and delivery verdict of a build's files",
+               description="Statistics of report §4.2, the SNR verdict, figures, one "
+               "self-contained HTML report and a JSON of every number (default in OUTDIR/qa).  "
+               "Exit status: 0 deliverable, 1 not deliverable, 2 error.", args=(
+        arg("outdir", help="folder of reference files (the newest of each type) or files"),
+        arg("--compare", nargs="+", help="previous reference files (folder or files): new hot "
+            "pixels, DRK difference"),
+        arg("--report", help="folder for report.html, report.json (default OUTDIR/qa)"),
+        arg("--db", help="record the analysis in this results database (SQLAlchemy URL or "
+            "SQLite file; default [run] db, else nothing recorded)"),
+        arg("--config", help="TOML file ([delivery], [dark] hot_rate)"),
+    )),
+    Subcommand("check-science", _check_science, help="the report's §8: one science exposure "
+               "calibrated with a new and an old reference set, the rates compared",
+               description="Runs jwst detector1 (with superbias and dark_current) on SCIENCE "
+               "twice, with the NEW and the OLD reference set, and compares the rates: "
+               "difference image, median and scatter against both DARKs' UNC and the science "
+               "noise, median column, hot-pixel residuals, pixels newly DO_NOT_USE or "
+               "UNRELIABLE_DARK.  Writes check_science.html, check_science.json and both rate "
+               "files into OUTDIR.", args=(
+        arg("science", help="science exposure (uncal FITS)"),
+        arg("--new", required=True, nargs="+", help="new reference set: a folder (the newest "
+            "DARK, SUPERBIAS, MASK in it) or files"),
+        arg("--old", required=True, nargs="+", help="old reference set: a folder or files, or "
+            "'crds' (what CRDS selects; needs CRDS_SERVER_URL)"),
+        arg("--refkit", help="folder of the other reference files (saturation, linearity, gain, "
+            "readnoise, mask; refpix for IRS2); default CRDS"),
+        arg("-o", "--outdir", required=True),
+        arg("--background", help="box measuring the science noise: y0:y1,x0:x1 (0-based, end "
+            "excluded; default every active pixel)"),
+        arg("--config", help="TOML file ([dark] hot_rate, hot_rule)"),
+        arg("--db", help="record the check in this results database (SQLAlchemy URL or SQLite "
+            "file; default: nothing recorded)"),
+    )),
+    Subcommand("periods", _periods, help="temporal darks: the shortest date windows that reach "
+               "the SNR, each built, plus a master for comparison", description="Predicts the "
+               "inputs a period needs from the per-file SNR (SNR ~ sqrt(N)), cuts the dates into "
+               "windows, confirms each window's SNR from its rates, builds each into "
+               "OUTDIR/<label>/ and a master over all inputs (comparison only); "
+               "OUTDIR/periods.ecsv is the table.  Exit status: 0 with at least one period dark, "
+               "1 when the store holds too few inputs for any period (the master only), 2 on "
+               "error.", args=(
+        arg("--store", required=True),
+        arg("--outdir", required=True),
+        arg("--cull", help="cull table: its culled exposures are in no period"),
+        arg("--mask-in", help="comparison MASK (new hot pixels per period)"),
+        arg("--scheduler", help="as for build"),
+        arg("--config", help="TOML file ([delivery] SNR and the build's settings)"),
+        arg("--db", help="record each period's build and analysis in this results database "
+            "(SQLAlchemy URL or SQLite file; default: nothing recorded)"),
+    )),
+    # run: cli.main runs it (nrsdark_dask.cli.run calls these commands)
+    Subcommand("run", None, help="select -> calibrate -> [cull] -> build -> analyze from one "
+               "TOML file", description="The pipeline in one command: the stages' inputs come "
+               "from the [run] section of CONFIG (inputs, telemetry, exclude, refkit, store, "
+               "outdir, cull, mask_in, compare; see docs/commands/run.md), every stage gets "
+               "--config CONFIG. Each stage prints its command line. Exit 0 deliverable, 1 not "
+               "deliverable, 2 a stage failed.", args=(
+        arg("config", help="TOML file with a [run] section"),
+    )),
+    Subcommand("masks", _masks, help="hot-pixel masks per month (or per N inputs) and the growth "
+               "of new hot pixels (report §7.1)", description="One MASK per month or per N "
+               "inputs from that bin's rate images (HOT = mean rate > [dark] hot_rate), "
+               "decoupled from the period darks; the new hot pixels per bin, their growth a "
+               "month fitted, hot_growth.ecsv and hot_growth.png in OUTDIR.", args=(
+        arg("--store", required=True),
+        arg("--outdir", required=True),
+        arg("--per", type=_per, help="'month' (calendar months, UTC) or a number of inputs "
+            "(default [masks] per: month)"),
+        arg("--cull", help="cull table: its culled exposures are left out"),
+        arg("--mask-in", help="comparison MASK: the base of every mask, and its HOT pixels are "
+            "not new"),
+        arg("--scheduler", help="sync | threads[:N] (default threads)"),
+        arg("--config", help="TOML file ([masks], [dark] hot_rate)"),
+    )),
+    Subcommand("plan", _plan, help="dark files to request per epoch for a target SNR",
+               description="SNR grows as sqrt(N): clean files for the target SNR, files to "
+               "request at the usable fraction, per epoch and in total, and their science and "
+               "charged time (report §9.3-9.4).", args=(
+        arg("--per-file-snr", type=_positive_float, help="SNR of a dark from one input file (or "
+            "measure it with --store)"),
+        arg("--target-snr", type=_positive_float, required=True),
+        arg("--usable-fraction", type=_positive_float, required=True, help="fraction of "
+            "observed files that survive the filters and culls (0-1]"),
+        arg("--epochs", type=_positive_int, default=1),
+        arg("--store", help="measure the per-file SNR (and the readout) from a store"),
+        arg("--readpatt", type=str.upper, choices=list(inst.READ_PATTERNS), help="readout of "
+            "the darks, for the time (default: the store's)"),
+        arg("--ngroups", type=_positive_int, help="groups per dark (default: the store's)"),
+        arg("--subarray", type=str.upper, choices=list(inst.SUBARRAYS)),
+        arg("--overhead", type=_positive_float, default=92.0 / 72.1, help="charged / science "
+            "time (default 1.276: the report's Cycle 4 program)"),
+        arg("--config", help="TOML file ([delivery] SNR clipping, with --store)"),
+        arg("--json", action="store_true", help="print one flat JSON object"),
+    )),
+    Subcommand("verify", _verify, help="check a store's committed chunks against their manifests",
+               description="Every metadata file must be readable, and every chunk file each "
+               "committed exposure's manifest lists must be there with its size and CRC32C "
+               "checksum (reads the whole store; --quick: sizes only, as build and calibrate do "
+               "before starting; every chunk a command reads is checked against its checksum as "
+               "it is read).  Exit code 2 when anything is missing or damaged.", args=(
+        arg("--store", required=True),
+        arg("--quick", action="store_true", help="sizes only, no checksums"),
+    )),
+    Subcommand("repair", _repair, help="rebuild a store's damaged metadata from what it keeps",
+               description="Restores the root zarr.json from its backup, an array's zarr.json "
+               "from the root's consolidated metadata and a chunk manifest from the chunk files "
+               "as they are now; says what was repaired and what was lost; then checks chunk "
+               "sizes (`verify` checks the checksums).  Exit status 0 when the store is whole "
+               "afterwards, else 2.", args=(
+        arg("--store", required=True),
+    )),
+    Subcommand("self-check", _self_check, help="tiled calibration against jwst's own run on the "
+               "installed jwst and stcal", description="Simulates a small set made to hit every "
+               "cut of tiled calibration (dense snowballs and cosmic rays on the pieces' edges "
+               "and the frame's), calibrates it with jwst's whole-exposure run and tiled, and "
+               "compares the two stores bit for bit (about a minute).  Exit status 0 when they "
+               "are equal, 1 when not.  Tiled calibration runs by default only on the jwst and "
+               "stcal releases it was tested on; on others, a passing self-check is the evidence "
+               "to set NRSDARK_TILED_UNTESTED=1.", args=(
+        arg("--workdir", help="a new folder for the case and its stores (default: a temporary "
+            "one)"),
+        arg("--keep", action="store_true", help="keep the workdir afterwards"),
+        arg("--scheduler", default="threads:2", help="default threads:2"),
+    )),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nrsdark`` parser, made from :data:`SUBCOMMANDS`."""
     p = argparse.ArgumentParser(prog="nrsdark", description="NIRSpec bias, dark and bad-pixel-"
-                                "mask reference files (JWST-STScI-009226) on Dask, Zarr and "
-                                "xarray; `nrsdark COMMAND --help` for each command.")
+                                    "mask reference files (JWST-STScI-009226) on Dask, Zarr and "
+                                    "xarray; `nrsdark COMMAND --help` for each command.")
     p.add_argument("--version", action="version", version=f"nrsdark_dask {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    s = sub.add_parser("simulate", help="write a simulated data set of uncal darks with truth",
-                       description="Write N simulated NIRSpec uncal darks, their truth, ASIC "
-                       "telemetry and an offline reference kit into OUTDIR (must not exist).")
-    s.add_argument("outdir")
-    s.add_argument("--readout", choices=["trad", "irs2"], default="trad")
-    s.add_argument("--readpatt", choices=list(inst.READ_PATTERNS), default=None,
-                   help="default: NRSRAPID (trad) or NRSIRS2RAPID (irs2)")
-    s.add_argument("--detector", type=str.upper, choices=list(inst.DETECTORS), default="NRS1")
-    s.add_argument("--subarray", type=str.upper, choices=list(inst.SUBARRAYS), default="FULL")
-    s.add_argument("--ngroups", type=int, default=None, help="default: 88 trad, 200 irs2")
-    s.add_argument("--nexp", type=_positive_int, default=4)
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--start", default="2023-07-01", help="first date (ISO)")
-    s.add_argument("--end", default="2024-06-30", help="last date (ISO)")
-    s.add_argument("--gratings", default="G140H,G395H",
-                   help="mix with weights, e.g. 'G140H:3,G395H,PRISM,MIRROR'")
-    s.add_argument("--artifacts", action="store_true",
-                   help="inject report §3 failure cases: mode-switch bias residuals, MSA glow "
-                   "on PRISM, persistence")
-    s.add_argument("--glow-rate", type=_positive_float, default=0.006, metavar="DN_PER_S",
-                   help="MSA-glow stripe crest with --artifacts (default 0.006 DN/s, near the "
-                        "cull's limit; 0.02 shows to the eye)")
-    s.add_argument("--workers", type=_positive_int, default=1,
-                   help="processes (one exposure each)")
-    s.add_argument("--no-refkit", action="store_true", help="skip the reference kit")
-    s.add_argument("--hot-growth", type=float, default=0.0,
-                   help="new hot pixels a month in the simulated region, onsets spread over "
-                   "the dates (report §7.1: ~100 a month on a full frame)")
-    s.add_argument("--snowball-scale", type=_positive_float, default=1.0, metavar="X",
-                   help="X times the natural snowball rate (a few per full frame an hour): "
-                   "dense cases for snowball flagging")
-    s.set_defaults(func=_simulate)
-
-    s = sub.add_parser("select", help="pre-filter inputs into a manifest (report §3)",
-                       description="One manifest row per input with accept/reject and a reason; "
-                       "prints the yield table (report §9 Table 5).")
-    s.add_argument("inputs", nargs="+", help="uncal/ramp/jump FITS files or folders")
-    s.add_argument("--telemetry", help="ASIC temperature table (ECSV/CSV: time, asic_temp[, "
-                   "detector]), or 'edb': fetch it from the engineering database ([telemetry] "
-                   "of --config; needs MAST_API_TOKEN) into telemetry.ecsv beside the "
-                   "manifest; see docs/telemetry.md")
-    s.add_argument("--exclude", help="exclusion list (ECSV/CSV with file[, reason], or text)")
-    s.add_argument("--cull", help="cull table of `nrsdark cull` (its culled exposures are "
-                   "rejected, beside --exclude)")
-    s.add_argument("-o", "--output", required=True, help="manifest to write (ECSV)")
-    s.add_argument("--requested", type=_count, help="number of darks requested (yield table)")
-    s.add_argument("--start", type=_date, help="first date to accept (ISO)")
-    s.add_argument("--end", type=_date, help="last date to accept (ISO, inclusive)")
-    s.add_argument("--dt-full", type=_kelvin, help="ASIC dT limit for full frames, K (0.02)")
-    s.add_argument("--dt-sub", type=_kelvin, help="ASIC dT limit for subarrays, K (0.13)")
-    s.add_argument("--accept-no-telemetry", action="store_true",
-                   help="accept inputs without telemetry instead of rejecting them")
-    s.add_argument("--config", help="TOML file overriding thresholds ([select] section)")
-    s.set_defaults(func=_select)
-
-    s = sub.add_parser("fetch", help="download new NIRSpec dark exposures from MAST",
-                       description="The uncal files of the [fetch] section's programs "
-                       "(NRS_DARK; detectors, readout patterns, subarrays, dates) that are not "
-                       "here yet, from MAST into --into (default [fetch] into, else the first "
-                       "[monitor] inputs). Resumable; sizes and FITS checksums checked; each "
-                       "file recorded in the results database. Exclusive-access files need "
-                       "MAST_API_TOKEN. See docs/commands/fetch.md.")
-    s.add_argument("config", help="TOML file with a [fetch] section")
-    s.add_argument("--into", help="folder for the files (e.g. the one the monitor watches)")
-    s.add_argument("--db", help="results database (URL or SQLite path; default: the "
-                   "monitor's, [monitor] db or <[monitor] stores>/nrsdark_results.sqlite)")
-    s.add_argument("--dry-run", action="store_true", help="list what would be fetched")
-    s.set_defaults(func=_fetch)
-
-    s = sub.add_parser("calibrate", help="jwst detector1 on accepted inputs into a Zarr store",
-                       description="Each exposure's detector1 cut into Dask tasks that fit a "
-                       "memory budget (--pieces tiled, bit-identical to jwst's own "
-                       "whole-exposure run, --pieces whole); resumable; failures are logged "
-                       "in the store and do not stop the others.")
-    s.add_argument("manifest")
-    s.add_argument("--store", required=True, help="e.g. stores/NAME.zarr")
-    s.add_argument("--refkit", help="folder of local reference files (offline); default CRDS")
-    s.add_argument("--scheduler",
-                   help="threads[:N] | local[:N] | tcp://HOST:PORT | sync (default: [run] "
-                   "scheduler of --config, else local)")
-    s.add_argument("--config", help="TOML file ([run] scheduler)")
-    s.add_argument("--group", help="manifest group to calibrate (when there are several)")
-    s.add_argument("--pieces", choices=["tiled", "whole"],
-                   help="tiled (default): row slabs and group blocks as Dask tasks, each within "
-                   "--task-memory; whole: one jwst run per exposure (20-21 bytes per raw "
-                   "pixel-group: 8.2 GB for TRAD FULL 88 groups; local:N shrinks to the "
-                   "workers whose memory holds one each)")
-    s.add_argument("--task-memory",
-                   help="memory budget of one tiled task (default [run] task_memory, else "
-                   "1.5GiB): sets the piece sizes")
-    s.add_argument("--record-tasks", metavar="FILE",
-                   help="tiled: write every exposure's task graph and each task's start, stop "
-                   "and worker to this JSON file (for capacity planning: docs, cluster)")
-    s.add_argument("--workdir", help="scratch folder of --pieces whole (default: inside the "
-                   "store's staging area)")
-    s.add_argument("--tile", type=_tile,
-                   help="chunk tile of a new store, YxX (default 256x256)")
-    s.add_argument("--group-chunk", type=_positive_int,
-                   help="groups per ramp chunk of a new store (default: chunks near 8 MiB)")
-    s.add_argument("--codec", choices=["none", "zstd", "blosc-lz4"],
-                   help="compression of a new store's ramps and rates (default none; DQ is "
-                   "always zstd)")
-    s.add_argument("--verbose", action="store_true", help="show jwst's INFO log")
-    s.set_defaults(func=_calibrate)
-
-    s = sub.add_parser("build", help="SUPERBIAS, DARK and MASK reference files from a store",
-                       description="Lazy tile-by-tile reductions of the report's §4.1, written "
-                       "as CRDS-format FITS validated with stdatamodels.")
-    s.add_argument("--store", required=True)
-    s.add_argument("--outdir", required=True)
-    s.add_argument("--mask-in", help="input MASK reference file, full frame or covering the "
-                   "store (cut to it); full-frame builds add the new hot pixels to it, "
-                   "subarray builds count them")
-    s.add_argument("--scheduler",
-                   help="threads[:N] | local[:N] | tcp://HOST:PORT | sync (default: [run] "
-                   "scheduler of --config, else threads)")
-    s.add_argument("--workers", type=_positive_int,
-                   help="threads of --scheduler threads (default: one per core)")
-    s.add_argument("--task-memory",
-                   help="memory budget of one ramp-pass task (default 1GiB): sets how many "
-                   "groups a task holds")
-    s.add_argument("--products", help="Zarr group (path or URL every worker can write) for the "
-                   "products of a cluster build (default: STORE.products/<stamp>.zarr beside "
-                   "the store)")
-    s.add_argument("--keep-products", action="store_true",
-                   help="keep a cluster build's products group (xarray opens it)")
-    s.add_argument("--db", help="results database to record the files in (SQLAlchemy URL, "
-                   "e.g. postgresql+psycopg://user@host/db, or an SQLite file; 'none': do not "
-                   "record; default [run] db, else nrsdark_results.sqlite beside the store)")
-    s.add_argument("--cull", help="cull table of `nrsdark cull`: the exposures it marks "
-                   "culled are left out")
-    s.add_argument("--config", help="TOML file overriding thresholds")
-    s.add_argument("--author", default="nrsdark_dask")
-    s.set_defaults(func=_build)
-
-    s = sub.add_parser("cull", help="score every exposure of a store for artifacts "
-                       "(mode switch, MSA glow, persistence) and list those to leave out",
-                       description="Residual images (an exposure minus the median of the "
-                       "others) scored in units of the noise; thresholds in [cull] of --config. "
-                       "Writes one row per exposure (exposure, artifact, score, culled, reason) "
-                       "and a PNG of each culled exposure's residuals.  Overrule by editing the "
-                       "'culled' column; build --cull and select --cull read it.")
-    s.add_argument("--store", required=True)
-    s.add_argument("-o", "--output", help="cull table to write (ECSV; default "
-                   "STORE_culled.ecsv beside the store)")
-    s.add_argument("--pictures", help="folder of the PNGs (default: OUTPUT without .ecsv, "
-                   "plus _png)")
-    s.add_argument("--all-pictures", action="store_true",
-                   help="a PNG of every exposure, not only the culled ones")
-    s.add_argument("--scheduler", help="threads[:N] | local[:N] | tcp://HOST:PORT | sync")
-    s.add_argument("--config", help="TOML file ([cull] thresholds)")
-    s.add_argument("--scratch", help="folder for the mean frames between passes, writable by "
-                   "every worker (default: a temporary folder beside a local store, else the "
-                   "system's temporary folder; on a multi-machine cluster give a shared one)")
-    s.set_defaults(func=_cull)
-
-    s = sub.add_parser("monitor", help="take in new darks: calibrate what is new into one store "
-                       "per input group, build the period darks that reach the SNR, record them, "
-                       "refresh the trend pages", description="One monitor run from the "
-                       "[monitor] section of CONFIG (inputs, telemetry, exclude, refkit, stores, "
-                       "outdir, cull, db; see docs/commands/monitor.md). Safe to run again: it "
-                       "takes in only what is new.")
-    s.add_argument("config", help="TOML file with a [monitor] section")
-    s.add_argument("--scheduler", help="threads[:N] (default), sync, local[:N], tcp://HOST:PORT")
-    s.set_defaults(func=_monitor)
-
-    s = sub.add_parser("trends", help="the monitor over time: a self-contained site of trend "
-                       "pages from the results database")
-    s.add_argument("--db", required=True, help="results database (SQLAlchemy URL or SQLite file)")
-    s.add_argument("-o", "--output", required=True, help="folder of the site (index.html, a "
-                   "page per detector x readout x subarray)")
-    s.set_defaults(func=_trends)
-
-    s = sub.add_parser("record", help="record a build whose recording failed (exit 3)",
-                       description="A build whose files were written but could not be "
-                       "recorded in the results database (exit 3) leaves OUTDIR/"
-                       "record-pending.json; this records those files, their inputs and "
-                       "statistics, then removes it.")
-    s.add_argument("outdir", help="the build's output folder")
-    s.add_argument("--db", help="results database (default: the one the build was given, "
-                   "when its URL holds no password)")
-    s.set_defaults(func=_record)
-
-    s = sub.add_parser("analyze", help="QA report and delivery verdict of a build's files",
-                       description="Statistics of report §4.2, the SNR verdict, figures, one "
-                       "self-contained HTML report and a JSON of every number (default in "
-                       "OUTDIR/qa).  Exit status: 0 deliverable, 1 not deliverable, 2 error.")
-    s.add_argument("outdir", help="folder of reference files (the newest of each type) or files")
-    s.add_argument("--compare", nargs="+", help="previous reference files (folder or files): "
-                   "new hot pixels, DRK difference")
-    s.add_argument("--report", help="folder for report.html, report.json (default OUTDIR/qa)")
-    s.add_argument("--db", help="record the analysis in this results database (SQLAlchemy URL "
-                   "or SQLite file; default [run] db, else nothing recorded)")
-    s.add_argument("--config", help="TOML file ([delivery], [dark] hot_rate)")
-    s.set_defaults(func=_analyze)
-
-    s = sub.add_parser("check-science", help="the report's §8: one science exposure "
-                       "calibrated with a new and an old reference set, the rates compared",
-                       description="Runs jwst detector1 (with superbias and dark_current) on "
-                       "SCIENCE twice, with the NEW and the OLD reference set, and compares the "
-                       "rates: difference image, median and scatter against both DARKs' UNC "
-                       "and the science noise, median column, hot-pixel residuals, pixels "
-                       "newly DO_NOT_USE or UNRELIABLE_DARK.  Writes check_science.html, "
-                       "check_science.json and both rate files into OUTDIR.")
-    s.add_argument("science", help="science exposure (uncal FITS)")
-    s.add_argument("--new", required=True, nargs="+", help="new reference set: a folder (the "
-                   "newest DARK, SUPERBIAS, MASK in it) or files")
-    s.add_argument("--old", required=True, nargs="+", help="old reference set: a folder or "
-                   "files, or 'crds' (what CRDS selects; needs CRDS_SERVER_URL)")
-    s.add_argument("--refkit", help="folder of the other reference files (saturation, "
-                   "linearity, gain, readnoise, mask; refpix for IRS2); default CRDS")
-    s.add_argument("-o", "--outdir", required=True)
-    s.add_argument("--background", help="box measuring the science noise: y0:y1,x0:x1 "
-                   "(0-based, end excluded; default every active pixel)")
-    s.add_argument("--config", help="TOML file ([dark] hot_rate, hot_rule)")
-    s.add_argument("--db", help="record the check in this results database (SQLAlchemy URL or "
-                   "SQLite file; default: nothing recorded)")
-    s.set_defaults(func=_check_science)
-
-    s = sub.add_parser("periods", help="temporal darks: the shortest date windows that reach "
-                       "the SNR, each built, plus a master for comparison",
-                       description="Predicts the inputs a period needs from the per-file SNR "
-                       "(SNR ~ sqrt(N)), cuts the dates into windows, confirms each window's SNR "
-                       "from its rates, builds each into OUTDIR/<label>/ and a master over all "
-                       "inputs (comparison only); OUTDIR/periods.ecsv is the table.  Exit "
-                       "status: 0 with at least one period dark, 1 when the store holds too few "
-                       "inputs for any period (the master only), 2 on error.")
-    s.add_argument("--store", required=True)
-    s.add_argument("--outdir", required=True)
-    s.add_argument("--cull", help="cull table: its culled exposures are in no period")
-    s.add_argument("--mask-in", help="comparison MASK (new hot pixels per period)")
-    s.add_argument("--scheduler", help="as for build")
-    s.add_argument("--config", help="TOML file ([delivery] SNR and the build's settings)")
-    s.add_argument("--db", help="record each period's build and analysis in this results "
-                   "database (SQLAlchemy URL or SQLite file; default: nothing recorded)")
-    s.set_defaults(func=_periods)
-
-    s = sub.add_parser("run", help="select -> calibrate -> [cull] -> build -> analyze from one "
-                       "TOML file", description="The pipeline in one command: the stages' "
-                       "inputs come from the [run] section of CONFIG (inputs, telemetry, "
-                       "exclude, refkit, store, outdir, cull, mask_in, compare; see "
-                       "docs/commands/run.md), every stage gets --config CONFIG. Each stage prints its command line. "
-                       "Exit 0 deliverable, 1 not deliverable, 2 a stage failed.")
-    s.add_argument("config", help="TOML file with a [run] section")
-    s.set_defaults(func=None)  # cli.main runs it (nrsdark_dask.cli.run calls these commands)
-
-    s = sub.add_parser("masks", help="hot-pixel masks per month (or per N inputs) and the "
-                       "growth of new hot pixels (report §7.1)",
-                       description="One MASK per month or per N inputs from that bin's rate "
-                       "images (HOT = mean rate > [dark] hot_rate), decoupled from the period "
-                       "darks; the new hot pixels per bin, their growth a month fitted, "
-                       "hot_growth.ecsv and hot_growth.png in OUTDIR.")
-    s.add_argument("--store", required=True)
-    s.add_argument("--outdir", required=True)
-    s.add_argument("--per", type=_per, help="'month' (calendar months, UTC) or a number of "
-                   "inputs (default [masks] per: month)")
-    s.add_argument("--cull", help="cull table: its culled exposures are left out")
-    s.add_argument("--mask-in", help="comparison MASK: the base of every mask, and its HOT "
-                   "pixels are not new")
-    s.add_argument("--scheduler", help="sync | threads[:N] (default threads)")
-    s.add_argument("--config", help="TOML file ([masks], [dark] hot_rate)")
-    s.set_defaults(func=_masks)
-
-    s = sub.add_parser("plan", help="dark files to request per epoch for a target SNR",
-                       description="SNR grows as sqrt(N): clean files for the target SNR, "
-                       "files to request at the usable fraction, per epoch and in total, and "
-                       "their science and charged time (report §9.3-9.4).")
-    s.add_argument("--per-file-snr", type=_positive_float,
-                   help="SNR of a dark from one input file (or measure it with --store)")
-    s.add_argument("--target-snr", type=_positive_float, required=True)
-    s.add_argument("--usable-fraction", type=_positive_float, required=True,
-                   help="fraction of observed files that survive the filters and culls (0-1]")
-    s.add_argument("--epochs", type=_positive_int, default=1)
-    s.add_argument("--store", help="measure the per-file SNR (and the readout) from a store")
-    s.add_argument("--readpatt", type=str.upper, choices=list(inst.READ_PATTERNS),
-                   help="readout of the darks, for the time (default: the store's)")
-    s.add_argument("--ngroups", type=_positive_int, help="groups per dark (default: the store's)")
-    s.add_argument("--subarray", type=str.upper, choices=list(inst.SUBARRAYS))
-    s.add_argument("--overhead", type=_positive_float, default=92.0 / 72.1,
-                   help="charged / science time (default 1.276: the report's Cycle 4 program)")
-    s.add_argument("--config", help="TOML file ([delivery] SNR clipping, with --store)")
-    s.add_argument("--json", action="store_true", help="print one flat JSON object")
-    s.set_defaults(func=_plan)
-
-    s = sub.add_parser("verify", help="check a store's committed chunks against their manifests",
-                       description="Every metadata file must be readable, and every chunk file "
-                       "each committed exposure's manifest lists must be there with its size and "
-                       "CRC32C checksum (reads the whole store; --quick: sizes only, as build "
-                       "and calibrate do before starting; every chunk a command reads is "
-                       "checked against its checksum as it is read).  Exit code 2 when anything "
-                       "is missing or damaged.")
-    s.add_argument("--store", required=True)
-    s.add_argument("--quick", action="store_true", help="sizes only, no checksums")
-    s.set_defaults(func=_verify)
-
-    s = sub.add_parser("repair", help="rebuild a store's damaged metadata from what it keeps",
-                       description="Restores the root zarr.json from its backup, an array's "
-                       "zarr.json from the root's consolidated metadata and a chunk manifest "
-                       "from the chunk files as they are now; says what was repaired and what "
-                       "was lost; then checks chunk sizes (`verify` checks the checksums).  "
-                       "Exit status 0 when the store is whole afterwards, else 2.")
-    s.add_argument("--store", required=True)
-    s.set_defaults(func=_repair)
-
-    s = sub.add_parser("self-check", help="tiled calibration against jwst's own run on the "
-                       "installed jwst and stcal",
-                       description="Simulates a small set made to hit every cut of tiled "
-                       "calibration (dense snowballs and cosmic rays on the pieces' edges and "
-                       "the frame's), calibrates it with jwst's whole-exposure run and tiled, "
-                       "and compares the two stores bit for bit (about a minute).  Exit status "
-                       "0 when they are equal, 1 when not.  Tiled calibration runs by default "
-                       "only on the jwst and stcal releases it was tested on; on others, a "
-                       "passing self-check is the evidence to set NRSDARK_TILED_UNTESTED=1.")
-    s.add_argument("--workdir", help="a new folder for the case and its stores (default: a "
-                   "temporary one)")
-    s.add_argument("--keep", action="store_true", help="keep the workdir afterwards")
-    s.add_argument("--scheduler", default="threads:2", help="default threads:2")
-    s.set_defaults(func=_self_check)
+    for c in SUBCOMMANDS:
+        s = sub.add_parser(c.name, help=c.help,
+                           **({"description": c.description} if c.description else {}))
+        for flags, options in c.args:
+            s.add_argument(*flags, **options)
+        s.set_defaults(func=c.run)
     return p
 
 
