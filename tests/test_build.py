@@ -5,10 +5,10 @@ import pytest
 from astropy.io import fits
 from stdatamodels.jwst import datamodels as dm
 
-from nrsdark_dask.cli import main as cli
 from nrsdark_dask.calibration import recipe as R
-from nrsdark_dask.stages.build import build
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask.instrument import DQ
+from nrsdark_dask.stages.build import build
 
 
 @pytest.fixture(scope="module")

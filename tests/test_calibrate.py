@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from nrsdark_dask.cli import main as cli
 from nrsdark_dask.calibration import recipe as R
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask.stages.calibrate import calibrate, whole_task_memory
 from nrsdark_dask.stages.select import read_manifest, select_inputs, write_manifest
 from nrsdark_dask.store import RampStore, StoreError, exposure_id, open_dataset

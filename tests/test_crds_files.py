@@ -8,11 +8,11 @@ import pytest
 from astropy.io import fits
 from stdatamodels.jwst import datamodels as dm
 
-from nrsdark_dask.cli import main as cli
 from nrsdark_dask import instrument as inst
 from nrsdark_dask import kernels as K
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.reduction.source import BuildError
 from nrsdark_dask.stages.build import build, cut_to_store
-from nrsdark_dask.reduction.graph import BuildError
 from nrsdark_dask.stages.select import select_inputs
 
 from conftest import synthetic_store

@@ -10,6 +10,7 @@ import pytest
 
 from nrsdark_dask import instrument as inst
 from nrsdark_dask.reduction import graph as R
+from nrsdark_dask.reduction import source
 from nrsdark_dask.store import StoreLayout, open_dataset
 
 NAMES = ("dark_cube", "dark_err", "dark_dq", "dark_rate", "mask", "superbias", "superbias_dq")
@@ -101,15 +102,15 @@ def test_rechunked_or_loaded_gives_the_same_files(pristine, how):
 ])
 def test_a_region_or_some_groups_are_refused_in_one_sentence(pristine, select, message):
     ds, _ = pristine
-    with pytest.raises(R.BuildError, match=message):
+    with pytest.raises(source.BuildError, match=message):
         R.build_products(ds.isel(**select))
 
 
 def test_a_store_without_ingest_summaries_is_refused(pristine):
     ds, _ = pristine
-    with pytest.raises(R.BuildError, match="lacks group1, rc_next .*schema 1"):
+    with pytest.raises(source.BuildError, match="lacks group1, rc_next .*schema 1"):
         R.build_products(ds.drop_vars(["group1", "rc_next"]))
     bad = ds.copy()
     bad["rate"] = 5.0
-    with pytest.raises(R.BuildError, match=r"variable rate has dimensions \(\)"):
+    with pytest.raises(source.BuildError, match=r"variable rate has dimensions \(\)"):
         R.build_products(bad)

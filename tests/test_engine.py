@@ -11,11 +11,12 @@ import pytest
 import zarr.storage
 
 from nrsdark_dask import kernels as K
-from nrsdark_dask.reduction import graph as R
-from nrsdark_dask.store import reader as store_module
-from nrsdark_dask.stages.build import build
 from nrsdark_dask.config import parse_bytes
+from nrsdark_dask.reduction import budget
+from nrsdark_dask.reduction import graph as R
+from nrsdark_dask.stages.build import build
 from nrsdark_dask.store import StoreLayout, open_dataset, read_block
+from nrsdark_dask.store import reader as store_module
 
 from conftest import copy_store
 
@@ -66,8 +67,8 @@ def test_each_ramp_chunk_is_read_once_and_clipped_once(blocked, tmp_path, monkey
                 for v in ("ramp", "groupdq")}
     count = _Count(monkeypatch)
     # a budget that fits 6 groups (2 group chunks) of the 4 exposures on a 64 x 256 tile
-    budget = R.task_bytes(E, 6, 64 * 256)
-    out = build(blocked, tmp_path, scheduler=scheduler, task_memory=budget)
+    task_budget = budget.task_bytes(E, 6, 64 * 256)
+    out = build(blocked, tmp_path, scheduler=scheduler, task_memory=task_budget)
     assert "6 groups" in out["plan"]
     for var in ("ramp", "groupdq"):
         reads = count.chunk_reads(blocked, var)
@@ -110,12 +111,12 @@ def test_budget_sets_the_group_block_not_the_data():
                       tframe=10.737, tgroup=10.737, has_bias=True, group_chunk=30, schema=2)
     tile = (256, 256)
     for n_exp in (5, 25, 60):
-        plan = R.plan_blocks(lay, n_exp, tile, parse_bytes("1GiB"))
+        plan = budget.plan_blocks(lay, n_exp, tile, parse_bytes("1GiB"))
         assert plan.task_bytes <= 2**30 and plan.group_block % 30 in (0, 28)
-    assert R.plan_blocks(lay, 5, tile, 2**30).group_block == 88  # small data: one block
-    assert R.plan_blocks(lay, 60, tile, 2**30).group_block == 30
+    assert budget.plan_blocks(lay, 5, tile, 2**30).group_block == 88  # small data: one block
+    assert budget.plan_blocks(lay, 60, tile, 2**30).group_block == 30
     with pytest.warns(UserWarning, match="over the"):
-        R.plan_blocks(lay, 200, tile, 2**30)  # one group chunk of 200 inputs does not fit
+        budget.plan_blocks(lay, 200, tile, 2**30)  # one group chunk of 200 inputs does not fit
     assert parse_bytes("512MB") == 512e6 and parse_bytes("2GiB") == 2 * 2**30
     with pytest.raises(ValueError, match="size"):
         parse_bytes("lots")

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask.cli import main as cli
 from nrsdark_dask import results as R
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask.stages.select import read_manifest, select_inputs
 from nrsdark_dask.store import RampStore, open_dataset
 

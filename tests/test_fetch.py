@@ -15,8 +15,8 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from nrsdark_dask.cli import main as cli
 from nrsdark_dask import results as R
+from nrsdark_dask.cli import main as cli
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mast_service import MastService  # noqa: E402

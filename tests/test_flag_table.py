@@ -14,8 +14,8 @@ import pytest
 from astropy.io import fits
 
 from nrsdark_dask import instrument as inst
-from nrsdark_dask.reduction import tables as P
 from nrsdark_dask.config import Config, DarkConfig
+from nrsdark_dask.reduction import tables as P
 
 
 def low_pedestal(group1, mean, std, sigma=1.0):

@@ -10,8 +10,8 @@ from astropy.io import fits
 from astropy.time import Time
 
 from nrsdark_dask.cli import main as cli
-from nrsdark_dask.stages.hotmasks import bins, fit_growth
 from nrsdark_dask.instrument import DQ
+from nrsdark_dask.stages.hotmasks import bins, fit_growth
 
 GROWTH = 50.0  # new hot pixels a month in the region (exaggerated: the statistics of a test)
 

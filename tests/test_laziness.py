@@ -6,10 +6,11 @@ on a local scheduler: ``dask.compute``, ``.compute()``, ``np.asarray``, a comman
 import numpy as np
 import pytest
 
-from nrsdark_dask.stages import cull as C
-from nrsdark_dask.reduction import graph as R
-from nrsdark_dask.stages.build import build
 from nrsdark_dask.config import Config
+from nrsdark_dask.reduction import delivery
+from nrsdark_dask.reduction import graph as R
+from nrsdark_dask.stages import cull as C
+from nrsdark_dask.stages.build import build
 from nrsdark_dask.stages.periods import periods
 from nrsdark_dask.store import open_dataset
 
@@ -34,7 +35,7 @@ def test_graph_builders_compute_nothing(cal_store, tmp_path):
     ds = open_dataset(cal_store["path"])
     with raise_if_dask_computes():
         R.build_products(ds)
-        R.rate_snr(ds)
+        delivery.rate_snr(ds)
         R.frame_statistics(ds)
         frames = C.mean_frames(ds)
         C.diagnose(ds, frames, replace(Config().cull, min_exposures=3),

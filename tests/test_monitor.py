@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask.cli import main as cli
 from nrsdark_dask import results as R
+from nrsdark_dask.cli import main as cli
 
 pytestmark = pytest.mark.xdist_group("monitor")
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from nrsdark_dask.cli import main as cli
-from nrsdark_dask.calibration import recipe as R
 from nrsdark_dask import results
-from nrsdark_dask.stages.build import build
+from nrsdark_dask.calibration import recipe as R
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask.instrument import DQ
 from nrsdark_dask.kernels.compare import rate_difference
+from nrsdark_dask.stages.build import build
 from nrsdark_dask.stages.science import check_science
 from nrsdark_dask.store import file_sha256
 

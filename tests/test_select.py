@@ -9,8 +9,8 @@ from astropy.table import Table
 
 from nrsdark_dask.cli import main as cli
 from nrsdark_dask.config import Config, SelectConfig
-from nrsdark_dask.stages.select import groups, read_manifest, select_inputs, yield_table
 from nrsdark_dask.simulate import SimConfig, read_truth, simulate_dataset
+from nrsdark_dask.stages.select import groups, read_manifest, select_inputs, yield_table
 
 
 @pytest.fixture(scope="module")

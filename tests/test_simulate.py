@@ -9,8 +9,8 @@ from astropy.table import Table
 from astropy.time import Time
 from stdatamodels.jwst import datamodels as dm
 
-from nrsdark_dask.cli import main as cli
 from nrsdark_dask import instrument as inst
+from nrsdark_dask.cli import main as cli
 from nrsdark_dask.simulate import SimConfig, simulate_dataset
 from nrsdark_dask.simulate import dataset as ds
 from nrsdark_dask.simulate.model import DETECTOR_PARAMS, TRAD_NOISE, make_truth

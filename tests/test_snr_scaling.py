@@ -76,7 +76,7 @@ def test_snr_grows_as_sqrt_n(long_ramp_store, tmp_path):
     import dask
 
     from nrsdark_dask.stages.build import build
-    from nrsdark_dask.reduction.graph import rate_snr
+    from nrsdark_dask.reduction.delivery import rate_snr
     from nrsdark_dask.store import open_dataset
 
     ids = [str(e) for e in open_dataset(long_ramp_store).exposure.values]

@@ -9,15 +9,15 @@ CI: a TRAD subarray (ALLSLITS) and a 5-group IRS2 full frame.  Slow: the issue's
 
 import pytest
 
-from nrsdark_dask.cli import main as cli
-from nrsdark_dask.stages import selfcheck
 from nrsdark_dask import instrument as inst
-from nrsdark_dask.stages.calibrate import calibrate
-from nrsdark_dask.stages.select import select_inputs, write_manifest
-from nrsdark_dask.simulate import SimConfig, add_charge, read_truth, simulate_dataset
-from nrsdark_dask.store import RampStore, open_dataset, store_differences
 from nrsdark_dask.calibration import versions
 from nrsdark_dask.calibration.budget import PiecePlan
+from nrsdark_dask.cli import main as cli
+from nrsdark_dask.simulate import SimConfig, add_charge, read_truth, simulate_dataset
+from nrsdark_dask.stages import selfcheck
+from nrsdark_dask.stages.calibrate import calibrate
+from nrsdark_dask.stages.select import select_inputs, write_manifest
+from nrsdark_dask.store import RampStore, open_dataset, store_differences
 
 EDGE_PLAN = selfcheck.EDGE_PLAN
 

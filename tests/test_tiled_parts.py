@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nrsdark_dask.store import StoreLayout
 from nrsdark_dask.calibration import hooks
 from nrsdark_dask.calibration.budget import plan_pieces, whole_frame_need
 from nrsdark_dask.calibration.scratch import Cube
+from nrsdark_dask.store import StoreLayout
 
 DNU, SAT, JUMP = 1, 2, 4
 

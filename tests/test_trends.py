@@ -13,8 +13,8 @@ import pytest
 from nrsdark_dask import results as R
 from nrsdark_dask.stages.analyze import analyze
 from nrsdark_dask.stages.build import build
-from nrsdark_dask.store import open_dataset
 from nrsdark_dask.stages.trends import TrendsError, collect, hot_growth, trends
+from nrsdark_dask.store import open_dataset
 
 pytestmark = pytest.mark.xdist_group("results")
 

@@ -31,7 +31,7 @@ from stdatamodels.jwst import datamodels as dm
 from .. import __version__
 from .. import instrument as inst
 from ..paths import human_bytes
-from ..reduction.graph import Products
+from ..reduction.result import Products
 from ..reduction.tables import (REFERENCE_FILES, ReferenceFile, dq_def_names, file_products,
                                 reference_file)
 

@@ -81,8 +81,6 @@ from __future__ import annotations
 
 import functools
 import operator
-import warnings
-from dataclasses import dataclass, field
 
 import dask
 import dask.array as da
@@ -93,139 +91,18 @@ from dask.highlevelgraph import HighLevelGraph
 from .. import instrument as inst
 from .. import kernels as K
 from ..config import Config
-from ..store import VARIABLES, StoreBlock, StoreLayout, child, read_block
+from ..store import StoreBlock, StoreLayout
 from . import tables as P
+from .budget import BlockPlan, plan_blocks
+from .delivery import delivery, frame_clipped_stats, rate_images
+from .result import Products
+from .source import BuildError, build_source, is_pristine, store_stack
 from .tables import BY_NAME, Flag, Product, Rule
 
 DQ = inst.DQ
-DEFAULT_TASK_MEMORY = 1 << 30
-"""Per-task budget of the ramp pass (1 GiB): two workers' tasks, the small images and the
-interpreter stay under 3 GiB, for any number of exposures or groups."""
-
-
-class BuildError(ValueError):
-    pass
-
-
-@dataclass
-class Products:
-    """Lazy reference-file arrays (``xarray.DataArray`` backed by dask) and statistics."""
-
-    layout: StoreLayout
-    plan: BlockPlan
-    exposures: list = field(default_factory=list)
-    dates: list = field(default_factory=list)
-    arrays: dict = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)
-    store: str = ""  # where the inputs came from (the dataset's ``nrsdark_store``)
-    gratings: tuple = ()  # the inputs' GRATING values
-
-    def __getitem__(self, name):
-        return self.arrays[name]
-
-
-def _layout(ds) -> StoreLayout:
-    return StoreLayout(**ds.attrs["layout"])
-
-
-MIN_GROUPS = 3
-
-
-def check_groups(ngroups: int) -> None:
-    """The flag rules need at least :data:`MIN_GROUPS` groups: RC reads groups 1-3 (report
-    §4.1.3), and jump detection (telegraph, RTN) needs two group differences."""
-    if ngroups < MIN_GROUPS:
-        raise BuildError(f"inputs of {ngroups} group(s): the flag rules need at least "
-                         f"{MIN_GROUPS} (RC reads groups 1-3; jump detection, two differences)")
-
-
-NEEDED = ("ramp", "groupdq", "rate", "pixeldq", "neg_jumps", "group1", "rc_next")
-
-
-def check_store(ds) -> StoreLayout:
-    """Clear errors for datasets the reductions cannot use: too few groups or exposures, a
-    store made before the ingest summaries (schema 1: recalibrate), a variable missing or
-    not on the store's dimensions, a selection of rows, columns or groups (a build makes
-    whole-frame reference files: select exposures only)."""
-    layout = _layout(ds)
-    check_groups(layout.ngroups)
-    if missing := [v for v in NEEDED + (("bias_groups",) if layout.has_bias else ())
-                   if v not in ds.data_vars]:
-        old = {"group1", "rc_next"} & set(missing)
-        raise BuildError(f"the dataset lacks {', '.join(missing)}" + (
-            " (a store made before the ingest summaries, schema 1: calibrate its inputs into "
-            "a new store)" if old else ""))
-    for v in ds.data_vars:
-        if v in VARIABLES and ds[v].dims != VARIABLES[v][0]:
-            raise BuildError(f"variable {v} has dimensions {ds[v].dims}, the store's are "
-                             f"{VARIABLES[v][0]} (assign a whole array, e.g. "
-                             f"ds['{v}'] = ds.{v} * 0 + 5)")
-    for dim, size in (("group", layout.ngroups), ("y", layout.ny), ("x", layout.nx),
-                      ("y_raw", layout.ny_raw)):
-        if dim in ds.sizes and ds.sizes[dim] != size:
-            raise BuildError(f"the dataset holds {ds.sizes[dim]} of the store's {size} {dim}: "
-                             "a build makes whole-frame reference files from every group; "
-                             "select exposures only (isel/sel on exposure, or build --cull / "
-                             "open_dataset(exclude=...))")
-    if layout.schema < 5:
-        warnings.warn(f"this store (schema {layout.schema}) was made before the ingest "
-                      "recorded saturation in group 1 (rc_next bit 3): RC pixels saturated "
-                      "in group 1 are missed, as before issue 21; recalibrate into a new store",
-                      stacklevel=3)
-    n = ds.sizes.get("exposure", 0)
-    if n == 0:
-        raise BuildError("the store holds no exposure; run nrsdark calibrate first")
-    if n < 2:
-        raise BuildError(f"the store holds {n} exposure; the report's statistics are across "
-                         "inputs (clipped mean, standard error): at least 2 are needed")
-    return layout
 
 
 # ---- block plan ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BlockPlan:
-    """Shape of the ramp pass's blocks: ``group_block`` groups of every exposure on one tile
-    of the dataset's (y, x) chunks; ``task_bytes`` its estimated peak, against ``budget``."""
-
-    group_block: int
-    n_exposures: int
-    tile: tuple[int, int]
-    task_bytes: int
-    budget: int
-
-    def describe(self) -> str:
-        return (f"ramp pass: blocks of {self.n_exposures} exposures x {self.group_block} groups "
-                f"x {self.tile[0]} x {self.tile[1]} pixels, ~{self.task_bytes / 2**20:.0f} MiB "
-                f"a task (budget {self.budget / 2**20:.0f} MiB)")
-
-
-def task_bytes(n_exp: int, n_groups: int, tile_pixels: int) -> int:
-    """Peak bytes of one ramp-pass task: the block's ramp (4 B) and group DQ (1 B) of every
-    exposure, the jump flags (1 B per exposure and pixel), and per group and pixel the mean,
-    std, cube, ERR (4 B each), count (2 B), group DQ (1 B) and one temporary (4 B)."""
-    return tile_pixels * (n_groups * (5 * n_exp + 23) + 3 * n_exp)
-
-
-def plan_blocks(layout: StoreLayout, n_exp: int, tile: tuple[int, int],
-                task_memory: int | None = None) -> BlockPlan:
-    """The largest group block (a multiple of the store's group chunk, so no chunk is read
-    twice) whose task fits ``task_memory`` bytes; at least one group chunk, with a warning
-    when even that does not fit (the store's chunks are too big for the budget: calibrate
-    into a store with a smaller ``--tile``)."""
-    budget = int(task_memory or DEFAULT_TASK_MEMORY)
-    gc, G = layout.groups_per_chunk, layout.ngroups
-    pixels = tile[0] * tile[1]
-    k = 1
-    while k * gc < G and task_bytes(n_exp, (k + 1) * gc, pixels) <= budget:
-        k += 1
-    gb = min(G, k * gc)
-    need = task_bytes(n_exp, gb, pixels)
-    if need > budget:
-        warnings.warn(f"one ramp-pass task needs ~{need / 2**20:.0f} MiB (one group chunk of "
-                      f"{n_exp} exposures on a {tile[0]} x {tile[1]} tile), over the "
-                      f"{budget / 2**20:.0f} MiB budget; a store with smaller tiles or group "
-                      "chunks would fit", stacklevel=2)
-    return BlockPlan(gb, n_exp, tile, need, budget)
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -235,40 +112,8 @@ def _fill(arr: da.Array, product: Product) -> da.Array:
     return out.astype(product.dtype)
 
 
-def _clipped_stats_lazy(x: da.Array, valid: da.Array, sigma=3.0, iters=5):
-    """Whole-frame clipped mean and std of an image (0-d dask arrays): one task on the
-    gathered image (a full frame is 16 MB) instead of ``iters`` rounds of tree reductions."""
-    valid = da.broadcast_to(valid, x.shape)
-    out = da.map_blocks(lambda a, b: K.mean_clipped_mean_std(a, b, sigma, iters),
-                        x.rechunk(-1), valid.rechunk(-1), drop_axis=list(range(x.ndim)),
-                        new_axis=0, chunks=((2,),), dtype=np.float64, token="frame-statistics")
-    return out[0], out[1]
-
-
 def _per_exposure(values: da.Array) -> da.Array:
     return da.asarray(values).reshape((-1, 1, 1)).rechunk(-1)
-
-
-def rate_snr(ds: xr.Dataset, cfg: Config | None = None) -> dict:
-    """The delivery SNR of a build of every exposure of ``ds``, from its rate images alone
-    (DRK = their mean, UNC = their standard error, as the build makes them): lazy ``snr``,
-    ``snr_required``, ``deliverable`` and ``n``.  Reads only (E, y, x) rate tiles; what
-    ``nrsdark plan --store`` and period predictions use before building anything."""
-    cfg = cfg or Config()
-    ds, layout = _source(ds)
-    im = rate_images(ds.rate.data.rechunk({0: -1}))
-    ref = inst.reference_pixel_mask(layout.geometry())
-    active = ~da.from_array(ref, chunks=im["mean_rate"].chunks)
-    return {**delivery(im["mean_rate"], im["unc"], active, layout, cfg),
-            "n": ds.sizes["exposure"]}
-
-
-def rate_images(rate: da.Array) -> dict:
-    """DRK (``mean_rate``: the plain mean of the inputs' rates, report) and UNC (``unc``: its
-    standard error, ddof = 1) from rate images (E, y, x), lazily."""
-    n = da.isfinite(rate).sum(axis=0)
-    return {"mean_rate": da.nanmean(rate, axis=0),
-            "unc": da.nanstd(rate, axis=0, ddof=1) / da.sqrt(n)}
 
 
 # ---- stage 1: small images ----------------------------------------------------------------
@@ -281,7 +126,7 @@ def _images(ds: xr.Dataset, layout: StoreLayout, cfg: Config, chunks2,
     ref = inst.reference_pixel_mask(layout.geometry())
     refpix = da.from_array(ref, chunks=chunks2)
     active = ~refpix
-    pristine = _is_pristine(ds)
+    pristine = is_pristine(ds)
 
     @functools.cache
     def stack(var):  # (E, y, x), every exposure of a tile in one block
@@ -289,7 +134,7 @@ def _images(ds: xr.Dataset, layout: StoreLayout, cfg: Config, chunks2,
             raise BuildError(f"this store has no {var} (made before it was recorded at "
                              "ingest): recalibrate it for this flag rule")
         if pristine:
-            return _store_stack(ds, var, chunks2)
+            return store_stack(ds, var, chunks2)
         return getattr(ds, var).data.rechunk({0: -1, 1: chunks2[0], 2: chunks2[1]})
 
     images = rate_images(stack("rate"))
@@ -303,7 +148,7 @@ def _images(ds: xr.Dataset, layout: StoreLayout, cfg: Config, chunks2,
             flags[f.name] = evaluate(f, rule, lambda v: images[v] if v in images else stack(v),
                                      S, cfg, active, flags)
     if "frame_rate" not in S:
-        S["frame_rate"], _ = _clipped_stats_lazy(mean_rate, active & ~flags["hot"])
+        S["frame_rate"], _ = frame_clipped_stats(mean_rate, active & ~flags["hot"])
     own = functools.reduce(operator.or_, [flags[f.name] for f in P.FLAGS if f.average_ramp
                                           and f.name in flags], refpix)
     lit = [flags[f.name] for f in P.FLAGS if f.ipc and f.name in flags]
@@ -367,7 +212,7 @@ def _image_statistic(name: str, image, active) -> da.Array:
         if x.ndim != 2:
             raise BuildError(f"a flag rule asks for {name!r}: clipped statistics are of "
                              "(y, x) images of the build")
-        return _clipped_stats_lazy(x, keep)[0 if how == "mean" else 1]
+        return frame_clipped_stats(x, keep)[0 if how == "mean" else 1]
     x = da.where(keep, x, np.nan)
     axis = (1, 2) if x.ndim == 3 else None
     return da.nanmean(x, axis=axis) if how == "mean" else da.nanstd(x, axis=axis)
@@ -486,52 +331,6 @@ def _dark_tile(means, stds, mean_rate, use_ramp, frame_rate, *, group_times, fra
     return {"dark_cube": cube, "dark_err": err}
 
 
-def _store_stack(ds: xr.Dataset, var: str, chunks2) -> da.Array:
-    """A store variable (exposure, [other,] y, x) as a dask array with every exposure of a
-    tile in one block, each block read by one task straight from the store (``read-VAR``
-    tasks): one task and no concatenation per tile, instead of E reads and a rechunk."""
-    v = ds[var]
-    path = child(ds.encoding["nrsdark_store"], var)
-    name = f"read-{var.replace('_', '-')}-{dask.base.tokenize(v.data.name, chunks2)}"
-    ys, xs = np.cumsum((0,) + tuple(chunks2[0])), np.cumsum((0,) + tuple(chunks2[1]))
-    middle = (ds.encoding["nrsdark_positions"],) + (slice(None),) * (v.ndim - 3)
-    zeros = (0,) * (v.ndim - 2)
-    dsk = {(name,) + zeros + (i, j): (read_block, path, middle + (
-        slice(int(ys[i]), int(ys[i + 1])), slice(int(xs[j]), int(xs[j + 1]))))
-        for i in range(len(chunks2[0])) for j in range(len(chunks2[1]))}
-    chunks = tuple((n,) for n in v.shape[:-2]) + tuple(tuple(c) for c in chunks2)
-    return da.Array(HighLevelGraph.from_collections(name, dsk, dependencies=[]), name,
-                    chunks=chunks, dtype=v.dtype)
-
-
-def _is_pristine(ds: xr.Dataset) -> bool:
-    """The dataset is the store as opened: every variable :func:`store.open_dataset` made is
-    there as the very dask array it made (not edited, loaded, rechunked or selected), so the
-    build may read the store's chunks itself.  Otherwise it computes from what the dataset
-    holds (:func:`_source`)."""
-    names = ds.encoding.get("nrsdark_names")
-    return bool(names) and "nrsdark_store" in ds.encoding and all(
-        v in ds.data_vars and getattr(ds[v].data, "name", None) == n for v, n in names.items())
-
-
-def _source(ds: xr.Dataset) -> tuple[xr.Dataset, StoreLayout]:
-    """The dataset a build computes from, and its layout: :func:`check_store`'s refusals,
-    then, unless it is pristine, every variable as a dask array chunked like the store (a
-    loaded or assigned numpy array is wrapped, not re-read from the store)."""
-    layout = check_store(ds)
-    if _is_pristine(ds):
-        return ds, layout
-    ds = ds.copy()
-    ds.encoding = {}  # nothing of the store's is used for what the dataset holds
-    ty, tx = layout.tile_y, layout.tile_x
-    chunk = {"exposure": 1, "group": layout.group_chunk or layout.ngroups, "y": ty, "x": tx,
-             "bias_group": 2, "y_raw": ty}
-    for v in ds.data_vars:
-        if not dask.is_dask_collection(ds[v].data):
-            ds[v] = ds[v].chunk({d: chunk.get(d, -1) for d in ds[v].dims})
-    return ds, layout
-
-
 def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
                cfg: Config, outputs=RAMP_OUTPUTS, frame_times=None) -> dict:
     """One task per (group block, tile): see the module docstring.  Returns a lazy array per
@@ -557,7 +356,7 @@ def _ramp_pass(ds: xr.Dataset, layout: StoreLayout, plan: BlockPlan, img: dict,
         deps.append(fj)
     else:
         fj = None
-    pristine = _is_pristine(ds)
+    pristine = is_pristine(ds)
     if not pristine:
         r = ramp.rechunk({0: -1, 1: gch})
         q = ds.groupdq.data.rechunk({0: -1, 1: gch})
@@ -706,7 +505,7 @@ def _dark_dq(flags: dict, fills: list) -> da.Array:
 
 def _bias(ds: xr.Dataset, layout: StoreLayout, cfg: Config, given: dict) -> dict:
     """SUPERBIAS (report §4.1.1) from the ingest's bias groups, with its DQ and level."""
-    bg = (_store_stack(ds, "bias_groups", ds.bias_groups.data.chunks[2:]) if _is_pristine(ds)
+    bg = (store_stack(ds, "bias_groups", ds.bias_groups.data.chunks[2:]) if is_pristine(ds)
           else ds.bias_groups.data.rechunk({0: -1}))
     levels = da.asarray(ds.bias_level.data).rechunk(-1).reshape((-1, 1, 1, 1))
 
@@ -719,7 +518,7 @@ def _bias(ds: xr.Dataset, layout: StoreLayout, cfg: Config, given: dict) -> dict
     stack = da.map_blocks(block, bg, levels, dtype=np.float32, chunks=((3,),) + bg.chunks[2:],
                           drop_axis=1, token="superbias")
     bias, err = stack[0], stack[1]
-    m, sd = _clipped_stats_lazy(err, np.ones((), bool))
+    m, sd = frame_clipped_stats(err, np.ones((), bool))
     m, sd = given.get("bias_err_mean", m), given.get("bias_err_std", sd)
 
     def dq_block(e, m, sd):
@@ -733,7 +532,7 @@ def _bias(ds: xr.Dataset, layout: StoreLayout, cfg: Config, given: dict) -> dict
     raw_rows = layout.raw_science_rows()
     science = da.broadcast_to(da.from_array(raw_rows[:, None], chunks=(bias.chunks[0], 1)),
                               bias.shape).rechunk(bias.chunks)
-    level, _ = _clipped_stats_lazy(bias, science)
+    level, _ = frame_clipped_stats(bias, science)
     return {"superbias": bias, "superbias_err": err, "superbias_dq": dq,
             "stats": {"bias_level": level, "n_unreliable_bias": (dq != 0).sum(),
                       "bias_err_mean": m, "bias_err_std": sd}}
@@ -750,7 +549,7 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
     for IRS2) or None.  ``task_memory``: the ramp pass's per-task budget in bytes (1 GiB).
     """
     cfg = cfg or Config()
-    ds, layout = _source(ds)
+    ds, layout = build_source(ds)
     n_exp = ds.sizes["exposure"]
     ramp = ds.ramp.data
     chunks2 = ramp.chunks[2:]
@@ -813,22 +612,6 @@ def build_products(ds: xr.Dataset, cfg: Config | None = None, stats: dict | None
                     gratings=tuple(str(g) for g in ds.grating.values))
 
 
-def delivery(mean_rate, unc, active, layout: StoreLayout, cfg: Config) -> dict:
-    """The delivery criterion (report §4.2): SNR = the 3-sigma clipped median over
-    the active pixels of DRK / UNC; deliverable when it reaches 2.5 (TRAD and subarrays) or
-    5.0 (IRS2) (``[delivery]``).  Lazy; one task on the gathered ratio image."""
-    d = cfg.delivery
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = mean_rate / unc
-    ok = active & (unc > 0)
-    snr = da.map_blocks(lambda a, b: K.median_clipped_median(a, b, d.snr_clip_sigma),
-                        ratio.rechunk(-1), ok.rechunk(-1), drop_axis=[0, 1], new_axis=0,
-                        chunks=((1,),),
-                        dtype=np.float64, token="delivery-snr")[0]
-    required = d.required(layout.family)
-    return {"snr": snr, "snr_required": required, "deliverable": snr >= required}
-
-
 def dark_frame_times(layout: StoreLayout, cfg: Config) -> np.ndarray:
     """Times of the DARK's planes (one frame per plane, report §4.1.4 written in the jwst
     convention NFRAMES = 1, GROUPGAP = 0): ``[dark] frames`` of them, default (0) as many as
@@ -851,7 +634,7 @@ def task_count(p: Products) -> int:
 def frame_statistics(ds: xr.Dataset, cfg: Config | None = None) -> dict:
     """The whole-frame statistics alone, lazily: they read only per-exposure images."""
     cfg = cfg or Config()
-    ds, layout = _source(ds)
+    ds, layout = build_source(ds)
     chunks2 = ds.rate.data.chunks[1:]
     S = dict(_images(ds, layout, cfg, chunks2)["stats"])
     if layout.has_bias:

@@ -90,7 +90,8 @@ class Rule:
                              "'reference'")
         if self.scope == "reference" and (self.statistics or self.bits or self.halo
                                           or self.combine != "pixel"):
-            # reduction.graph._reference_flag hands the kernel the reference pixels and settings only
+            # reduction.graph._reference_flag hands the kernel the reference pixels and
+            # settings only
             raise ValueError(f"rule {self.name}: a reference-pixel rule takes inputs and "
                              "settings only (no statistics, bits, halo or combine)")
 

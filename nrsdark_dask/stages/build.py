@@ -6,7 +6,7 @@ streamed tile by tile into the pre-sized FITS files of :mod:`nrsdark_dask.export
 statistics printed at the end come from the same computation.
 
 Memory: the ramp pass's tasks are shaped by ``task_memory`` (default 1 GiB, see
-``reduction.graph.plan_blocks``); at most ``workers`` of them run at once, next to the small images
+``reduction.budget.plan_blocks``); at most ``workers`` of them run at once, next to the small images
 (a few full-frame float planes).  Measured peaks are in ``benchmarks/results/SUMMARY.md``.
 
 Schedulers (:mod:`nrsdark_dask.cluster`): ``sync`` and ``threads[:N]`` compute in this
@@ -34,7 +34,9 @@ from ..calibration.recipe import reference_mismatches
 from ..cluster import dask_client, local_progress, parse_scheduler
 from ..config import Config, ingest_settings, parse_bytes, settings_history, store_ingest
 from ..export.fits import pending_files, process_alive
-from ..reduction.graph import DEFAULT_TASK_MEMORY, BuildError, build_products, check_store
+from ..reduction.budget import DEFAULT_TASK_MEMORY
+from ..reduction.graph import build_products
+from ..reduction.source import BuildError, check_store
 from ..store import RampStore, file_sha256, open_dataset
 from .select import cull_note, read_culled
 

@@ -52,7 +52,7 @@ from ..cluster import (check_task_fits, dask_client, failure_reason, map_unorder
 from ..config import Config, DarkConfig, ingest_settings, parse_bytes, store_ingest
 from ..kernels import difference_scatter
 from ..paths import atomic_write, human_bytes
-from ..reduction.graph import check_groups
+from ..reduction.source import check_groups
 from ..results import peak_rss
 from ..store import (DEFAULT_TILE, STAGING, RampStore, StoreError, StoreLayout, exposure_id,
                      file_sha256, staging_path, write_staging)

@@ -50,7 +50,9 @@ from .. import instrument as inst
 from ..config import Config, settings_history
 from ..instrument import DQ
 from ..paths import atomic_write, write_table
-from ..reduction.graph import check_store, flag_from_images, output_mask, rate_images
+from ..reduction.delivery import rate_images
+from ..reduction.graph import flag_from_images, output_mask
+from ..reduction.source import check_store
 from ..store import open_dataset
 from .select import cull_note, read_culled
 

@@ -4,7 +4,7 @@ From the dates of a store's (not culled) exposures, the shortest windows whose i
 the delivery SNR:
 
 1. **predict**: the per-file SNR ``x`` is the delivery SNR of all the store's rate images
-   over sqrt(N) (:func:`nrsdark_dask.reduction.graph.rate_snr`; SNR grows as sqrt(N), report
+   over sqrt(N) (:func:`nrsdark_dask.reduction.delivery.rate_snr`; SNR grows as sqrt(N), report
    Table 4),
    so a window needs ``n = (required / x)^2`` inputs (whole, as ``nrsdark plan`` rounds);
 2. **windows**: consecutive runs of ``n`` inputs in date order, T0 the earliest; a remainder
@@ -35,7 +35,7 @@ from astropy.table import Table
 
 from ..config import Config
 from ..paths import write_table
-from ..reduction.graph import rate_snr
+from ..reduction.delivery import rate_snr
 from ..store import open_dataset
 from .plan import whole_files
 from .select import read_culled

@@ -14,7 +14,7 @@ program's, 92 h charged for 72.1 h of science (1.276).  For the report's IRS2 ep
 files this gives 15.5 h of science and 19.7 h charged; the report quotes 19.26 h an epoch.
 
 With a store, the per-file SNR is measured from it: the delivery SNR of its rate images
-(:func:`nrsdark_dask.reduction.graph.rate_snr`, what a build of all of them would reach) divided by
+(:func:`nrsdark_dask.reduction.delivery.rate_snr`, what a build of all of them would reach) divided by
 the square root of their number.
 """
 
@@ -77,7 +77,7 @@ def measured_per_file_snr(store, config=None) -> dict:
     import dask
 
     from ..config import Config
-    from ..reduction.graph import rate_snr
+    from ..reduction.delivery import rate_snr
     from ..store import open_dataset
 
     ds = open_dataset(store)

@@ -42,9 +42,9 @@ for images.  A chunk holds one exposure's groups ``[k g_c, (k+1) g_c)`` on one t
 so a ramp chunk is near 8 MiB (:func:`default_group_chunk`: 30 of 88 groups, 29 of 200 on
 256 x 256 tiles).  A reduction reads a group block of all exposures of a tile (E chunks per
 group chunk) and never more, so its memory is set by a budget, not by E x ngroups
-(``reduction.graph.plan_blocks``); appending an exposure touches only its own chunks.  Schema-1 stores
+(``reduction.budget.plan_blocks``); appending an exposure touches only its own chunks.  Schema-1 stores
 (one chunk per exposure and tile, all groups, no ingest summaries) still open; a build
-refuses them (``reduction.graph.check_store``).
+refuses them (``reduction.source.check_store``).
 
 Per-exposure summaries made at ingest, while the exposure is in memory anyway: the negative-
 jump counts, the clipped group-1 frame statistics, the group-1 image with the group 2-3 flags
@@ -355,7 +355,7 @@ def check_chunking(tile, group_chunk=None) -> None:
 def default_group_chunk(ngroups: int, tile_pixels: int) -> int:
     """Groups per ramp chunk: as even a split of the ramp as keeps a chunk near 8 MiB (30 of
     88 groups on 256 x 256 tiles), so a build can hold a group block of every exposure of a
-    tile without reading any chunk twice (see ``reduction.graph.plan_blocks``)."""
+    tile without reading any chunk twice (see ``reduction.budget.plan_blocks``)."""
     per = max(1, GROUP_CHUNK_BYTES // (4 * tile_pixels))
     nblocks = -(-ngroups // per)
     return -(-ngroups // nblocks)
