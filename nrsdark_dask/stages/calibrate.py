@@ -301,55 +301,14 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
     scheduler = scheduler or cfg.run.scheduler or "local"
     parse_scheduler(scheduler)
     asked = pieces or cfg.run.pieces  # None: the default, tiled where the releases allow
-    pieces = asked or "tiled"
-    if pieces not in PIECES:
-        raise ValueError(f"--pieces must be one of {', '.join(PIECES)}, not {pieces!r}")
+    if (asked or "tiled") not in PIECES:
+        raise ValueError(f"--pieces must be one of {', '.join(PIECES)}, not {asked!r}")
     budget = task_memory or cfg.run.task_memory or DEFAULT_TASK_MEMORY
     parse_bytes(budget)  # a bad size is refused before any work
-    manifest = read_manifest(manifest_path)
-    group, rows = _rows_for(manifest, group)
-    kinds = {r["kind"] for r in rows}
-    if len(kinds) > 1:
-        raise ValueError("the group mixes uncal and already-calibrated inputs; a store holds one "
-                         "kind (bias inputs exist only for uncal)")
-    present = [r for r in rows if Path(r["file"]).exists()]
-    if not present:
-        raise FileNotFoundError(f"none of the {len(rows)} accepted input files exists "
-                                f"(first: {rows[0]['file']})")
     store = RampStore(store_path)
-    store.local_path("calibrate")
-    if store.exists():
-        store.check_appendable()
-        _store_options(store, tile, codec, group_chunk)
-        lay = store.layout()
-        tile, codec, group_chunk = (lay.tile_y, lay.tile_x), lay.codec, lay.group_chunk
-    tile, codec = tile or (DEFAULT_TILE, DEFAULT_TILE), codec or "none"
-    layout = ingest.layout_of(present[0], tile, codec, group_chunk)
-    check_groups(layout.ngroups)
-    refused = [f"{r['name']}: {'; '.join(bad)}" for r in present[1:]
-               if (bad := layout.mismatches(ingest.layout_of(r, tile, codec)))]
-    if refused:
-        raise StoreError("inputs disagree with each other:\n  " + "\n  ".join(refused))
-    settings = ingest_settings(cfg)
-    if store.exists():
-        layout = _check_existing(store, layout, settings)
-    refs = recipe.refkit_files(refkit) if refkit else None
-    if refs and layout.has_bias:
-        recipe.check_reference_kit(refs, layout)
-    _identify(rows)
-    _refuse_duplicates(rows)
-    tiled = pieces == "tiled" and layout.has_bias
-    if tiled and (why := versions.tiled_refusal()):
-        if asked:
-            raise ValueError(why)
-        print(f"calibrate: --pieces whole: {why}", file=sys.stderr)
-        tiled = False
-    if tiled and (bad := refusals(recipe.step_arguments({}, layout.family, None),
-                                  layout.family)):
-        raise ValueError("tiled calibration cannot honour: " + "; ".join(bad)
-                         + " (use --pieces whole)")
-    if not tiled and layout.has_bias:
-        scheduler = whole_workers(scheduler, layout)
+    group, rows, layout, refs, settings = _checked_inputs(
+        manifest_path, group, store, refkit, tile, codec, group_chunk, cfg)
+    tiled, scheduler = _pieces_for(asked, layout, scheduler)
     kind, n = parse_scheduler(scheduler)
     given = plan
     threads = n if kind in ("threads", "local") else 1  # a cluster's: once it answers
@@ -364,20 +323,8 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
                         "one piece" if tiled else "one exposure")  # before a store exists
         flying = _scratch_room(store_path, layout, plan, client, kind, n) if tiled else None
         if not store.exists():
-            Path(store_path).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                store = RampStore.create(store_path, layout, provenance={
-                    "manifest": str(Path(manifest_path).resolve()), "group": group,
-                    "steps": list(recipe.DETECTOR1_STEPS),
-                    "step_parameters": recipe.STEP_PARAMETERS,
-                    "refkit": str(Path(refkit).resolve()) if refkit else "CRDS",
-                    "versions": software_versions(), "ingest": settings,
-                })
-            except FileExistsError:  # two calibrates at once: the other one created it
-                store = RampStore(store_path)
-                if not store.exists():
-                    raise
-                layout = _check_existing(store, layout, settings)
+            store, layout = _create_store(store_path, layout, settings, manifest_path, group,
+                                          refkit)
         with store.writer():
             there = store.committed_hashes()
             todo = [r for r in rows if r.get("sha256") not in there]
@@ -400,6 +347,83 @@ def calibrate(manifest_path, store_path, refkit=None, scheduler: str | None = No
         if record is not None:
             _write_record(record_tasks, record, started, scheduler, client, layout, plan)
     return summary
+
+
+
+def _checked_inputs(manifest_path, group, store: RampStore, refkit, tile, codec, group_chunk,
+                    cfg: Config) -> tuple:
+    """The manifest group's rows and their layout, everything checked before any work: one
+    kind of input, files present, the chunking (an existing store's own), the inputs agreeing
+    with each other and with the store, the reference kit fitting them, no exposure twice.
+    Returns ``(group, rows, layout, refs, ingest settings)``."""
+    group, rows = _rows_for(read_manifest(manifest_path), group)
+    if len({r["kind"] for r in rows}) > 1:
+        raise ValueError("the group mixes uncal and already-calibrated inputs; a store holds one "
+                         "kind (bias inputs exist only for uncal)")
+    present = [r for r in rows if Path(r["file"]).exists()]
+    if not present:
+        raise FileNotFoundError(f"none of the {len(rows)} accepted input files exists "
+                                f"(first: {rows[0]['file']})")
+    store.local_path("calibrate")
+    if store.exists():
+        store.check_appendable()
+        _store_options(store, tile, codec, group_chunk)
+        lay = store.layout()
+        tile, codec, group_chunk = (lay.tile_y, lay.tile_x), lay.codec, lay.group_chunk
+    tile, codec = tile or (DEFAULT_TILE, DEFAULT_TILE), codec or "none"
+    layout = ingest.layout_of(present[0], tile, codec, group_chunk)
+    check_groups(layout.ngroups)
+    refused = [f"{r['name']}: {'; '.join(bad)}" for r in present[1:]
+               if (bad := layout.mismatches(ingest.layout_of(r, tile, codec)))]
+    if refused:
+        raise StoreError("inputs disagree with each other:\n  " + "\n  ".join(refused))
+    settings = ingest_settings(cfg)
+    if store.exists():
+        layout = _check_existing(store, layout, settings)
+    refs = recipe.refkit_files(refkit) if refkit else None
+    if refs and layout.has_bias:
+        recipe.check_reference_kit(refs, layout)
+    _identify(rows)
+    _refuse_duplicates(rows)
+    return group, rows, layout, refs, settings
+
+
+def _pieces_for(asked: str | None, layout, scheduler: str) -> tuple[bool, str]:
+    """Tiled or whole, and the scheduler to use: tiled (the default) where the installed jwst
+    and stcal releases are proven and the recipe's parameters allow (an explicit ``tiled``
+    that cannot be is refused; the default falls back to whole, saying why); whole runs on
+    as many local workers as the machine's memory holds exposures (:func:`whole_workers`)."""
+    tiled = (asked or "tiled") == "tiled" and layout.has_bias
+    if tiled and (why := versions.tiled_refusal()):
+        if asked:
+            raise ValueError(why)
+        print(f"calibrate: --pieces whole: {why}", file=sys.stderr)
+        tiled = False
+    if tiled and (bad := refusals(recipe.step_arguments({}, layout.family, None),
+                                  layout.family)):
+        raise ValueError("tiled calibration cannot honour: " + "; ".join(bad)
+                         + " (use --pieces whole)")
+    if not tiled and layout.has_bias:
+        scheduler = whole_workers(scheduler, layout)
+    return tiled, scheduler
+
+
+def _create_store(store_path, layout, settings: dict, manifest_path, group, refkit):
+    """A new store with the run's provenance (manifest and group, recipe, parameters,
+    references, versions, ingest settings); one that another calibrate created meanwhile is
+    taken as it is, once checked.  Returns ``(store, layout)``."""
+    Path(store_path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return RampStore.create(store_path, layout, provenance={
+            "manifest": str(Path(manifest_path).resolve()), "group": group,
+            "steps": list(recipe.DETECTOR1_STEPS), "step_parameters": recipe.STEP_PARAMETERS,
+            "refkit": str(Path(refkit).resolve()) if refkit else "CRDS",
+            "versions": software_versions(), "ingest": settings}), layout
+    except FileExistsError:  # two calibrates at once: the other one created it
+        store = RampStore(store_path)
+        if not store.exists():
+            raise
+        return store, _check_existing(store, layout, settings)
 
 
 def _calibrate_into(store, store_path, todo, summary, layout, refs, plan, scheduler, client,
