@@ -53,6 +53,11 @@ def mast_token() -> str | None:
     return os.environ.get("MAST_API_TOKEN") or None
 
 
+def edb_time(text: str) -> Time:
+    """A window end in the EDB's request format (:data:`TIME_FORMAT`) as a UTC Time."""
+    return Time(dt.datetime.strptime(text, TIME_FORMAT), scale="utc")
+
+
 def window(start: Time, end: Time, pad_s: float) -> tuple[str, str]:
     """An exposure's telemetry window in the EDB's format, rounded outwards to whole seconds."""
     pad = TimeDelta(pad_s, format="sec")
@@ -146,9 +151,7 @@ class Edb:
             tmp = self.cache / f".{folder.name}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                t0 = Time(dt.datetime.strptime(start, TIME_FORMAT), scale="utc")
-                t1 = Time(dt.datetime.strptime(end, TIME_FORMAT), scale="utc")
-                self._client().cache([mnemonic], t0, t1, tmp)
+                self._client().cache([mnemonic], edb_time(start), edb_time(end), tmp)
                 os.replace(tmp, folder)
             except requests.RequestException as exc:
                 raise TelemetryError(mask(_describe(exc, self.url, self.timeout_s, self.token),
@@ -172,8 +175,7 @@ def asic_samples(exposures, edb: Edb, mnemonics: dict, pad_s: float, progress=No
         if progress:
             progress(f"[{i}/{len(wanted)}] ASIC telemetry {det} {mnemonic} {start}-{end}")
         rec = edb.records(mnemonic, start, end)
-        t0 = Time(dt.datetime.strptime(start, TIME_FORMAT), scale="utc").mjd
-        t1 = Time(dt.datetime.strptime(end, TIME_FORMAT), scale="utc").mjd
+        t0, t1 = edb_time(start).mjd, edb_time(end).mjd
         mjd = np.asarray(rec["MJD"], float) if len(rec) else np.zeros(0)
         keep = (mjd >= t0) & (mjd <= t1)
         temps = np.asarray(rec["euvalue"], float)[keep] if len(rec) else np.zeros(0)

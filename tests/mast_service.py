@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table
 from astropy.time import Time
 
 COLUMNS = ["fileSetName", "program", "exp_type", "instrume", "detector", "readpatt",
@@ -243,7 +242,3 @@ def _handler(svc: MastService):
             self._send(404, {"error": "not found"})
 
     return Handler
-
-
-def telemetry_table(path) -> Table:
-    return Table.read(path, format="ascii.ecsv")

@@ -39,9 +39,12 @@ import re
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from .. import results
 from ..config import FetchConfig
 from ..paths import name_problem
+from ..store import file_sha256
 from ..telemetry import mask, mast_token, unreachable
 
 DARK_EXP_TYPE = "NRS_DARK"
@@ -188,8 +191,11 @@ class Mast:
             name = str(r["filename"])
             if name.endswith(UNCAL) and name not in seen:
                 seen.add(name)
-                out.append({k: (v.item() if hasattr(v, "item") else v)
-                            for k, v in zip(tab.colnames, r)})
+                rec = {k: (None if np.ma.is_masked(v) else v.item() if hasattr(v, "item")
+                           else v) for k, v in zip(tab.colnames, r)}
+                size = rec.get("size")  # bytes, or None where MAST lists none
+                rec["size"] = int(size) if size not in (None, "") else None
+                out.append(rec)
         return out
 
     # -- download --------------------------------------------------------------------------
@@ -240,13 +246,13 @@ class Mast:
         """Size against the product list, then the FITS checksums; a bad file is deleted."""
         from astropy.io import fits
 
-        size, want = part.stat().st_size, product.get("size")
+        size, want = part.stat().st_size, product["size"]
         problem = ""
-        if want not in (None, "") and int(want) != size:
-            if size < int(want):
-                raise FetchError(f"{product['filename']}: {size} of {int(want)} bytes so far; "
+        if want is not None and want != size:
+            if size < want:
+                raise FetchError(f"{product['filename']}: {size} of {want} bytes so far; "
                                  "the next run continues it")
-            problem = f"{size} bytes, MAST lists {int(want)}"
+            problem = f"{size} bytes, MAST lists {want}"
         else:
             try:
                 with fits.open(part, checksum=False, memmap=False) as hdul:
@@ -300,8 +306,7 @@ def fetch(cfg, into=None, db=None, dry_run: bool = False, progress=None) -> dict
                 out["failed"].append(f"{name!r}: not a plain *_uncal.fits file name; refused")
                 continue
             final = into / name
-            if name in done or (final.exists() and p.get("size") not in (None, "")
-                                and final.stat().st_size == int(p["size"])):
+            if name in done or (final.exists() and final.stat().st_size == p["size"]):
                 out["have"] += 1
             elif str(p.get("access", "PUBLIC")).upper() != "PUBLIC" and not token:
                 out["exclusive"].append(name)
@@ -324,11 +329,8 @@ def fetch(cfg, into=None, db=None, dry_run: bool = False, progress=None) -> dict
             except FetchError as exc:
                 out["failed"].append(mask(str(exc), token))
                 continue
-            from ..store import file_sha256
-
-            rdb.record_fetch(p["filename"], str(p["uri"]), int(p["size"]) if p.get("size")
-                             not in (None, "") else None, file_sha256(path), path, mast.base,
-                             query)
+            rdb.record_fetch(p["filename"], str(p["uri"]), p["size"], file_sha256(path), path,
+                             mast.base, query)
             out["fetched"].append(path)
         out["db"] = rdb.safe_url
     with contextlib.suppress(OSError):  # nothing under way: no empty folder left behind
